@@ -1,0 +1,332 @@
+//! The YAML config file as written by operators: serde shapes only.
+//!
+//! These types mirror the file one to one and reject unknown keys. They carry no behaviour:
+//! `snapshot` compiles them into the runtime structures and is the one place where cross-field
+//! checks happen. String values go through `${VAR}` / `${VAR:-default}` expansion while they are
+//! deserialized, so a missing variable is reported with the file, line and key like any other
+//! error.
+
+mod expand;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::{Location, Spanned};
+
+pub use expand::expand_env;
+
+/// The whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the gateway accepts traffic.
+    pub listeners: Vec<RawListener>,
+    /// Directory holding the JSON Schemas, relative to the config file. Default `schemas`.
+    #[serde(default)]
+    pub schema_dir: Option<Text>,
+    /// Limits and timeouts that every route inherits unless it overrides them.
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    /// Named upstreams that routes forward to.
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// The routes, matched by method and path.
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `host:port` to bind, e.g. `127.0.0.1:8080` or `0.0.0.0:80`.
+    pub address: Spanned<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// Timeouts; every field is optional and falls back to the level above.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Time to open a TCP connection to the upstream (504 when exceeded).
+    pub connect: Option<Dur>,
+    /// Time from sending the request until the upstream's response headers arrive (504).
+    pub response_headers: Option<Dur>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub drain: Option<Dur>,
+}
+
+/// Request limits; every field is optional and falls back to the level above.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body accepted, e.g. `1MiB` (413 above it).
+    pub body: Option<Size>,
+    /// Deepest JSON nesting accepted in a body (400 above it).
+    pub json_depth: Option<usize>,
+    /// Most violations listed in one 422 answer; the rest are summarised as "and N more".
+    pub violations: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// A base URL (`http://backend.internal:8000`, optionally with a path prefix), or the
+    /// word `mock` for the built-in mock answering from the `mock` block.
+    pub url: Spanned<Text>,
+    /// What the built-in mock answers when `url` is `mock`.
+    #[serde(default)]
+    pub mock: Option<RawMock>,
+    /// Upstream connect and response-header timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMock {
+    /// HTTP status of every mock answer. Default 200.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// JSON file (relative to the config file) sent as the body.
+    pub body_file: Spanned<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name, used in logs, metrics and errors.
+    pub name: Text,
+    /// HTTP method, e.g. `POST`.
+    pub method: Text,
+    /// Path template, e.g. `/v1/items/{id}`; `{*rest}` matches the remainder.
+    pub path: Text,
+    /// Name of an entry in `upstreams`.
+    pub upstream: Text,
+    /// Remove this prefix from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: Option<Text>,
+    /// Replace the path with this template before forwarding; `{name}` inserts a path parameter.
+    #[serde(default)]
+    pub rewrite: Option<Text>,
+    /// Forward the client's `Host` header instead of the upstream's authority.
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// A string value after `${VAR}` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        expand_env(&raw, |name| std::env::var(name).ok())
+            .map(Text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A duration written as `5s`, `250ms`, `1m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Text::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map(Dur)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {:?} ({e}); write e.g. `5s` or `250ms`",
+                    text.0
+                ))
+            })
+    }
+}
+
+/// A byte size written as `1MiB`, `64KiB`, `1000` (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Text::deserialize(deserializer)?;
+        parse_size(&text).map(Size).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {:?}; write e.g. `1MiB`, `64KiB` or a number of bytes",
+                text.0
+            ))
+        })
+    }
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit: u64 = match text[digits..].trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
+/// One problem found in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// Dotted key path such as `routes[2].upstream`, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn at(
+        file: &Path,
+        location: Location,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: (location.line() > 0).then(|| location.line()),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn file(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Parses config text. `file` is only used to name the file in errors.
+pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    let mut key_path = None;
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            // `Spanned<T>` wraps a value in a struct whose field is `value`; no config key is
+            // named `value`, so the segment is dropped to give operators the path they wrote.
+            let path = e.path().to_string().replace(".value.", ".");
+            key_path = Some(path.strip_suffix(".value").unwrap_or(&path).to_string());
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|error| {
+        let line = error.location().map(|l| l.line()).filter(|&l| l > 0);
+        // The error renders with its own "line N column M:" prefix and a snippet; keep only the
+        // reason, since we print file and line ourselves.
+        let rendered = error.without_snippet().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("line "))
+            .map_or_else(
+                || rendered.lines().next().unwrap_or_default().to_string(),
+                |(_, rest)| rest.to_string(),
+            );
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            key: key_path.filter(|k| !k.is_empty() && k != "."),
+            message,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("64 KiB"), Some(64 << 10));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("1 furlong"), None);
+        assert_eq!(parse_size("99999999999999999999GiB"), None);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "listeners: []\nupstreams: {}\nroutes:\n  - name: a\n    mehtod: GET\n";
+        let err = parse(Path::new("gw.yaml"), text).unwrap_err();
+        assert_eq!(err.line, Some(5));
+        assert_eq!(err.key.as_deref(), Some("routes[0].mehtod"));
+        assert!(
+            err.message.contains("unknown field `mehtod`"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.to_string()
+                .starts_with("gw.yaml:5: routes[0].mehtod: unknown field"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let text =
+            "listeners: []\nupstreams: {}\nroutes: []\ndefaults:\n  timeouts:\n    connect: soon\n";
+        let err = parse(Path::new("gw.yaml"), text).unwrap_err();
+        assert_eq!(err.line, Some(6));
+        assert_eq!(err.key.as_deref(), Some("defaults.timeouts.connect"));
+        assert!(
+            err.message.contains("invalid duration \"soon\""),
+            "{}",
+            err.message
+        );
+    }
+}

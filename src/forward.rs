@@ -1,0 +1,246 @@
+//! Header and URI rules for forwarding (RFC 9110 §7.6): pure functions over the request and
+//! response parts, so they are tested without sockets.
+//!
+//! Architecture invariant: this module edits header maps in place; it never rebuilds them and
+//! never touches bodies.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{request, Uri, Version};
+
+use crate::snapshot::ForwardPath;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus `Trailer` and the legacy `Keep-Alive` and
+/// `Proxy-Connection`): they describe one connection and never cross the gateway.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Removes hop-by-hop fields, including every field named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are collected first, since removing Connection loses them.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+}
+
+/// What the forwarder needs to know about the downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    pub peer: IpAddr,
+    pub tls: bool,
+}
+
+/// Where to send a request: the upstream's authority and base path.
+pub struct Target<'a> {
+    pub authority: &'a Authority,
+    pub host_header: &'a HeaderValue,
+    /// The upstream URL's path without a trailing `/` (empty for none).
+    pub base_path: &'a str,
+}
+
+/// Turns the client's request parts into the upstream request parts, in place.
+pub fn upstream_request(
+    parts: &mut request::Parts,
+    target: &Target<'_>,
+    forward: &ForwardPath,
+    params: &matchit::Params<'_, '_>,
+    preserve_host: bool,
+    downstream: Downstream,
+    request_id: &HeaderValue,
+) -> Result<(), http::Error> {
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let path = parts.uri.path();
+    let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 32);
+    path_and_query.push_str(target.base_path);
+    match forward {
+        ForwardPath::Same => path_and_query.push_str(path),
+        ForwardPath::StripPrefix(prefix) => {
+            let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+            if !rest.starts_with('/') {
+                path_and_query.push('/');
+            }
+            path_and_query.push_str(rest);
+        }
+        ForwardPath::Rewrite(template) => fill_template(template, params, &mut path_and_query),
+    }
+    if let Some(query) = parts.uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(target.authority.clone())
+        .path_and_query(PathAndQuery::try_from(path_and_query)?)
+        .build()?;
+    // The upstream pool speaks HTTP/1.1 whatever the client used.
+    parts.version = Version::HTTP_11;
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    append_forwarded_for(headers, downstream.peer);
+    let proto = if downstream.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match &original_host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    match (preserve_host, original_host) {
+        (true, Some(host)) => headers.insert(header::HOST, host),
+        _ => headers.insert(header::HOST, target.host_header.clone()),
+    };
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    Ok(())
+}
+
+/// Appends the peer address to any `X-Forwarded-For` the client sent (all lines joined).
+fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let mut value = String::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(text) = existing.to_str() {
+            value.push_str(text.trim());
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&peer.to_string());
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// Writes `template` with each `{name}` replaced by the path parameter of that name.
+/// Names were checked against the route's path when the snapshot was built.
+fn fill_template(template: &str, params: &matchit::Params<'_, '_>, out: &mut String) {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return;
+        };
+        let name = after[..close].trim_start_matches('*');
+        out.push_str(params.get(name).unwrap_or_default());
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// The `{name}` parameters a template uses, for checking a rewrite against its route's path.
+pub fn template_params(template: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        names.push(after[..close].trim_start_matches('*'));
+        rest = &after[close + 1..];
+    }
+    names
+}
+
+/// A client's `X-Request-Id` is kept when it is short printable ASCII; otherwise one is made.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
+        let bytes = value.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return value.clone();
+        }
+    }
+    generate_request_id()
+}
+
+fn generate_request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    // A per-process random prefix plus a counter: unique within the process, unguessable
+    // across restarts, and one atomic increment per request.
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{prefix:016x}-{n:08x}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-end-to-end", HeaderValue::from_static("stays"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-end-to-end"], "stays");
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        let generated = request_id(&h);
+        assert_ne!(generated, "has space");
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn template_fill_and_names() {
+        let mut router = matchit::Router::new();
+        router.insert("/v1/items/{id}/{*rest}", ()).unwrap();
+        let m = router.at("/v1/items/7/a/b").unwrap();
+        let mut out = String::new();
+        fill_template("/api/{id}/x/{rest}", &m.params, &mut out);
+        assert_eq!(out, "/api/7/x/a/b");
+        assert_eq!(template_params("/api/{id}/x/{*rest}"), vec!["id", "rest"]);
+    }
+}

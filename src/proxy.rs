@@ -1,0 +1,124 @@
+//! The request path: an infallible outer [`handle`] around [`handle_inner`], which runs the
+//! stages in order with `?`.
+//!
+//! `handle` loads the snapshot once (so a request never sees two config generations), assigns
+//! the request id, turns any `GatewayError` into its envelope, and writes the access line.
+//! It never returns `Err`: an error that reached hyper would drop the connection without an
+//! answer.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::ResponseBody;
+use crate::error::GatewayError;
+use crate::forward::{self, Downstream, X_REQUEST_ID};
+use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamTarget;
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The current config generation. Only reload code stores into it.
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        })
+    }
+}
+
+/// What the access log records about a request, filled in by the stages as they learn it.
+#[derive(Default)]
+struct Trace {
+    route: Option<usize>,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    downstream: Downstream,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let request_id = forward::request_id(request.headers());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut trace = Trace::default();
+
+    let result = handle_inner(&snapshot, downstream, &request_id, &mut trace, request).await;
+    let (mut response, reason) = match result {
+        Ok(response) => (response, None),
+        Err(error) => {
+            let reason = error.reason();
+            (error.into_response(), Some(reason))
+        }
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let route = trace
+        .route
+        .and_then(|i| snapshot.routes.get(i))
+        .map_or("-", |r| r.name.as_str());
+    tracing::info!(
+        target: "access",
+        route,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        request_id = request_id.to_str().unwrap_or("-"),
+        reason = reason.unwrap_or("-"),
+    );
+    Ok(response)
+}
+
+/// The stages, in the order PRODUCT.md fixes: route (404/405), then forward (502/504).
+async fn handle_inner(
+    snapshot: &Snapshot,
+    downstream: Downstream,
+    request_id: &http::HeaderValue,
+    trace: &mut Trace,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let found = snapshot.router.find(&parts.method, &path)?;
+    trace.route = Some(found.route);
+    let route = snapshot
+        .routes
+        .get(found.route)
+        .ok_or(GatewayError::NotFound)?;
+
+    let body = body.map_err(Into::into).boxed_unsync();
+    if let UpstreamTarget::Http(http) = &route.upstream.target {
+        forward::upstream_request(
+            &mut parts,
+            &http.target(),
+            &route.forward_path,
+            &found.params,
+            route.preserve_host,
+            downstream,
+            request_id,
+        )
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            reason: format!("cannot build the upstream request: {e}"),
+        })?;
+    }
+    route
+        .upstream
+        .send(
+            Request::from_parts(parts, body),
+            route.response_headers_timeout,
+        )
+        .await
+}

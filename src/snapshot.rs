@@ -1,0 +1,382 @@
+//! The compiled, immutable view of one config generation.
+//!
+//! `Snapshot::load` is the one place config is checked: it parses the YAML, resolves names,
+//! reads mock bodies, builds the router and the upstream clients, and collects every error it
+//! finds (with file, line and key) instead of stopping at the first. The request path only reads
+//! a `Snapshot`; it never parses config or touches files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, Uri};
+use serde_saphyr::Spanned;
+
+use crate::config::{self, ConfigError, RawConfig, RawLimits, RawRoute, RawUpstream};
+use crate::forward;
+use crate::route::Router;
+use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
+
+/// Defaults named in PRODUCT.md and the issues.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESPONSE_HEADERS_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
+pub const DEFAULT_JSON_DEPTH: usize = 64;
+pub const DEFAULT_VIOLATIONS: usize = 20;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config file this snapshot was built from.
+    pub source: PathBuf,
+    pub listeners: Vec<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub router: Router,
+    pub routes: Vec<Route>,
+}
+
+/// One route, with everything the request path needs already resolved.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub method: Method,
+    pub path: String,
+    pub upstream: Arc<Upstream>,
+    pub forward_path: ForwardPath,
+    pub preserve_host: bool,
+    pub response_headers_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// How the path sent upstream is derived from the client's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardPath {
+    /// Unchanged.
+    Same,
+    /// With this prefix removed (when present).
+    StripPrefix(String),
+    /// Replaced by a template whose `{name}` parts are filled from path parameters.
+    Rewrite(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub body: u64,
+    pub json_depth: usize,
+    pub violations: usize,
+}
+
+impl Limits {
+    fn layered(&self, raw: &RawLimits) -> Limits {
+        Limits {
+            body: raw.body.map_or(self.body, |s| s.0),
+            json_depth: raw.json_depth.unwrap_or(self.json_depth),
+            violations: raw.violations.unwrap_or(self.violations),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Reads and compiles the config at `path`. Returns every problem found.
+    pub fn load(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError::file(
+                path,
+                format!("cannot read config file: {e}"),
+            )]
+        })?;
+        let raw = config::parse(path, &text).map_err(|e| vec![e])?;
+        compile(path, raw)
+    }
+
+    /// A human-readable route table, for `schemagate check`.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{}: OK, {} route(s), listening on {}\n",
+            self.source.display(),
+            self.routes.len(),
+            self.listeners
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let width = self.routes.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for route in &self.routes {
+            out.push_str(&format!(
+                "  {:width$}  {:6} {}  -> {}\n",
+                route.name,
+                route.method.as_str(),
+                route.path,
+                route.upstream.describe(),
+            ));
+        }
+        out
+    }
+}
+
+fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut errors = Vec::new();
+
+    let mut listeners = Vec::new();
+    if raw.listeners.is_empty() {
+        errors.push(ConfigError::file(
+            path,
+            "`listeners` is empty: name at least one address",
+        ));
+    }
+    for (i, listener) in raw.listeners.iter().enumerate() {
+        let address = &listener.address;
+        match address.value.parse::<SocketAddr>() {
+            Ok(addr) => listeners.push(addr),
+            Err(_) => errors.push(ConfigError::at(
+                path,
+                address.referenced,
+                format!("listeners[{i}].address"),
+                format!(
+                    "{:?} is not an address of the form host:port (e.g. 127.0.0.1:8080)",
+                    address.value.0
+                ),
+            )),
+        }
+    }
+
+    let defaults = &raw.defaults;
+    let connect_default = defaults
+        .timeouts
+        .connect
+        .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0);
+    let response_default = defaults
+        .timeouts
+        .response_headers
+        .map_or(DEFAULT_RESPONSE_HEADERS_TIMEOUT, |d| d.0);
+    let drain_timeout = defaults
+        .timeouts
+        .drain
+        .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
+    let default_limits = Limits {
+        body: DEFAULT_BODY_LIMIT,
+        json_depth: DEFAULT_JSON_DEPTH,
+        violations: DEFAULT_VIOLATIONS,
+    }
+    .layered(&defaults.limits);
+
+    let mut upstreams: Vec<(String, Arc<Upstream>, Duration)> = Vec::new();
+    for (name, spanned) in &raw.upstreams {
+        match compile_upstream(path, &base_dir, name, spanned, connect_default) {
+            Ok(upstream) => {
+                let response = spanned
+                    .value
+                    .timeouts
+                    .response_headers
+                    .map_or(response_default, |d| d.0);
+                upstreams.push((name.clone(), Arc::new(upstream), response));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let mut router = Router::new();
+    let mut routes = Vec::new();
+    for (i, spanned) in raw.routes.iter().enumerate() {
+        let raw_route = &spanned.value;
+        let key = |field: &str| format!("routes[{i}].{field}");
+        if routes.iter().any(|r: &Route| r.name == raw_route.name.0) {
+            errors.push(ConfigError::at(
+                path,
+                spanned.defined,
+                key("name"),
+                format!("route name {:?} is used twice", raw_route.name.0),
+            ));
+            continue;
+        }
+        let method =
+            match Method::from_bytes(raw_route.method.trim().to_ascii_uppercase().as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    errors.push(ConfigError::at(
+                        path,
+                        spanned.defined,
+                        key("method"),
+                        format!("{:?} is not an HTTP method", raw_route.method.0),
+                    ));
+                    continue;
+                }
+            };
+        let Some((_, upstream, response_timeout)) = upstreams
+            .iter()
+            .find(|(n, _, _)| *n == raw_route.upstream.0)
+        else {
+            // A failed upstream was already reported; only report names that do not exist.
+            if !raw.upstreams.contains_key(&raw_route.upstream.0) {
+                let known = raw.upstreams.keys().cloned().collect::<Vec<_>>().join(", ");
+                errors.push(ConfigError::at(
+                    path,
+                    spanned.defined,
+                    key("upstream"),
+                    format!(
+                        "no upstream named {:?} (known: {known})",
+                        raw_route.upstream.0
+                    ),
+                ));
+            }
+            continue;
+        };
+        if raw_route.timeouts.connect.is_some() || raw_route.timeouts.drain.is_some() {
+            errors.push(ConfigError::at(path, spanned.defined, key("timeouts"), "a route can only set `response_headers`; `connect` belongs to its upstream and `drain` to defaults.timeouts"));
+            continue;
+        }
+        let forward_path = match forward_path(raw_route) {
+            Ok(f) => f,
+            Err(message) => {
+                errors.push(ConfigError::at(
+                    path,
+                    spanned.defined,
+                    key("rewrite"),
+                    message,
+                ));
+                continue;
+            }
+        };
+        if let Err(message) = router.add(method.clone(), &raw_route.path, routes.len()) {
+            errors.push(ConfigError::at(path, spanned.defined, key("path"), message));
+            continue;
+        }
+        routes.push(Route {
+            name: raw_route.name.0.clone(),
+            method,
+            path: raw_route.path.0.clone(),
+            upstream: Arc::clone(upstream),
+            forward_path,
+            preserve_host: raw_route.preserve_host,
+            response_headers_timeout: raw_route
+                .timeouts
+                .response_headers
+                .map_or(*response_timeout, |d| d.0),
+            limits: default_limits.layered(&raw_route.limits),
+        });
+    }
+
+    if errors.is_empty() {
+        Ok(Snapshot {
+            source: path.to_path_buf(),
+            listeners,
+            drain_timeout,
+            router,
+            routes,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn forward_path(route: &RawRoute) -> Result<ForwardPath, String> {
+    match (&route.strip_prefix, &route.rewrite) {
+        (Some(_), Some(_)) => Err("set either `strip_prefix` or `rewrite`, not both".to_string()),
+        (Some(prefix), None) if prefix.starts_with('/') => {
+            Ok(ForwardPath::StripPrefix(prefix.0.clone()))
+        }
+        (Some(prefix), None) => Err(format!("strip_prefix {:?} must start with `/`", prefix.0)),
+        (None, Some(template)) if template.starts_with('/') => {
+            let known = forward::template_params(&route.path);
+            match forward::template_params(template)
+                .into_iter()
+                .find(|p| !known.contains(p))
+            {
+                Some(missing) => Err(format!(
+                    "rewrite uses {{{missing}}}, which the path {:?} does not capture",
+                    route.path.0
+                )),
+                None => Ok(ForwardPath::Rewrite(template.0.clone())),
+            }
+        }
+        (None, Some(template)) => Err(format!("rewrite {:?} must start with `/`", template.0)),
+        (None, None) => Ok(ForwardPath::Same),
+    }
+}
+
+fn compile_upstream(
+    path: &Path,
+    base_dir: &Path,
+    name: &str,
+    spanned: &Spanned<RawUpstream>,
+    connect_default: Duration,
+) -> Result<Upstream, ConfigError> {
+    let raw = &spanned.value;
+    let at_line = |location, field: &str, message: String| {
+        ConfigError::at(path, location, format!("upstreams.{name}.{field}"), message)
+    };
+    let at = |field: &str, message: String| at_line(spanned.defined, field, message);
+    let url = &raw.url.value;
+    let at_url = |message: String| at_line(raw.url.referenced, "url", message);
+    let target = if url.trim() == "mock" {
+        let mock = raw.mock.as_ref().ok_or_else(|| {
+            at(
+                "mock",
+                "`url: mock` needs a `mock` block naming `body_file`".to_string(),
+            )
+        })?;
+        let at_file =
+            |message: String| at_line(mock.body_file.referenced, "mock.body_file", message);
+        let file = base_dir.join(&*mock.body_file.value);
+        let body = std::fs::read(&file)
+            .map_err(|e| at_file(format!("cannot read {}: {e}", file.display())))?;
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| at_file(format!("{} is not valid JSON: {e}", file.display())))?;
+        let status = StatusCode::from_u16(mock.status.unwrap_or(200)).map_err(|_| {
+            at(
+                "mock.status",
+                format!("{:?} is not an HTTP status", mock.status),
+            )
+        })?;
+        UpstreamTarget::Mock {
+            status,
+            body: Bytes::from(body),
+        }
+    } else {
+        let uri: Uri = url.parse().map_err(|e| {
+            at_url(format!(
+                "{:?} is not a URL ({e}); write e.g. http://backend:8000 or `mock`",
+                url.0
+            ))
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(at_url(
+                    "https upstreams are not built yet; use http:// or `mock`".to_string(),
+                ))
+            }
+            _ => {
+                return Err(at_url(format!(
+                    "{:?} must start with http:// (or be `mock`)",
+                    url.0
+                )))
+            }
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| at_url(format!("{:?} has no host", url.0)))?;
+        if uri.query().is_some() {
+            return Err(at_url(
+                "an upstream URL cannot carry a query string".to_string(),
+            ));
+        }
+        let connect = raw.timeouts.connect.map_or(connect_default, |d| d.0);
+        UpstreamTarget::Http(Box::new(HttpUpstream::new(authority, uri.path(), connect)))
+    };
+    if raw.timeouts.drain.is_some() {
+        return Err(at(
+            "timeouts.drain",
+            "`drain` is a global setting: put it under defaults.timeouts".to_string(),
+        ));
+    }
+    Ok(Upstream {
+        name: name.to_string(),
+        target,
+    })
+}

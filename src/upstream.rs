@@ -1,0 +1,163 @@
+//! The last stage: send the request upstream and stream the answer back.
+//!
+//! Architecture invariant: only this module opens outbound connections. Each HTTP upstream owns
+//! one pooled hyper-util client; the built-in mock answers in process without any socket.
+//! Failures become 502 (refused, reset, not HTTP) or 504 (connect or response-header timeout),
+//! so a dead upstream never hangs a client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::GatewayError;
+use crate::forward::{self, Target};
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub target: UpstreamTarget,
+}
+
+#[derive(Debug)]
+pub enum UpstreamTarget {
+    Http(Box<HttpUpstream>),
+    /// The built-in mock: every request gets this status and JSON body.
+    Mock {
+        status: StatusCode,
+        body: Bytes,
+    },
+}
+
+#[derive(Debug)]
+pub struct HttpUpstream {
+    authority: Authority,
+    host_header: HeaderValue,
+    base_path: String,
+    client: Client<HttpConnector, RequestBody>,
+}
+
+impl HttpUpstream {
+    pub fn new(authority: Authority, base_path: &str, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        HttpUpstream {
+            authority,
+            host_header,
+            base_path: base_path.trim_end_matches('/').to_string(),
+            client,
+        }
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            authority: &self.authority,
+            host_header: &self.host_header,
+            base_path: &self.base_path,
+        }
+    }
+}
+
+impl Upstream {
+    /// One line for `schemagate check`.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            UpstreamTarget::Http(http) => {
+                format!(
+                    "{} (http://{}{})",
+                    self.name, http.authority, http.base_path
+                )
+            }
+            UpstreamTarget::Mock { status, .. } => {
+                format!("{} (built-in mock, {})", self.name, status.as_u16())
+            }
+        }
+    }
+
+    /// Sends `request` (already rewritten by `forward::upstream_request`) and returns the
+    /// upstream's response with hop-by-hop headers removed and the body streamed.
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+        response_headers_timeout: Duration,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let http = match &self.target {
+            UpstreamTarget::Http(http) => http,
+            UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
+        };
+        let pending = http.client.request(request);
+        let response = match tokio::time::timeout(response_headers_timeout, pending).await {
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    phase: "response headers",
+                })
+            }
+            Ok(Err(error)) => return Err(classify(&self.name, &error)),
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed_unsync(),
+        ))
+    }
+}
+
+fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(body.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Turns a client error into 502 or 504. A connect that timed out is a 504; every other
+/// failure (refused, reset, not HTTP) is a 502.
+fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> GatewayError {
+    let timed_out = source_chain(error).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    if error.is_connect() && timed_out {
+        GatewayError::UpstreamTimeout { phase: "connect" }
+    } else if error.is_connect() {
+        GatewayError::UpstreamUnavailable {
+            reason: format!("could not connect to upstream {upstream}"),
+        }
+    } else {
+        GatewayError::UpstreamUnavailable {
+            reason: format!(
+                "upstream {upstream} closed the connection or sent an invalid response"
+            ),
+        }
+    }
+}
+
+fn source_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}

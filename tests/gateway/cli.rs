@@ -1,0 +1,171 @@
+//! The `schemagate` binary as users run it: `check` and `serve` on the shipped config.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_schemagate");
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.yaml");
+const VENDOR_VARS: [&str; 5] = [
+    "GESTIONO_UPSTREAM",
+    "LEADCONNECTOR_UPSTREAM",
+    "LEADWAY_UPSTREAM",
+    "FLEXTELL_UPSTREAM",
+    "CHATBOTX_UPSTREAM",
+];
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for var in VENDOR_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+#[test]
+fn check_prints_the_five_routes() {
+    let out = command(&["check", "--config", SHIPPED]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for route in [
+        "gestiono.create_conversation_list",
+        "leadconnector.create_conversation",
+        "leadway.search_conversations",
+        "flextell.create_conversation",
+        "chatbotx.list_conversations",
+    ] {
+        assert!(stdout.contains(route), "{route} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("5 route(s)"), "{stdout}");
+}
+
+#[test]
+fn check_fails_with_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners:\n  - adress: 127.0.0.1:0\nupstreams: {}\nroutes: []\n",
+    )
+    .unwrap();
+    let out = command(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:2: listeners[0].adress: unknown field `adress`"),
+        "{stderr}"
+    );
+}
+
+/// Starts `serve` on the shipped config with a port picked by the OS.
+fn serve(envs: &[(&str, String)]) -> (Child, SocketAddr) {
+    let mut command = command(&["serve", "--config", SHIPPED]);
+    command
+        .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr)
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+#[tokio::test]
+async fn serve_answers_with_documented_samples_and_env_picks_an_upstream() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let (child, addr) = serve(&[("FLEXTELL_UPSTREAM", upstream.url())]);
+
+    let cases = [
+        (
+            "POST",
+            "/v1/conversation-list",
+            "gestiono.create_conversation_list.json",
+        ),
+        (
+            "POST",
+            "/conversations/",
+            "leadconnector.create_conversation.json",
+        ),
+        (
+            "GET",
+            "/conversations/search?locationId=abc",
+            "leadway.search_conversations.json",
+        ),
+        (
+            "GET",
+            "/v1/conversations",
+            "chatbotx.list_conversations.json",
+        ),
+    ];
+    for (method, path, sample) in cases {
+        let got = send(
+            addr,
+            request(
+                method,
+                path,
+                &[
+                    ("authorization", "Bearer t"),
+                    ("version", "2021-07-28"),
+                    ("content-type", "application/json"),
+                ],
+                b"{\"name\":\"x\"}",
+            ),
+        )
+        .await;
+        let file = format!("{}/config/mock/{sample}", env!("CARGO_MANIFEST_DIR"));
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        assert_eq!(got.status, 200, "{method} {path}");
+        assert_eq!(got.json(), expected, "{method} {path}");
+    }
+
+    // FLEXTELL_UPSTREAM points at our recording upstream instead of the mock.
+    let body = br#"{"channel_id":2,"address":"a"}"#;
+    let got = send(
+        addr,
+        request(
+            "POST",
+            "/v1/conversations",
+            &[
+                ("authorization", "Bearer t"),
+                ("x-tenant", "7"),
+                ("content-type", "application/json"),
+            ],
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), serde_json::json!({"ok": true}));
+    assert_eq!(&upstream.seen()[0].body[..], body);
+
+    let status = terminate(child);
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+}

@@ -1,0 +1,115 @@
+//! Config errors name the file, the line and the key, and every error is reported at once.
+
+use schemagate::Snapshot;
+
+/// (yaml, expected line, expected key, a fragment of the message)
+const CASES: &[(&str, u64, &str, &str)] = &[
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlistener: x\n",
+        5,
+        "listener",
+        "unknown field `listener`",
+    ),
+    (
+        "listeners:\n  - address: nowhere\nupstreams: {}\nroutes: []\n",
+        2,
+        "listeners[0].address",
+        "is not an address of the form host:port",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b:\n    url: ftp://x\nroutes: []\n",
+        5,
+        "upstreams.b.url",
+        "must start with http://",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: c\n",
+        6,
+        "routes[0].upstream",
+        "no upstream named \"c\"",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\ndefaults:\n  limits:\n    body: lots\n",
+        7,
+        "defaults.limits.body",
+        "invalid size \"lots\"",
+    ),
+    (
+        "listeners:\n  - address: ${SCHEMAGATE_TEST_SURELY_UNSET_VAR}\nupstreams: {}\nroutes: []\n",
+        2,
+        "listeners[0].address",
+        "SCHEMAGATE_TEST_SURELY_UNSET_VAR is not set",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  m: { url: mock, mock: { body_file: missing.json } }\nroutes: []\n",
+        4,
+        "upstreams.m.mock.body_file",
+        "cannot read",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - { name: r, method: GET, path: '/x/{id}', upstream: b, rewrite: '/y/{other}' }\n",
+        6,
+        "routes[0].rewrite",
+        "rewrite uses {other}",
+    ),
+    (
+        // A missing field is reported at the last line of the mapping that lacks it.
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes:\n  - name: r\n    method: GET\n",
+        6,
+        "routes[0]",
+        "missing field `path`",
+    ),
+];
+
+#[test]
+fn each_error_names_file_line_and_key() {
+    for (yaml, line, key, fragment) in CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let errors = Snapshot::load(&path).expect_err(yaml);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let error = &errors[0];
+        assert_eq!(error.file, path);
+        assert_eq!(error.line, Some(*line), "{yaml}\n{error}");
+        assert_eq!(error.key.as_deref(), Some(*key), "{yaml}\n{error}");
+        assert!(error.message.contains(fragment), "{yaml}\n{error}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("{}:{line}: {key}: ", path.display())),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn all_semantic_errors_are_reported_together() {
+    let yaml = "listeners:\n  - address: bad\nupstreams:\n  b: { url: 'ftp://x' }\nroutes:\n  - { name: r, method: GET, path: /x, upstream: nope }\n  - { name: s, method: 'B A D', path: /y, upstream: b }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let errors = Snapshot::load(&path).unwrap_err();
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| e.key.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "listeners[0].address",
+            "upstreams.b.url",
+            "routes[0].upstream",
+            "routes[1].method"
+        ],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let errors = Snapshot::load(std::path::Path::new("/nonexistent/gateway.yaml")).unwrap_err();
+    assert!(
+        errors[0].to_string().contains("cannot read config file"),
+        "{errors:?}"
+    );
+}

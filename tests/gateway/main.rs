@@ -1,0 +1,8 @@
+//! One integration-test binary: modules by capability, all over real loopback sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod config_errors;
+mod core;
+mod support;

@@ -1,0 +1,270 @@
+//! Test fixture: a recording upstream, a gateway on 127.0.0.1:0 from a temp config dir, and a
+//! small HTTP/1.1 client. Everything runs over real loopback sockets.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use schemagate::{Gateway, Snapshot};
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and raw query exactly as received.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the recording upstream answers.
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static [u8],
+    pub delay: Duration,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer {
+            status: 200,
+            headers: vec![("content-type", "application/json")],
+            body: br#"{"ok":true}"#,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A real HTTP server on 127.0.0.1:0 that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start(answer: Answer) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                let answer = answer.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let record = Arc::clone(&record);
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        record.lock().unwrap().push(Seen {
+                            method: parts.method.to_string(),
+                            target: parts.uri.to_string(),
+                            headers: parts.headers,
+                            body,
+                        });
+                        tokio::time::sleep(answer.delay).await;
+                        let mut response =
+                            Response::new(Full::new(Bytes::from_static(answer.body)));
+                        *response.status_mut() = StatusCode::from_u16(answer.status).unwrap();
+                        for (name, value) in &answer.headers {
+                            response.headers_mut().append(*name, value.parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A port that accepts connections and never answers (bounded by the test's own timeouts).
+pub async fn silent_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A loopback port with nothing listening on it.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A running gateway and the temp dir holding its config.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<bool>,
+}
+
+impl TestGateway {
+    /// Writes `yaml` (which should listen on 127.0.0.1:0) and `files` into a temp dir, then
+    /// loads and starts the gateway.
+    pub async fn start(yaml: &str, files: &[(&str, &str)]) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let snapshot =
+            Snapshot::load(&config).unwrap_or_else(|errors| panic!("config: {errors:?}"));
+        let gateway = Gateway::bind(snapshot).await.unwrap();
+        let addr = gateway.local_addrs()[0];
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(gateway.run(async {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            addr,
+            _dir: dir,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    /// Begins shutdown and returns the task that reports whether the drain completed.
+    pub fn shutdown(mut self) -> tokio::task::JoinHandle<bool> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done
+    }
+}
+
+/// A one-route config in front of `upstream_url`, with extra route keys.
+pub fn one_route(upstream_url: &str, method: &str, path: &str, route_extra: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\n\
+         defaults:\n  timeouts: {{ connect: 1s, response_headers: 1s, drain: 5s }}\n\
+         upstreams:\n  backend:\n    url: {upstream_url}\n\
+         routes:\n  - name: test.route\n    method: {method}\n    path: {path}\n    upstream: backend\n{route_extra}"
+    )
+}
+
+/// The answer as the client saw it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends one HTTP/1.1 request on a new connection.
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Got {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    collect(response).await
+}
+
+/// Sends one request over h2c (HTTP/2 prior knowledge).
+pub async fn send_h2(addr: SocketAddr, request: Request<Full<Bytes>>) -> Got {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    collect(response).await
+}
+
+async fn collect(response: Response<Incoming>) -> Got {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Builds a request to `path` with headers and a body.
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    let has_host = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if !has_host {
+        builder = builder.header("host", "gateway.test");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap()
+}
+
+/// Asserts the documented envelope.
+pub fn assert_envelope(got: &Got, status: u16, error: &str) {
+    assert_eq!(
+        got.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&got.body)
+    );
+    assert_eq!(got.headers["content-type"], "application/json");
+    let json = got.json();
+    assert_eq!(json["statusCode"], status);
+    assert_eq!(json["error"], error);
+    assert!(
+        json["message"].is_string() || json["message"].is_array(),
+        "{json}"
+    );
+    assert!(got.headers.contains_key("x-request-id"));
+}
