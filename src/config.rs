@@ -16,6 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
+pub use crate::auth::AuthMode;
+pub use crate::error::ErrorStyle;
+
 pub use expand::expand_env;
 
 /// The whole config file.
@@ -25,6 +28,7 @@ pub struct RawConfig {
     /// Where the gateway accepts traffic.
     pub listeners: Vec<RawListener>,
     /// Directory holding the JSON Schemas, relative to the config file. Default `schemas`.
+    /// Schemas may `$ref` each other inside it, never outside.
     #[serde(default)]
     pub schema_dir: Option<Text>,
     /// Limits and timeouts that every route inherits unless it overrides them.
@@ -124,18 +128,59 @@ pub struct RawRoute {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub limits: RawLimits,
+    /// What the caller must present: `none` (default), `bearer`, `credentials`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Schema files per location, relative to `schema_dir`.
+    #[serde(default)]
+    pub schemas: RawSchemas,
+    /// `enforce` (default): reject invalid requests. `report`: forward them and report.
+    #[serde(default)]
+    pub validation: ValidationMode,
+    /// Error body style: `nest` (default, the documented envelope) or `problem` (RFC 9457).
+    #[serde(default)]
+    pub errors: ErrorStyle,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemas {
+    pub body: Option<Spanned<Text>>,
+    pub query: Option<Spanned<Text>>,
+    pub headers: Option<Spanned<Text>>,
+    pub path: Option<Spanned<Text>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMode {
+    #[default]
+    Enforce,
+    Report,
 }
 
 /// A string value after `${VAR}` expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text(pub String);
 
+/// Looks a variable up for `${VAR}` expansion.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
+thread_local! {
+    // Set by `parse` for the duration of one (synchronous) deserialization, so that `Text`
+    // can expand variables from the caller's environment view instead of the process one.
+    static ENV: std::cell::RefCell<Option<EnvLookup>> = const { std::cell::RefCell::new(None) };
+}
+
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        expand_env(&raw, |name| std::env::var(name).ok())
-            .map(Text)
-            .map_err(serde::de::Error::custom)
+        ENV.with_borrow(|env| match env {
+            Some(lookup) => expand_env(&raw, lookup),
+            None => expand_env(&raw, |name| std::env::var(name).ok()),
+        })
+        .map(Text)
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -248,8 +293,26 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Parses config text. `file` is only used to name the file in errors.
+/// Parses config text, expanding `${VAR}` from the process environment. `file` is only used
+/// to name the file in errors.
 pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    parse_with_env(file, text, |name| std::env::var(name).ok())
+}
+
+/// Like [`parse`], with variables looked up by `env` (tests use this instead of mutating the
+/// process environment).
+pub fn parse_with_env(
+    file: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String> + 'static,
+) -> Result<RawConfig, ConfigError> {
+    ENV.with_borrow_mut(|slot| *slot = Some(Box::new(env)));
+    let parsed = parse_inner(file, text);
+    ENV.with_borrow_mut(|slot| *slot = None);
+    parsed
+}
+
+fn parse_inner(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     let mut key_path = None;
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {

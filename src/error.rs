@@ -11,6 +11,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::body::ResponseBody;
+use crate::schema::{render_messages, Violation};
 
 /// Who failed: the caller (downstream), the backend (upstream), or the gateway itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +21,35 @@ pub enum Side {
     Internal,
 }
 
+/// How a route writes its error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStyle {
+    /// `{"statusCode": N, "message": ..., "error": "..."}` (the documented envelope).
+    #[default]
+    Nest,
+    /// RFC 9457 `application/problem+json`, with violations as an `errors` array.
+    Problem,
+}
+
 #[derive(Debug)]
 pub enum GatewayError {
     /// No route has this path.
     NotFound,
+    /// Credentials are missing or malformed.
+    Unauthorized { message: &'static str },
+    /// The body's media type is not one the route accepts.
+    UnsupportedMediaType,
+    /// The body is larger than the route's limit.
+    PayloadTooLarge { limit: u64 },
+    /// The request is malformed: unparseable, empty or too deep JSON, a failed body read.
+    BadRequest { message: String },
+    /// The request fails its schemas. `violations` holds every one; `cap` limits how many
+    /// are listed.
+    Invalid {
+        violations: Vec<Violation>,
+        cap: usize,
+    },
     /// A route has this path, but not for this method. Carries the `Allow` value.
     MethodNotAllowed { allow: HeaderValue },
     /// The upstream refused the connection, reset it, or answered something that is not HTTP.
@@ -39,6 +65,11 @@ impl GatewayError {
         // Exhaustive on purpose: a new variant must choose its status here.
         match self {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -48,7 +79,13 @@ impl GatewayError {
 
     pub fn side(&self) -> Side {
         match self {
-            GatewayError::NotFound | GatewayError::MethodNotAllowed { .. } => Side::Downstream,
+            GatewayError::NotFound
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::Unauthorized { .. }
+            | GatewayError::UnsupportedMediaType
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BadRequest { .. }
+            | GatewayError::Invalid { .. } => Side::Downstream,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 Side::Upstream
             }
@@ -60,6 +97,11 @@ impl GatewayError {
     pub fn reason(&self) -> &'static str {
         match self {
             GatewayError::NotFound => "no_route",
+            GatewayError::Unauthorized { .. } => "unauthorized",
+            GatewayError::UnsupportedMediaType => "media_type",
+            GatewayError::PayloadTooLarge { .. } => "body_too_large",
+            GatewayError::BadRequest { .. } => "bad_request",
+            GatewayError::Invalid { .. } => "schema",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -70,6 +112,17 @@ impl GatewayError {
     fn message(&self) -> serde_json::Value {
         let text = match self {
             GatewayError::NotFound => "no route matches this path".to_string(),
+            GatewayError::Unauthorized { message } => (*message).to_string(),
+            GatewayError::UnsupportedMediaType => {
+                "Content-Type must be application/json or application/*+json".to_string()
+            }
+            GatewayError::PayloadTooLarge { limit } => {
+                format!("request body is larger than {limit} bytes")
+            }
+            GatewayError::BadRequest { message } => message.clone(),
+            GatewayError::Invalid { violations, cap } => {
+                return serde_json::Value::from(render_messages(violations, *cap));
+            }
             GatewayError::MethodNotAllowed { .. } => {
                 "this path does not accept this method".to_string()
             }
@@ -84,10 +137,19 @@ impl GatewayError {
         serde_json::Value::String(text)
     }
 
-    /// The envelope response for this error.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    /// The error body in `style`, and its media type.
+    pub fn body(&self, style: ErrorStyle) -> (Bytes, &'static str) {
         let status = self.status();
-        let body = envelope(status, self.message());
+        match style {
+            ErrorStyle::Nest => (envelope(status, self.message()), "application/json"),
+            ErrorStyle::Problem => (self.problem(status), "application/problem+json"),
+        }
+    }
+
+    /// The envelope response for this error, in the route's style.
+    pub fn into_response(self, style: ErrorStyle) -> Response<ResponseBody> {
+        let status = self.status();
+        let (body, content_type) = self.body(style);
         let mut response = Response::new(
             Full::new(body)
                 .map_err(|never| match never {})
@@ -95,7 +157,7 @@ impl GatewayError {
         );
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         match self {
             GatewayError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, allow);
@@ -104,10 +166,59 @@ impl GatewayError {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             GatewayError::NotFound
+            | GatewayError::Unauthorized { .. }
+            | GatewayError::UnsupportedMediaType
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BadRequest { .. }
+            | GatewayError::Invalid { .. }
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => {}
         }
         response
+    }
+
+    /// RFC 9457 problem details; 422 lists each violation with its location, JSON pointer,
+    /// schema keyword and message.
+    fn problem(&self, status: StatusCode) -> Bytes {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let value = match self {
+            GatewayError::Invalid { violations, cap } => {
+                let errors: Vec<_> = violations
+                    .iter()
+                    .take(*cap)
+                    .map(|v| {
+                        serde_json::json!({
+                            "location": v.location.as_str(),
+                            "pointer": v.pointer,
+                            "keyword": v.keyword,
+                            "message": v.message,
+                        })
+                    })
+                    .collect();
+                let detail = match violations.len() {
+                    1 => "the request fails its schema in 1 place".to_string(),
+                    n => format!("the request fails its schema in {n} places"),
+                };
+                serde_json::json!({
+                    "type": "about:blank", "title": title, "status": status.as_u16(),
+                    "detail": detail, "errors": errors,
+                })
+            }
+            _ => serde_json::json!({
+                "type": "about:blank", "title": title, "status": status.as_u16(),
+                "detail": self.message(),
+            }),
+        };
+        Bytes::from(value.to_string())
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.message() {
+            serde_json::Value::String(text) => f.write_str(&text),
+            other => write!(f, "{other}"),
+        }
     }
 }
 
@@ -162,7 +273,7 @@ mod tests {
             ),
         ];
         for (error, status, phrase) in cases {
-            let response = error.into_response();
+            let response = error.into_response(ErrorStyle::Nest);
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
             let json = body_json(response).await;
@@ -177,7 +288,7 @@ mod tests {
         let response = GatewayError::MethodNotAllowed {
             allow: HeaderValue::from_static("GET, POST"),
         }
-        .into_response();
+        .into_response(ErrorStyle::Nest);
         assert_eq!(response.headers()[ALLOW], "GET, POST");
     }
 }

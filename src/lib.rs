@@ -1,18 +1,22 @@
 //! schemagate: a schema-validating API gateway.
 //!
 //! The modules follow the request's path: `server` accepts connections, `proxy` runs the
-//! stages (`route`, then `forward` + `upstream`), and `error` turns failures into envelopes.
+//! stages (`route`, `auth`, `framing`, `validate`, then `forward` + `upstream`), and `error` turns failures into envelopes.
 //! `config` holds the YAML shapes and `snapshot` compiles them into what requests read.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod proxy;
 pub mod route;
+pub mod schema;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod validate;
 
 pub use server::Gateway;
 pub use snapshot::Snapshot;

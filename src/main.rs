@@ -31,6 +31,27 @@ enum Command {
         #[arg(long, default_value = "config/gateway.yaml")]
         config: PathBuf,
     },
+    /// Check one request offline and print the status and body the gateway would answer.
+    Validate {
+        /// Config file.
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// Route name, as in the config.
+        #[arg(long)]
+        route: String,
+        /// File holding the request body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Raw query string, e.g. `locationId=abc&limit=5`.
+        #[arg(long)]
+        query: Option<String>,
+        /// Request path, to fill path parameters (default: the route's template).
+        #[arg(long)]
+        path: Option<String>,
+        /// A request header `Name: value`; repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +62,125 @@ fn main() -> ExitCode {
     match command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Validate {
+            config,
+            route,
+            body,
+            query,
+            path,
+            headers,
+        } => validate(
+            &config,
+            &route,
+            body.as_deref(),
+            query.as_deref(),
+            path.as_deref(),
+            &headers,
+        ),
+    }
+}
+
+fn validate(
+    config: &std::path::Path,
+    route_name: &str,
+    body: Option<&std::path::Path>,
+    query: Option<&str>,
+    path: Option<&str>,
+    header_args: &[String],
+) -> ExitCode {
+    let snapshot = match Snapshot::load(config) {
+        Ok(snapshot) => snapshot,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let Some((index, route)) = snapshot
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.name == route_name)
+    else {
+        let names: Vec<_> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "error: no route named {route_name:?} (routes: {})",
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let mut headers = http::HeaderMap::new();
+    for arg in header_args {
+        let parsed = arg.split_once(':').and_then(|(name, value)| {
+            Some((
+                http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(value.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((name, value)) => {
+                headers.append(name, value);
+            }
+            None => {
+                eprintln!("error: --header {arg:?} is not of the form `Name: value`");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let body = match body.map(std::fs::read).transpose() {
+        Ok(body) => body.map(bytes::Bytes::from),
+        Err(error) => {
+            eprintln!("error: cannot read the body file: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if body.is_some() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
+    let request_path = path.unwrap_or(&route.path);
+    let params = match snapshot.router.find(&route.method, request_path) {
+        Ok(found) if found.route == index => found.params,
+        _ => {
+            eprintln!(
+                "error: path {request_path:?} does not match route {route_name} ({})",
+                route.path
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let parts = schemagate::validate::Parts {
+        headers: &headers,
+        query,
+        params: &params,
+        body: body.as_ref(),
+    };
+    match schemagate::validate::dry_run(route, &parts) {
+        Ok(problems) if problems.is_empty() => {
+            println!("200 forwarded: the request is valid for {route_name}");
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            println!("200 forwarded (report-only route), with:");
+            for problem in problems {
+                println!("  {problem}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let status = error.status();
+            let (body, _) = error.body(route.error_style);
+            println!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            println!("{}", String::from_utf8_lossy(&body));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -11,15 +11,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::body::ResponseBody;
+use crate::auth;
+use crate::body::{RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
+use crate::framing;
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamTarget;
+use crate::validate;
 
 /// State shared by every connection.
 pub struct Shared {
@@ -54,11 +58,13 @@ pub async fn handle(
     let mut trace = Trace::default();
 
     let result = handle_inner(&snapshot, downstream, &request_id, &mut trace, request).await;
+    let route = trace.route.and_then(|i| snapshot.routes.get(i));
     let (mut response, reason) = match result {
         Ok(response) => (response, None),
         Err(error) => {
             let reason = error.reason();
-            (error.into_response(), Some(reason))
+            let style = route.map(|r| r.error_style).unwrap_or_default();
+            (error.into_response(style), Some(reason))
         }
     };
     response
@@ -82,7 +88,8 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The stages, in the order PRODUCT.md fixes: route (404/405), then forward (502/504).
+/// The stages, in the order PRODUCT.md fixes: route (404/405), auth (401), framing and
+/// validation (413, 415, 400, 422), then forward (502/504).
 async fn handle_inner(
     snapshot: &Snapshot,
     downstream: Downstream,
@@ -99,7 +106,37 @@ async fn handle_inner(
         .get(found.route)
         .ok_or(GatewayError::NotFound)?;
 
-    let body = body.map_err(Into::into).boxed_unsync();
+    auth::check(route.auth, &parts.headers)?;
+
+    // A route with a body schema reads the body whole (within its limit, 413 above it) to
+    // parse it; what goes upstream is those same bytes. Other bodies stream through.
+    let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
+        let bytes = framing::read_body(&parts.headers, body, route.limits.body).await?;
+        (
+            Some(bytes.clone()),
+            Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+    } else {
+        (None, body.map_err(Into::into).boxed_unsync())
+    };
+    let parts_view = validate::Parts {
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        params: &found.params,
+        body: body_bytes.as_ref(),
+    };
+    let problems = validate::decide(route, &parts_view)?;
+    if !problems.is_empty() {
+        // Report-only: forward untouched, but say what would have been rejected.
+        tracing::warn!(route = route.name, request_id = request_id.to_str().unwrap_or("-"), problems = ?problems, "report-only: request would have been rejected");
+        parts.headers.insert(
+            validate::REPORT_HEADER.clone(),
+            validate::report_value(&problems),
+        );
+    }
+
     if let UpstreamTarget::Http(http) = &route.upstream.target {
         forward::upstream_request(
             &mut parts,

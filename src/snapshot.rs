@@ -14,9 +14,14 @@ use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
 use serde_saphyr::Spanned;
 
-use crate::config::{self, ConfigError, RawConfig, RawLimits, RawRoute, RawUpstream};
+use crate::auth::AuthMode;
+use crate::config::{
+    self, ConfigError, RawConfig, RawLimits, RawRoute, RawSchemas, RawUpstream, ValidationMode,
+};
+use crate::error::ErrorStyle;
 use crate::forward;
 use crate::route::Router;
+use crate::schema::{CompiledSchema, SchemaDir};
 use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
 
 /// Defaults named in PRODUCT.md and the issues.
@@ -48,6 +53,20 @@ pub struct Route {
     pub preserve_host: bool,
     pub response_headers_timeout: Duration,
     pub limits: Limits,
+    pub auth: AuthMode,
+    pub schemas: RouteSchemas,
+    /// Forward invalid requests anyway, reporting what would have been rejected.
+    pub report_only: bool,
+    pub error_style: ErrorStyle,
+}
+
+/// The compiled schema of each location a route validates.
+#[derive(Debug, Default)]
+pub struct RouteSchemas {
+    pub body: Option<CompiledSchema>,
+    pub query: Option<CompiledSchema>,
+    pub headers: Option<CompiledSchema>,
+    pub path: Option<CompiledSchema>,
 }
 
 /// How the path sent upstream is derived from the client's path.
@@ -81,13 +100,21 @@ impl Limits {
 impl Snapshot {
     /// Reads and compiles the config at `path`. Returns every problem found.
     pub fn load(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
+        Snapshot::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Snapshot::load`], with `${VAR}` looked up by `env`.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String> + 'static,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError::file(
                 path,
                 format!("cannot read config file: {e}"),
             )]
         })?;
-        let raw = config::parse(path, &text).map_err(|e| vec![e])?;
+        let raw = config::parse_with_env(path, &text, env).map_err(|e| vec![e])?;
         compile(path, raw)
     }
 
@@ -179,6 +206,21 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
         }
     }
 
+    // The schema directory is read once per snapshot, and only if some route names a schema.
+    let schema_path = base_dir.join(raw.schema_dir.as_deref().unwrap_or("schemas"));
+    let any_schema = raw.routes.iter().any(|r| {
+        let s = &r.value.schemas;
+        s.body.is_some() || s.query.is_some() || s.headers.is_some() || s.path.is_some()
+    });
+    let schema_dir = match any_schema.then(|| SchemaDir::scan(&schema_path)) {
+        Some(Ok(dir)) => Some(dir),
+        Some(Err(error)) => {
+            errors.push(ConfigError::file(path, format!("schema_dir: {error}")));
+            None
+        }
+        None => None,
+    };
+
     let mut router = Router::new();
     let mut routes = Vec::new();
     for (i, spanned) in raw.routes.iter().enumerate() {
@@ -241,6 +283,19 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
                 continue;
             }
         };
+        let schemas = match compile_schemas(
+            path,
+            &schema_path,
+            schema_dir.as_ref(),
+            &raw_route.schemas,
+            i,
+        ) {
+            Ok(schemas) => schemas,
+            Err(mut schema_errors) => {
+                errors.append(&mut schema_errors);
+                continue;
+            }
+        };
         if let Err(message) = router.add(method.clone(), &raw_route.path, routes.len()) {
             errors.push(ConfigError::at(path, spanned.defined, key("path"), message));
             continue;
@@ -257,6 +312,10 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
                 .response_headers
                 .map_or(*response_timeout, |d| d.0),
             limits: default_limits.layered(&raw_route.limits),
+            auth: raw_route.auth,
+            schemas,
+            report_only: raw_route.validation == ValidationMode::Report,
+            error_style: raw_route.errors,
         });
     }
 
@@ -268,6 +327,46 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
             router,
             routes,
         })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Compiles every schema a route names, reporting each failure at its key.
+fn compile_schemas(
+    path: &Path,
+    schema_path: &Path,
+    schema_dir: Option<&SchemaDir>,
+    raw: &RawSchemas,
+    route: usize,
+) -> Result<RouteSchemas, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut load = |location: &str, file: &Option<Spanned<config::Text>>| {
+        let file = file.as_ref()?;
+        // Without a readable schema directory (already reported) nothing can compile.
+        let dir = schema_dir?;
+        match dir.compile(&schema_path.join(&*file.value)) {
+            Ok(schema) => Some(schema),
+            Err(error) => {
+                let key = format!("routes[{route}].schemas.{location}");
+                errors.push(ConfigError::at(
+                    path,
+                    file.referenced,
+                    key,
+                    error.to_string(),
+                ));
+                None
+            }
+        }
+    };
+    let schemas = RouteSchemas {
+        body: load("body", &raw.body),
+        query: load("query", &raw.query),
+        headers: load("headers", &raw.headers),
+        path: load("path", &raw.path),
+    };
+    if errors.is_empty() {
+        Ok(schemas)
     } else {
         Err(errors)
     }

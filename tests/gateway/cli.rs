@@ -169,3 +169,73 @@ async fn serve_answers_with_documented_samples_and_env_picks_an_upstream() {
     let status = terminate(child);
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
 }
+
+#[test]
+fn validate_prints_what_the_gateway_would_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"channel_id": 0}"#).unwrap();
+    let out = command(&[
+        "validate",
+        "--config",
+        SHIPPED,
+        "--route",
+        "flextell.create_conversation",
+        "--body",
+        bad.to_str().unwrap(),
+        "--header",
+        "Authorization: Bearer t",
+        "--header",
+        "X-Tenant: 7",
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("422 Unprocessable Entity"));
+    let envelope: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        envelope,
+        serde_json::json!({"statusCode": 422, "message": ["body.address is required", "body.channel_id must be >= 1"], "error": "Unprocessable Entity"})
+    );
+
+    let out = command(&[
+        "validate",
+        "--config",
+        SHIPPED,
+        "--route",
+        "leadway.search_conversations",
+        "--query",
+        "locationId=abc&limit=5",
+        "--header",
+        "Authorization: Bearer t",
+        "--header",
+        "Version: 2021-07-28",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 forwarded"));
+
+    let out = command(&[
+        "validate",
+        "--config",
+        SHIPPED,
+        "--route",
+        "chatbotx.list_conversations",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 Unauthorized"));
+
+    let out = command(&["validate", "--config", SHIPPED, "--route", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

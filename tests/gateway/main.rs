@@ -6,3 +6,4 @@ mod cli;
 mod config_errors;
 mod core;
 mod support;
+mod validation;

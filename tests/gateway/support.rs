@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,6 +150,24 @@ impl TestGateway {
         std::fs::write(&config, yaml).unwrap();
         let snapshot =
             Snapshot::load(&config).unwrap_or_else(|errors| panic!("config: {errors:?}"));
+        TestGateway::from_snapshot(snapshot, dir).await
+    }
+
+    /// Starts the shipped `config/gateway.yaml` on 127.0.0.1:0 with every vendor upstream
+    /// pointed at `upstream_url`.
+    pub async fn shipped(upstream_url: &str) -> TestGateway {
+        let url = upstream_url.to_string();
+        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.yaml"));
+        let snapshot = Snapshot::load_with_env(&path, move |name| match name {
+            "SCHEMAGATE_LISTEN" => Some("127.0.0.1:0".to_string()),
+            name if name.ends_with("_UPSTREAM") => Some(url.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|errors| panic!("config: {errors:?}"));
+        TestGateway::from_snapshot(snapshot, tempfile::tempdir().unwrap()).await
+    }
+
+    async fn from_snapshot(snapshot: Snapshot, dir: tempfile::TempDir) -> TestGateway {
         let gateway = Gateway::bind(snapshot).await.unwrap();
         let addr = gateway.local_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
@@ -267,4 +286,16 @@ pub fn assert_envelope(got: &Got, status: u16, error: &str) {
         "{json}"
     );
     assert!(got.headers.contains_key("x-request-id"));
+}
+
+/// Writes raw bytes on a new connection and reads the whole answer (the request should ask
+/// for `Connection: close`). For framing that a well-behaved client library will not produce.
+pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The gateway may answer (413) and close before it has read everything we send.
+    let _ = stream.write_all(raw).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

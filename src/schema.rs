@@ -1,0 +1,379 @@
+//! JSON Schemas: compiled once when the config loads, run on every request.
+//!
+//! This module is pure on the request path: [`CompiledSchema::violations`], the `coerce_*`
+//! methods, [`parse_body`] and [`render_messages`] do no IO, take no locks and never compile
+//! anything. All file reading happens in [`CompiledSchema::load`] (or [`SchemaDir`]), which the
+//! snapshot builder calls off the request path.
+//!
+//! Architecture invariant: no schema reaches the network or the file system through `$ref`.
+//! References resolve only among the `*.json` files found under the schema directory; remote,
+//! `file:` and escaping references fail the load.
+//!
+//! Architecture invariant: a violation message never quotes a request value. It names the
+//! location and the field's path, then the problem in the schema's terms.
+
+mod coerce;
+mod json;
+mod load;
+mod message;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
+use serde_json::Value;
+
+pub use json::{parse_body, BodyError, SERDE_JSON_MAX_DEPTH};
+pub use load::SchemaError;
+
+use coerce::Plan;
+use load::{LocalRetriever, Scanned};
+
+/// Where in the request a value was found. Messages start with its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    Body,
+    Query,
+    Header,
+    Path,
+}
+
+impl Location {
+    /// The name messages and problem details use: `body`, `query`, `header`, `path`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Location::Body => "body",
+            Location::Query => "query",
+            Location::Header => "header",
+            Location::Path => "path",
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One schema violation, ready for both envelope styles (the 422 `message` array and RFC 9457
+/// problem details).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub location: Location,
+    /// JSON pointer of the offending value in the location's object; for `required`, the
+    /// pointer the missing property would have.
+    pub pointer: String,
+    /// The schema keyword that failed (`required`, `type`, `minimum`, ...), or `repeated` for a
+    /// query key or header that occurs more than once where the schema does not say array.
+    pub keyword: &'static str,
+    /// The full text: `body.channel_id must be >= 1`.
+    pub message: String,
+}
+
+/// The `*.json` files of one schema directory, read once so that many schemas can be compiled
+/// against them. [`CompiledSchema::load`] is this plus one [`SchemaDir::compile`].
+#[derive(Debug, Clone)]
+pub struct SchemaDir {
+    scanned: Arc<Scanned>,
+}
+
+impl SchemaDir {
+    /// Reads and parses every `*.json` file under `dir` (following symlinked files, not
+    /// symlinked directories). Fails only if the directory itself cannot be listed; a broken
+    /// file fails the schemas that use it, when they are compiled.
+    pub fn scan(dir: &Path) -> Result<SchemaDir, SchemaError> {
+        Ok(SchemaDir {
+            scanned: Arc::new(Scanned::scan(dir)?),
+        })
+    }
+
+    /// Compiles `file`, a path inside the directory (as given to `scan`, or absolute).
+    /// Errors name `file` as the caller wrote it.
+    pub fn compile(&self, file: &Path) -> Result<CompiledSchema, SchemaError> {
+        let scanned = &self.scanned;
+        let fail = |message: String| SchemaError::new(file, message);
+        let canonical = std::fs::canonicalize(file)
+            .map_err(|e| fail(format!("cannot open schema file: {e}")))?;
+        let rel = canonical.strip_prefix(&scanned.root).map_err(|_| {
+            fail(format!(
+                "is outside the schema directory {}",
+                scanned.root.display()
+            ))
+        })?;
+        let uri = scanned.uri_of(rel);
+        // A file the scan did not take (another extension, or created since) is read now.
+        let root = match scanned.by_uri.get(&uri) {
+            Some(doc) => doc.parsed.clone().map_err(&fail)?,
+            None => Arc::new(load::read_json(&canonical).map_err(fail)?),
+        };
+        let retriever = LocalRetriever(Arc::clone(scanned));
+        let refs = |error: &ReferencingError| fail(self.reference_problem(&uri, &root, error));
+        let registry = Registry::new()
+            .retriever(retriever.clone())
+            .add(&uri, Value::clone(&root))
+            .map_err(|e| refs(&e))?
+            .prepare()
+            .map_err(|e| refs(&e))?;
+        let validator = jsonschema::options()
+            .with_registry(&registry)
+            .with_base_uri(uri.clone())
+            .with_retriever(retriever)
+            // The `regex` crate runs in time linear in the input: a pattern such as `^(a+)+$`
+            // cannot be turned against the gateway. Look-around and back-references are refused
+            // at load instead.
+            .with_pattern_options(PatternOptions::regex())
+            .should_validate_formats(true)
+            .build(&root)
+            .map_err(|e| fail(self.build_problem(&uri, &root, &e)))?;
+        let plan = Plan::build(
+            &root,
+            &uri,
+            &PlanDocs {
+                scanned,
+                root_uri: &uri,
+                root: &root,
+            },
+        );
+        Ok(CompiledSchema {
+            validator,
+            plan,
+            source: rel.to_path_buf(),
+        })
+    }
+
+    /// Explains a compile failure: a bad reference, or the schema breaking its meta-schema.
+    fn build_problem(&self, uri: &str, root: &Value, error: &ValidationError<'_>) -> String {
+        if let jsonschema::error::ValidationErrorKind::Referencing(inner) = error.kind() {
+            return self.reference_problem(uri, root, inner);
+        }
+        let at = error.instance_path().as_str();
+        let at = if at.is_empty() { "the top level" } else { at };
+        format!("invalid schema at {at}: {error}")
+    }
+
+    /// Explains a reference that could not be resolved, naming the `$ref` as written and the
+    /// file holding it when it can be found.
+    fn reference_problem(&self, uri: &str, root: &Value, error: &ReferencingError) -> String {
+        let scanned = &*self.scanned;
+        match error {
+            ReferencingError::Unretrievable {
+                uri: target,
+                source,
+            } => {
+                let target = target.split('#').next().unwrap_or(target);
+                let why = source.to_string();
+                match self.find_ref(uri, root, |resolved, _| resolved == target) {
+                    Some((raw, holder)) => {
+                        format!("$ref \"{raw}\" in {holder} cannot be used: {why}")
+                    }
+                    None => format!(
+                        "a $ref to {} cannot be used: {why}",
+                        scanned.describe(target)
+                    ),
+                }
+            }
+            ReferencingError::PointerToNowhere { pointer } => {
+                match self.find_ref(uri, root, |_, fragment| fragment == pointer) {
+                    Some((raw, holder)) => {
+                        format!("$ref \"{raw}\" in {holder} points to nothing: {pointer} does not exist")
+                    }
+                    None => format!("a $ref points to nothing: {pointer} does not exist"),
+                }
+            }
+            other => format!("bad $ref: {other}"),
+        }
+    }
+
+    /// The first `$ref` (in the compiled file, then in the other files, in path order) whose
+    /// fragment-less target and fragment satisfy `matches`, with the file holding it. Only used
+    /// to word an error, so it ignores nested `$id`s, which a plain search cannot follow.
+    fn find_ref(
+        &self,
+        uri: &str,
+        root: &Value,
+        matches: impl Fn(&str, &str) -> bool,
+    ) -> Option<(String, String)> {
+        let scanned = &*self.scanned;
+        let mut others: Vec<(&String, &load::Doc)> = scanned
+            .by_uri
+            .iter()
+            .filter(|(other, _)| other.as_str() != uri)
+            .collect();
+        others.sort_by(|a, b| a.1.rel.cmp(&b.1.rel));
+        let docs =
+            std::iter::once((uri, root)).chain(others.into_iter().filter_map(|(other, doc)| {
+                doc.parsed.as_ref().ok().map(|v| (other.as_str(), &**v))
+            }));
+        for (doc_uri, value) in docs {
+            let Ok(base) = jsonschema::uri::from_str(doc_uri) else {
+                continue;
+            };
+            let mut refs = Vec::new();
+            collect_refs(value, &mut refs);
+            for raw in refs {
+                let (path, fragment) = raw.split_once('#').unwrap_or((raw, ""));
+                let resolved = if path.is_empty() {
+                    Some(doc_uri.to_string())
+                } else {
+                    jsonschema::uri::resolve_against(&base.borrow(), path)
+                        .ok()
+                        .map(|u| u.as_str().to_string())
+                };
+                if resolved.is_some_and(|r| matches(&r, fragment)) {
+                    return Some((raw.to_string(), scanned.describe(doc_uri)));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The documents the coercion plan may follow `$ref`s into: the compiled file and the scanned
+/// ones. Only JSON-pointer fragments are followed; anchors and nested `$id`s are not, which
+/// leaves such properties uncoerced (strings) rather than wrong.
+struct PlanDocs<'a> {
+    scanned: &'a Scanned,
+    root_uri: &'a str,
+    root: &'a Value,
+}
+
+impl coerce::Resolve for PlanDocs<'_> {
+    fn resolve(&self, base: &str, reference: &str) -> Option<(String, &Value)> {
+        let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
+        let target = if path.is_empty() {
+            base.to_string()
+        } else {
+            let base = jsonschema::uri::from_str(base).ok()?;
+            jsonschema::uri::resolve_against(&base.borrow(), path)
+                .ok()?
+                .as_str()
+                .to_string()
+        };
+        let document = if target == self.root_uri {
+            self.root
+        } else {
+            let scanned = self.scanned;
+            let key = scanned.by_id.get(&target).unwrap_or(&target);
+            scanned.by_uri.get(key)?.parsed.as_deref().ok()?
+        };
+        let fragment = percent_encoding::percent_decode_str(fragment)
+            .decode_utf8()
+            .ok()?;
+        let value = if fragment.is_empty() {
+            document
+        } else if fragment.starts_with('/') {
+            document.pointer(&fragment)?
+        } else {
+            return None;
+        };
+        Some((target, value))
+    }
+}
+
+/// Every `$ref` and `$dynamicRef` string in a document, in document order.
+fn collect_refs<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, member) in map {
+                match (key.as_str(), member) {
+                    ("$ref" | "$dynamicRef", Value::String(raw)) => out.push(raw),
+                    _ => collect_refs(member, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, out)),
+        _ => {}
+    }
+}
+
+/// A schema compiled once at config load, with the coercion plan derived from it.
+pub struct CompiledSchema {
+    validator: Validator,
+    plan: Plan,
+    /// The file, relative to the schema directory, for status pages and logs.
+    source: std::path::PathBuf,
+}
+
+impl fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledSchema")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledSchema {
+    /// Compiles `file` (a path inside `schema_dir`). Every `*.json` file under `schema_dir` is
+    /// available to relative `$ref`s (`"../common/id.json"`, `"common.json#/$defs/x"`), and to
+    /// `$ref`s naming a file's top-level `$id`. Remote (`http:`, `https:`) and `file:` references,
+    /// and relative ones that leave `schema_dir`, are errors naming the file and the `$ref`.
+    /// Formats are asserted (unknown format names are ignored, as the specification says);
+    /// `pattern` uses the linear-time `regex` engine.
+    ///
+    /// To compile many schemas of one directory, [`SchemaDir`] reads the directory only once.
+    pub fn load(schema_dir: &Path, file: &Path) -> Result<CompiledSchema, SchemaError> {
+        SchemaDir::scan(schema_dir)?.compile(file)
+    }
+
+    /// The file this schema was compiled from, relative to the schema directory.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Every violation of `instance` (not just the first), worded for `location`.
+    pub fn violations(&self, location: Location, instance: &Value) -> Vec<Violation> {
+        // The common case is a valid request; `is_valid` is much cheaper than collecting.
+        if self.validator.is_valid(instance) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for error in self.validator.iter_errors(instance) {
+            message::push_violations(location, instance, &error, &mut out);
+        }
+        out
+    }
+
+    /// The object for a raw query string (undecoded, as on the wire; `None` when the URI has
+    /// none): `application/x-www-form-urlencoded` decoding, then each value coerced to the
+    /// types the schema allows. Keys the schema does not name are kept as strings. A key that
+    /// repeats where the schema does not allow an array is a violation (`repeated`).
+    pub fn coerce_query(&self, raw: Option<&str>) -> (Value, Vec<Violation>) {
+        self.plan.query(raw)
+    }
+
+    /// The object for headers: only the headers the schema names as properties, matched
+    /// case-insensitively and keyed by the schema's spelling (so messages say
+    /// `header.X-Tenant`). A value that is not visible ASCII is kept as lossy text and never
+    /// coerced. A header sent more than once counts as a repeated key.
+    pub fn coerce_headers(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
+        self.plan.headers(headers)
+    }
+
+    /// The object for path parameters, given as (name, value) pairs the router has already
+    /// percent-decoded; coerced like query values.
+    pub fn coerce_params<'a>(
+        &self,
+        location: Location,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> (Value, Vec<Violation>) {
+        self.plan.params(location, pairs)
+    }
+}
+
+/// The 422 `message` array: the first `cap` messages, then `and N more` when some were left out.
+pub fn render_messages(violations: &[Violation], cap: usize) -> Vec<String> {
+    let mut messages: Vec<String> = violations
+        .iter()
+        .take(cap)
+        .map(|v| v.message.clone())
+        .collect();
+    if violations.len() > cap {
+        messages.push(format!("and {} more", violations.len() - cap));
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests;

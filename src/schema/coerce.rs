@@ -1,0 +1,481 @@
+//! Turning wire strings (query, headers, path parameters) into the JSON the schema expects.
+//!
+//! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
+//! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
+//! `$ref` (to the schema files of the directory, by JSON pointer), and the members of `allOf`, `anyOf`
+//! and `oneOf`, taking the union of what it finds. The union is deliberately permissive: it
+//! only decides how a string is *read*; the schema still decides whether the result is valid.
+//! A property with no type information at all stays a string.
+//!
+//! Per value, the order of preference is: null (for an empty value or `null`), boolean
+//! (`true`/`false`), number (JSON number syntax; `1.0` is a number the schema treats as an
+//! integer), object or array (JSON text), and finally the string as sent. Anything that does not
+//! coerce stays a string, so the schema reports the type error.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Number, Value};
+
+use super::{json, Location, Violation};
+
+/// How deep JSON text in a query or header value may nest. Such values are small filters and
+/// sort orders; the limit only keeps a hostile value cheap.
+const VALUE_JSON_MAX_DEPTH: usize = 32;
+
+/// How many `$ref`/combinator levels the plan follows before giving up on a property: enough
+/// for any sane schema, and a stop for reference cycles.
+const MAX_PLAN_DEPTH: usize = 16;
+
+/// Finds what a `$ref` points to, for the plan only: `base` is the URI of the document holding
+/// the reference; the answer is the target's document URI (the base for references inside it)
+/// and the target itself. `None` when it cannot be found; the validator, which resolves
+/// references fully, has already refused the schema in that case.
+pub(crate) trait Resolve {
+    fn resolve(&self, base: &str, reference: &str) -> Option<(String, &Value)>;
+}
+
+/// A set of JSON types, as bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Types(u8);
+
+impl Types {
+    pub const NULL: Types = Types(1);
+    pub const BOOLEAN: Types = Types(1 << 1);
+    pub const INTEGER: Types = Types(1 << 2);
+    pub const NUMBER: Types = Types(1 << 3);
+    pub const STRING: Types = Types(1 << 4);
+    pub const ARRAY: Types = Types(1 << 5);
+    pub const OBJECT: Types = Types(1 << 6);
+
+    fn has(self, other: Types) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    fn union(self, other: Types) -> Types {
+        Types(self.0 | other.0)
+    }
+
+    fn without(self, other: Types) -> Types {
+        Types(self.0 & !other.0)
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn named(name: &str) -> Types {
+        match name {
+            "null" => Types::NULL,
+            "boolean" => Types::BOOLEAN,
+            "integer" => Types::INTEGER,
+            "number" => Types::NUMBER,
+            "string" => Types::STRING,
+            "array" => Types::ARRAY,
+            "object" => Types::OBJECT,
+            _ => Types::default(),
+        }
+    }
+
+    fn of_value(value: &Value) -> Types {
+        match value {
+            Value::Null => Types::NULL,
+            Value::Bool(_) => Types::BOOLEAN,
+            Value::Number(_) => Types::NUMBER,
+            Value::String(_) => Types::STRING,
+            Value::Array(_) => Types::ARRAY,
+            Value::Object(_) => Types::OBJECT,
+        }
+    }
+}
+
+/// What a property accepts: its own types and, when it may be an array, its items' types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub types: Types,
+    pub items: Types,
+}
+
+impl Shape {
+    fn union(self, other: Shape) -> Shape {
+        Shape {
+            types: self.types.union(other.types),
+            items: self.items.union(other.items),
+        }
+    }
+}
+
+/// A property the schema names, with the header name it matches when used for headers.
+#[derive(Debug, Clone)]
+struct Property {
+    shape: Shape,
+    /// `None` when the name is not a valid HTTP field name: such a property can never be
+    /// present in headers.
+    header: Option<http::HeaderName>,
+}
+
+/// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    properties: BTreeMap<String, Property>,
+}
+
+/// One raw value from the wire. `opaque` marks a header value that is not visible ASCII: it is
+/// kept as (lossy) text and never coerced, so it can only ever validate as a string.
+struct Raw<'a> {
+    text: Cow<'a, str>,
+    opaque: bool,
+}
+
+impl Plan {
+    /// Reads the property types of `schema`, whose URI is `base`.
+    pub fn build(schema: &Value, base: &str, resolver: &impl Resolve) -> Plan {
+        let mut found = BTreeMap::new();
+        collect_properties(schema, &Ctx { base, resolver }, 0, &mut found);
+        let properties = found
+            .into_iter()
+            .map(|(name, shape)| {
+                let header = http::HeaderName::from_bytes(name.as_bytes()).ok();
+                (name, Property { shape, header })
+            })
+            .collect();
+        Plan { properties }
+    }
+
+    /// The object for a raw query string (`a=1&b=x+y`, undecoded).
+    pub fn query(&self, raw: Option<&str>) -> (Value, Vec<Violation>) {
+        let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+        for pair in raw.unwrap_or_default().split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            grouped.entry(form_decode(key)).or_default().push(Raw {
+                text: form_decode(value),
+                opaque: false,
+            });
+        }
+        self.object(Location::Query, grouped)
+    }
+
+    /// The object for path parameters, already percent-decoded by the router.
+    pub fn params<'a>(
+        &self,
+        location: Location,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> (Value, Vec<Violation>) {
+        let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+        for (key, value) in pairs {
+            grouped.entry(Cow::Borrowed(key)).or_default().push(Raw {
+                text: Cow::Borrowed(value),
+                opaque: false,
+            });
+        }
+        self.object(location, grouped)
+    }
+
+    /// The object for headers: only the headers the schema names, under the schema's spelling.
+    pub fn headers(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
+        let mut object = Map::new();
+        let mut violations = Vec::new();
+        for (name, property) in &self.properties {
+            let Some(header) = &property.header else {
+                continue;
+            };
+            let values: Vec<Raw<'_>> = headers
+                .get_all(header)
+                .iter()
+                .map(|value| match value.to_str() {
+                    Ok(text) => Raw {
+                        text: Cow::Borrowed(text),
+                        opaque: false,
+                    },
+                    Err(_) => Raw {
+                        text: String::from_utf8_lossy(value.as_bytes()),
+                        opaque: true,
+                    },
+                })
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let value = property_value(
+                Location::Header,
+                name,
+                Some(property.shape),
+                values,
+                &mut violations,
+            );
+            object.insert(name.clone(), value);
+        }
+        (Value::Object(object), violations)
+    }
+
+    fn object(
+        &self,
+        location: Location,
+        grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>,
+    ) -> (Value, Vec<Violation>) {
+        let mut object = Map::new();
+        let mut violations = Vec::new();
+        for (key, values) in grouped {
+            let shape = self.properties.get(key.as_ref()).map(|p| p.shape);
+            let value = property_value(location, &key, shape, values, &mut violations);
+            object.insert(key.into_owned(), value);
+        }
+        (Value::Object(object), violations)
+    }
+}
+
+/// The JSON value of one key from all its occurrences (`values` is never empty).
+fn property_value(
+    location: Location,
+    key: &str,
+    shape: Option<Shape>,
+    mut values: Vec<Raw<'_>>,
+    violations: &mut Vec<Violation>,
+) -> Value {
+    // A key the schema does not name is kept as sent, so that a strict schema
+    // (`additionalProperties: false`) can reject it; repeating it is not this stage's business.
+    let Some(shape) = shape else {
+        if values.len() == 1 {
+            return Value::String(values.swap_remove(0).text.into_owned());
+        }
+        return Value::Array(
+            values
+                .into_iter()
+                .map(|raw| Value::String(raw.text.into_owned()))
+                .collect(),
+        );
+    };
+    if shape.types.has(Types::ARRAY) {
+        if let [single] = values.as_slice() {
+            // A scalar type listed beside `array` takes a single occurrence as itself.
+            let scalar = shape.types.without(Types::ARRAY);
+            if !scalar.is_empty() {
+                let value = coerce(single, scalar);
+                if scalar.has(Types::STRING) || !value.is_string() {
+                    return value;
+                }
+            }
+            // An array of objects (or of arrays) may come as one JSON text: `sort=[{...}]`.
+            if shape.items.has(Types::OBJECT.union(Types::ARRAY))
+                && !single.opaque
+                && single.text.starts_with('[')
+            {
+                if let Ok(array @ Value::Array(_)) =
+                    json::parse_str(&single.text, VALUE_JSON_MAX_DEPTH)
+                {
+                    return array;
+                }
+            }
+        }
+        return Value::Array(values.iter().map(|raw| coerce(raw, shape.items)).collect());
+    }
+    if values.len() > 1 {
+        let pointer = format!("/{}", super::message::escape_pointer_segment(key));
+        violations.push(Violation {
+            location,
+            message: format!(
+                "{} must not be repeated",
+                super::message::field(location, &pointer, None)
+            ),
+            pointer,
+            keyword: "repeated",
+        });
+    }
+    // The first occurrence stands for the key, so that its other problems are reported too.
+    // Callers never pass an empty list; `Null` only keeps this free of a panicking index.
+    values
+        .first()
+        .map_or(Value::Null, |first| coerce(first, shape.types))
+}
+
+/// One string read as the most specific of `types` it spells (see the module docs).
+fn coerce(raw: &Raw<'_>, types: Types) -> Value {
+    let text = raw.text.as_ref();
+    if raw.opaque || types.is_empty() {
+        return Value::String(text.to_owned());
+    }
+    if types.has(Types::NULL) && (text.is_empty() || text == "null") {
+        return Value::Null;
+    }
+    if types.has(Types::BOOLEAN) {
+        match text {
+            "true" => return Value::Bool(true),
+            "false" => return Value::Bool(false),
+            _ => {}
+        }
+    }
+    if types.has(Types::INTEGER.union(Types::NUMBER)) && is_json_number(text) {
+        // serde_json refuses numbers out of f64 range (`1e400`); those stay strings.
+        if let Ok(number) = text.parse::<Number>() {
+            return Value::Number(number);
+        }
+    }
+    let json_object = types.has(Types::OBJECT) && text.starts_with('{');
+    let json_array = types.has(Types::ARRAY) && text.starts_with('[');
+    if json_object || json_array {
+        if let Ok(value) = json::parse_str(text, VALUE_JSON_MAX_DEPTH) {
+            if types.has(Types::of_value(&value)) {
+                return value;
+            }
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+/// Whether `text` is exactly a JSON number (RFC 8259 §6): no whitespace, no `+`, no leading
+/// zeros, no bare `.`, no `NaN` or `Infinity`.
+fn is_json_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < bytes.len() && bytes[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if bytes.first() == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == bytes.len()
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding. Bytes
+/// that do not decode to UTF-8 become U+FFFD rather than an error: the schema then judges the
+/// text. Borrowed when there is nothing to decode, which is the common case.
+fn form_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['+', '%']) {
+        return Cow::Borrowed(text);
+    }
+    // `+` is replaced before percent-decoding so that an encoded `%2B` stays a plus sign.
+    let spaced = text.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+    Cow::Owned(decoded.into_owned())
+}
+
+/// Where a walk of the schema is: the URI of the current document, and how to leave it.
+struct Ctx<'c, R> {
+    base: &'c str,
+    resolver: &'c R,
+}
+
+/// Adds the properties `schema` names (directly, through `$ref`, or in its combinators).
+fn collect_properties<R: Resolve>(
+    schema: &Value,
+    ctx: &Ctx<'_, R>,
+    depth: usize,
+    found: &mut BTreeMap<String, Shape>,
+) {
+    let Some(object) = schema.as_object() else {
+        return;
+    };
+    if depth > MAX_PLAN_DEPTH {
+        return;
+    }
+    if let Some(Value::Object(properties)) = object.get("properties") {
+        for (name, subschema) in properties {
+            let shape = shape_of(subschema, ctx, depth + 1);
+            let entry = found.entry(name.clone()).or_default();
+            *entry = entry.union(shape);
+        }
+    }
+    if let Some(Value::String(reference)) = object.get("$ref") {
+        if let Some((base, target)) = ctx.resolver.resolve(ctx.base, reference) {
+            let inner = Ctx {
+                base: &base,
+                resolver: ctx.resolver,
+            };
+            collect_properties(target, &inner, depth + 1, found);
+        }
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        if let Some(Value::Array(members)) = object.get(combinator) {
+            for member in members {
+                collect_properties(member, ctx, depth + 1, found);
+            }
+        }
+    }
+}
+
+/// The types (and item types) one property schema allows; empty when it does not say.
+fn shape_of<R: Resolve>(schema: &Value, ctx: &Ctx<'_, R>, depth: usize) -> Shape {
+    let mut shape = Shape::default();
+    let Some(object) = schema.as_object() else {
+        return shape;
+    };
+    if depth > MAX_PLAN_DEPTH {
+        return shape;
+    }
+    match object.get("type") {
+        Some(Value::String(name)) => shape.types = Types::named(name),
+        Some(Value::Array(names)) => {
+            for name in names.iter().filter_map(Value::as_str) {
+                shape.types = shape.types.union(Types::named(name));
+            }
+        }
+        _ => {
+            // Without `type`, the values a schema lists still say what they are.
+            if let Some(value) = object.get("const") {
+                shape.types = Types::of_value(value);
+            }
+            if let Some(Value::Array(values)) = object.get("enum") {
+                for value in values {
+                    shape.types = shape.types.union(Types::of_value(value));
+                }
+            }
+        }
+    }
+    if shape.types.has(Types::ARRAY) {
+        match object.get("items") {
+            Some(Value::Array(tuple)) => {
+                for item in tuple {
+                    shape.items = shape.items.union(shape_of(item, ctx, depth + 1).types);
+                }
+            }
+            Some(items) => shape.items = shape_of(items, ctx, depth + 1).types,
+            None => {}
+        }
+    }
+    if let Some(Value::String(reference)) = object.get("$ref") {
+        if let Some((base, target)) = ctx.resolver.resolve(ctx.base, reference) {
+            let inner = Ctx {
+                base: &base,
+                resolver: ctx.resolver,
+            };
+            shape = shape.union(shape_of(target, &inner, depth + 1));
+        }
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        if let Some(Value::Array(members)) = object.get(combinator) {
+            for member in members {
+                shape = shape.union(shape_of(member, ctx, depth + 1));
+            }
+        }
+    }
+    shape
+}
