@@ -44,10 +44,11 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     /// The request is malformed: unparseable, empty or too deep JSON, a failed body read.
     BadRequest { message: String },
-    /// The request fails its schemas. `violations` holds every one; `cap` limits how many
-    /// are listed.
+    /// The request fails its schemas. `violations` holds those worded (about `cap` at
+    /// most), `omitted` counts the rest; `cap` limits how many are listed.
     Invalid {
         violations: Vec<Violation>,
+        omitted: usize,
         cap: usize,
     },
     /// A route has this path, but not for this method. Carries the `Allow` value.
@@ -120,8 +121,12 @@ impl GatewayError {
                 format!("request body is larger than {limit} bytes")
             }
             GatewayError::BadRequest { message } => message.clone(),
-            GatewayError::Invalid { violations, cap } => {
-                return serde_json::Value::from(render_messages(violations, *cap));
+            GatewayError::Invalid {
+                violations,
+                omitted,
+                cap,
+            } => {
+                return serde_json::Value::from(render_messages(violations, *omitted, *cap));
             }
             GatewayError::MethodNotAllowed { .. } => {
                 "this path does not accept this method".to_string()
@@ -182,7 +187,11 @@ impl GatewayError {
     fn problem(&self, status: StatusCode) -> Bytes {
         let title = status.canonical_reason().unwrap_or("Error");
         let value = match self {
-            GatewayError::Invalid { violations, cap } => {
+            GatewayError::Invalid {
+                violations,
+                omitted,
+                cap,
+            } => {
                 let errors: Vec<_> = violations
                     .iter()
                     .take(*cap)
@@ -195,7 +204,7 @@ impl GatewayError {
                         })
                     })
                     .collect();
-                let detail = match violations.len() {
+                let detail = match violations.len() + omitted {
                     1 => "the request fails its schema in 1 place".to_string(),
                     n => format!("the request fails its schema in {n} places"),
                 };

@@ -159,13 +159,13 @@ fn validate(
         body: body.as_ref(),
     };
     match schemagate::validate::dry_run(route, &parts) {
-        Ok(problems) if problems.is_empty() => {
+        Ok(report) if report.is_empty() => {
             println!("200 forwarded: the request is valid for {route_name}");
             ExitCode::SUCCESS
         }
-        Ok(problems) => {
+        Ok(report) => {
             println!("200 forwarded (report-only route), with:");
-            for problem in problems {
+            for problem in report.messages {
                 println!("  {problem}");
             }
             ExitCode::SUCCESS

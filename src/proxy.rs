@@ -127,13 +127,13 @@ async fn handle_inner(
         params: &found.params,
         body: body_bytes.as_ref(),
     };
-    let problems = validate::decide(route, &parts_view)?;
-    if !problems.is_empty() {
+    let report = validate::decide(route, &parts_view)?;
+    if !report.is_empty() {
         // Report-only: forward untouched, but say what would have been rejected.
-        tracing::warn!(route = route.name, request_id = request_id.to_str().unwrap_or("-"), problems = ?problems, "report-only: request would have been rejected");
+        tracing::warn!(route = route.name, request_id = request_id.to_str().unwrap_or("-"), problems = ?report.messages, "report-only: request would have been rejected");
         parts.headers.insert(
             validate::REPORT_HEADER.clone(),
-            validate::report_value(&problems),
+            validate::report_value(&report),
         );
     }
 

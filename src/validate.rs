@@ -24,11 +24,21 @@ pub struct Parts<'a> {
     pub body: Option<&'a Bytes>,
 }
 
-/// Returns every schema violation (empty when valid), or the framing error that prevents
+/// What validation found: worded violations (up to the route's cap) and how many more
+/// there were.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub violations: Vec<Violation>,
+    pub omitted: usize,
+}
+
+/// Returns the schema violations (none when valid), or the framing error that prevents
 /// validating the body at all.
-pub fn check(route: &Route, parts: &Parts<'_>) -> Result<Vec<Violation>, GatewayError> {
+pub fn check(route: &Route, parts: &Parts<'_>) -> Result<Findings, GatewayError> {
     let schemas = &route.schemas;
+    let cap = route.limits.violations;
     let mut violations = Vec::new();
+    let mut omitted = 0;
     // Framing first: a 400/415 outranks any 422 (PRODUCT.md, "Order of checks").
     let body = match (&schemas.body, parts.body) {
         (Some(schema), Some(bytes)) => {
@@ -45,42 +55,72 @@ pub fn check(route: &Route, parts: &Parts<'_>) -> Result<Vec<Violation>, Gateway
     if let Some(schema) = &schemas.path {
         let (value, mut found) = schema.coerce_params(Location::Path, parts.params.iter());
         violations.append(&mut found);
-        violations.extend(schema.violations(Location::Path, &value));
+        omitted += schema.collect_violations(Location::Path, &value, &mut violations, cap);
     }
     if let Some(schema) = &schemas.query {
         let (value, mut found) = schema.coerce_query(parts.query);
         violations.append(&mut found);
-        violations.extend(schema.violations(Location::Query, &value));
+        omitted += schema.collect_violations(Location::Query, &value, &mut violations, cap);
     }
     if let Some(schema) = &schemas.headers {
         let (value, mut found) = schema.coerce_headers(parts.headers);
         violations.append(&mut found);
-        violations.extend(schema.violations(Location::Header, &value));
+        omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
     }
     if let Some((schema, value)) = &body {
-        violations.extend(schema.violations(Location::Body, value));
+        omitted += schema.collect_violations(Location::Body, value, &mut violations, cap);
     }
-    Ok(violations)
+    Ok(Findings {
+        violations,
+        omitted,
+    })
+}
+
+/// What a report-only route would have rejected: the worded problems (up to the route's cap)
+/// and how many there were in all.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub total: usize,
+    pub messages: Vec<String>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
 }
 
 /// Applies the route's validation mode: in `enforce` mode any problem is the error to answer
 /// with; in `report` mode the request goes on and the problems are returned for reporting.
-pub fn decide(route: &Route, parts: &Parts<'_>) -> Result<Vec<String>, GatewayError> {
+pub fn decide(route: &Route, parts: &Parts<'_>) -> Result<Report, GatewayError> {
     match check(route, parts) {
-        Ok(violations) if violations.is_empty() => Ok(Vec::new()),
-        Ok(violations) if !route.report_only => Err(GatewayError::Invalid {
+        Ok(found) if found.violations.is_empty() && found.omitted == 0 => Ok(Report::default()),
+        Ok(Findings {
             violations,
+            omitted,
+        }) if !route.report_only => Err(GatewayError::Invalid {
+            violations,
+            omitted,
             cap: route.limits.violations,
         }),
-        Ok(violations) => Ok(violations.into_iter().map(|v| v.message).collect()),
+        Ok(Findings {
+            violations,
+            omitted,
+        }) => Ok(Report {
+            total: violations.len() + omitted,
+            messages: violations.into_iter().map(|v| v.message).collect(),
+        }),
         Err(error) if !route.report_only => Err(error),
-        Err(error) => Ok(vec![error.to_string()]),
+        Err(error) => Ok(Report {
+            total: 1,
+            messages: vec![error.to_string()],
+        }),
     }
 }
 
 /// What the gateway would answer to a request, decided offline (`schemagate validate`):
 /// auth, body size, then [`decide`]. `Ok` holds the report-only problems, if any.
-pub fn dry_run(route: &Route, parts: &Parts<'_>) -> Result<Vec<String>, GatewayError> {
+pub fn dry_run(route: &Route, parts: &Parts<'_>) -> Result<Report, GatewayError> {
     crate::auth::check(route.auth, parts.headers)?;
     if let Some(body) = parts.body {
         if body.len() as u64 > route.limits.body {
@@ -98,12 +138,12 @@ pub static REPORT_HEADER: http::HeaderName =
 
 /// One line summarising what would have been rejected: `2 violations: a; b`. Header values
 /// must be visible ASCII, so anything else becomes `?`; the line is capped at 2 KiB.
-pub fn report_value(problems: &[String]) -> HeaderValue {
-    let mut line = match problems.len() {
+pub fn report_value(report: &Report) -> HeaderValue {
+    let mut line = match report.total {
         1 => "1 violation: ".to_string(),
         n => format!("{n} violations: "),
     };
-    line.push_str(&problems.join("; "));
+    line.push_str(&report.messages.join("; "));
     let mut clean: String = line
         .chars()
         .map(|c| {

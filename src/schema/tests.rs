@@ -305,12 +305,27 @@ fn render_messages_caps_and_counts() {
     let schema = compile(json!({"required": ["a", "b", "c"]}));
     let found = schema.violations(Location::Body, &json!({}));
     assert_eq!(
-        render_messages(&found, 2),
+        render_messages(&found, 0, 2),
         ["body.a is required", "body.b is required", "and 1 more"]
     );
-    assert_eq!(render_messages(&found, 3).len(), 3);
-    assert_eq!(render_messages(&found, 0), ["and 3 more"]);
-    assert!(render_messages(&[], 5).is_empty());
+    assert_eq!(render_messages(&found, 0, 3).len(), 3);
+    assert_eq!(render_messages(&found, 0, 0), ["and 3 more"]);
+    assert_eq!(render_messages(&found, 4, 3).last().unwrap(), "and 4 more");
+    assert!(render_messages(&[], 0, 5).is_empty());
+}
+
+#[test]
+fn collect_stops_wording_at_the_cap_but_counts_the_rest() {
+    let schema = compile(json!({"items": {"type": "integer"}}));
+    let instance = json!(["a", "b", "c", "d", "e"]);
+    let mut out = Vec::new();
+    let omitted = schema.collect_violations(Location::Body, &instance, &mut out, 2);
+    assert_eq!(out.len(), 2);
+    assert_eq!(omitted, 3);
+    assert_eq!(
+        render_messages(&out, omitted, 2).last().unwrap(),
+        "and 3 more"
+    );
 }
 
 #[test]

@@ -510,3 +510,23 @@ fn local_refs_between_schema_files_work() {
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].message, "body.id must be >= 1");
 }
+
+#[tokio::test]
+async fn many_violations_are_capped_and_counted_exactly() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::shipped(&upstream.url()).await;
+    let items = vec!["1"; 1000].join(",");
+    let body = format!(r#"{{"filter":{{"channelTypes":[{items}]}}}}"#);
+    let got = send(
+        gw.addr,
+        request("POST", GESTIONO, &[BEARER, JSON], body.as_bytes()),
+    )
+    .await;
+    assert_envelope(&got, 422, "Unprocessable Entity");
+    let message = got.json()["message"].as_array().unwrap().clone();
+    // The shipped cap is 20: 20 worded violations, then the exact count of the other 981
+    // (1000 wrong items and the missing name).
+    assert_eq!(message.len(), 21);
+    assert_eq!(message[20], "and 981 more");
+    assert!(upstream.seen().is_empty());
+}

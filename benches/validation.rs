@@ -1,0 +1,71 @@
+//! Validation cost per endpoint: parse + validate one typical valid body or query, and the
+//! worst invalid body within the 1 MiB limit. Run with `cargo bench --bench validation`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use schemagate::schema::{parse_body, CompiledSchema, Location, SchemaDir};
+use std::hint::black_box;
+
+fn schema(dir: &SchemaDir, file: &str) -> CompiledSchema {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    dir.compile(&root.join(file)).unwrap()
+}
+
+fn bodies(c: &mut Criterion) {
+    let dir = SchemaDir::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap();
+    let cases = [
+        ("flextell body", "flextell/create_conversation.body.json", r#"{"channel_id":2,"address":"Main St 1","first_name":"Ada","last_name":null}"#.to_string()),
+        ("gestiono body", "gestiono/create_conversation_list.body.json", r#"{"name":"vip","source":"contact","filter":{"channelTypes":["whatsapp"],"form":{"id":1,"phoneField":"p","nameField":"n"}}}"#.to_string()),
+        ("leadconnector body", "leadconnector/create_conversation.body.json", r#"{"locationId":"tDtDnQdgm2LXpyiqYvZ6","contactId":"tDtDnQdgm2LXpyiqYvZ6"}"#.to_string()),
+        // Worst case within the 1 MiB limit: every array item violates its type.
+        ("gestiono worst invalid 1MiB", "gestiono/create_conversation_list.body.json", {
+            let items = vec!["1"; (1 << 20) / 2 - 64].join(",");
+            format!(r#"{{"name":"n","filter":{{"channelTypes":[{items}]}}}}"#)
+        }),
+    ];
+    // Baseline for ratios: serde_json parsing the typical Flextell body, nothing else.
+    let typical = cases[0].2.clone();
+    c.bench_function("baseline/serde_json parse flextell body", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(typical.as_bytes())).unwrap(),
+            )
+        })
+    });
+    for (name, file, body) in cases {
+        let compiled = schema(&dir, file);
+        c.bench_function(&format!("validate/{name}"), |b| {
+            b.iter(|| {
+                // As the gateway does: word at most the shipped cap of 20, count the rest.
+                let value = parse_body(black_box(body.as_bytes()), 64).unwrap();
+                let mut found = Vec::new();
+                let omitted = compiled.collect_violations(Location::Body, &value, &mut found, 20);
+                black_box((found, omitted))
+            })
+        });
+    }
+}
+
+fn queries(c: &mut Criterion) {
+    let dir = SchemaDir::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap();
+    let cases = [
+        ("leadway query", "leadway/search_conversations.query.json", "locationId=ABCHkzuJQ8ZMd4Te84GK&limit=20&sort=desc&status=unread&startDate=1640995200000"),
+        ("chatbotx query", "chatbotx/list_conversations.query.json", "botCategory=human&status=unread&status=archived&perPage=50&botEnabled=true"),
+    ];
+    for (name, file, query) in cases {
+        let compiled = schema(&dir, file);
+        c.bench_function(&format!("validate/{name}"), |b| {
+            b.iter(|| {
+                let (value, mut found) = compiled.coerce_query(Some(black_box(query)));
+                let omitted = compiled.collect_violations(Location::Query, &value, &mut found, 20);
+                black_box((found, omitted))
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bodies, queries);
+criterion_main!(benches);
