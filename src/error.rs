@@ -185,41 +185,59 @@ impl GatewayError {
     /// RFC 9457 problem details; 422 lists each violation with its location, JSON pointer,
     /// schema keyword and message.
     fn problem(&self, status: StatusCode) -> Bytes {
-        let title = status.canonical_reason().unwrap_or("Error");
-        let value = match self {
+        let (detail, errors) = match self {
             GatewayError::Invalid {
                 violations,
                 omitted,
                 cap,
             } => {
-                let errors: Vec<_> = violations
+                let errors = violations
                     .iter()
                     .take(*cap)
-                    .map(|v| {
-                        serde_json::json!({
-                            "location": v.location.as_str(),
-                            "pointer": v.pointer,
-                            "keyword": v.keyword,
-                            "message": v.message,
-                        })
+                    .map(|v| ProblemError {
+                        location: v.location.as_str(),
+                        pointer: &v.pointer,
+                        keyword: v.keyword,
+                        message: &v.message,
                     })
                     .collect();
                 let detail = match violations.len() + omitted {
                     1 => "the request fails its schema in 1 place".to_string(),
                     n => format!("the request fails its schema in {n} places"),
                 };
-                serde_json::json!({
-                    "type": "about:blank", "title": title, "status": status.as_u16(),
-                    "detail": detail, "errors": errors,
-                })
+                (serde_json::Value::String(detail), Some(errors))
             }
-            _ => serde_json::json!({
-                "type": "about:blank", "title": title, "status": status.as_u16(),
-                "detail": self.message(),
-            }),
+            _ => (self.message(), None),
         };
-        Bytes::from(value.to_string())
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        Bytes::from(serde_json::to_vec(&problem).unwrap_or_default())
     }
+}
+
+/// RFC 9457 problem details, fields in the RFC's order.
+#[derive(serde::Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<ProblemError<'a>>>,
+}
+
+#[derive(serde::Serialize)]
+struct ProblemError<'a> {
+    location: &'static str,
+    pointer: &'a str,
+    keyword: &'static str,
+    message: &'a str,
 }
 
 impl std::fmt::Display for GatewayError {
@@ -231,14 +249,26 @@ impl std::fmt::Display for GatewayError {
     }
 }
 
+/// The documented envelope, with its fields in the documented order (serde_json's `json!`
+/// map would sort them).
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "statusCode")]
+    status_code: u16,
+    message: &'a serde_json::Value,
+    error: &'a str,
+}
+
 /// Serialises `{"statusCode": N, "message": ..., "error": "<reason phrase>"}`.
 pub fn envelope(status: StatusCode, message: serde_json::Value) -> Bytes {
-    let value = serde_json::json!({
-        "statusCode": status.as_u16(),
-        "message": message,
-        "error": status.canonical_reason().unwrap_or("Error"),
-    });
-    Bytes::from(value.to_string())
+    let envelope = Envelope {
+        status_code: status.as_u16(),
+        message: &message,
+        error: status.canonical_reason().unwrap_or("Error"),
+    };
+    // Serialising a struct of strings and numbers cannot fail; an empty body would still
+    // carry the status.
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -290,6 +320,16 @@ mod tests {
             assert_eq!(json["error"], phrase);
             assert!(json["message"].is_string());
         }
+    }
+
+    #[tokio::test]
+    async fn envelope_fields_are_in_the_documented_order() {
+        let response = GatewayError::NotFound.into_response(ErrorStyle::Nest);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &bytes[..],
+            br#"{"statusCode":404,"message":"no route matches this path","error":"Not Found"}"#
+        );
     }
 
     #[test]
