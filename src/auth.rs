@@ -1,11 +1,52 @@
-//! Stage 2: credentials are present and well formed (401 otherwise).
+//! Stage 2: credentials are present and well formed, and API keys are known (401 otherwise).
 //!
-//! This stage checks presence and shape only; the upstream checks that a token is valid.
-//! Messages never echo what the client sent.
+//! `bearer` and `credentials` check presence and shape only; the upstream checks the token.
+//! `api_key` looks the bearer token up among keys configured as SHA-256 hashes. Messages never
+//! echo what the client sent.
 
 use http::header::{HeaderMap, AUTHORIZATION, COOKIE};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::GatewayError;
+
+/// An API key from config: never the key itself, only its SHA-256.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// Tenants this key may act for; `*` means any.
+    pub tenants: Vec<String>,
+}
+
+impl ApiKey {
+    /// Whether the key may act for `tenant`.
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+}
+
+/// SHA-256 of `key`, as lowercase hex (what config stores and `schemagate hash-key` prints).
+pub fn hash_key(key: &[u8]) -> String {
+    Sha256::digest(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Parses 64 hex digits into a SHA-256 digest.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
 
 /// What a route requires of the caller's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -20,11 +61,52 @@ pub enum AuthMode {
     /// Any credentials: an `Authorization` header of any scheme or a cookie (Gestiono accepts
     /// signed keys, raw tokens and browser cookies).
     Credentials,
+    /// `Authorization: Bearer <key>` where the key's SHA-256 is listed in `api_keys`.
+    #[serde(rename = "api_key")]
+    ApiKey,
 }
 
-pub fn check(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayError> {
+/// Checks the caller's credentials; for `api_key`, returns the key that matched.
+pub fn check<'k>(
+    mode: AuthMode,
+    headers: &HeaderMap,
+    keys: &'k [ApiKey],
+) -> Result<Option<&'k ApiKey>, GatewayError> {
     match mode {
-        AuthMode::None => Ok(()),
+        AuthMode::ApiKey => {
+            check_presence(AuthMode::Bearer, headers)?;
+            // A well-formed bearer value is `Bearer` (6 bytes), spaces, then the token.
+            let token = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.as_bytes().get(6..))
+                .map(<[u8]>::trim_ascii)
+                .unwrap_or_default();
+            find_key(keys, token)
+                .map(Some)
+                .ok_or(GatewayError::Unauthorized {
+                    message: "unknown API key",
+                })
+        }
+        other => check_presence(other, headers).map(|()| None),
+    }
+}
+
+/// Hashes the presented key, then compares it with every configured hash in constant time,
+/// so neither the secret nor which key matched shows in the timing.
+fn find_key<'k>(keys: &'k [ApiKey], token: &[u8]) -> Option<&'k ApiKey> {
+    let presented: [u8; 32] = Sha256::digest(token).into();
+    let mut found = None;
+    for key in keys {
+        if bool::from(key.sha256.ct_eq(&presented)) {
+            found = Some(key);
+        }
+    }
+    found
+}
+
+fn check_presence(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayError> {
+    match mode {
+        AuthMode::None | AuthMode::ApiKey => Ok(()),
         AuthMode::Bearer => {
             let value = headers
                 .get(AUTHORIZATION)
@@ -105,6 +187,7 @@ mod tests {
 
     #[test]
     fn modes() {
+        let check = |mode, headers: &HeaderMap| check(mode, headers, &[]).map(|_| ());
         let mut headers = HeaderMap::new();
         assert!(check(AuthMode::None, &headers).is_ok());
         assert!(matches!(
@@ -119,5 +202,39 @@ mod tests {
         assert!(check(AuthMode::Bearer, &headers).is_err());
         headers.insert(AUTHORIZATION, "bEaReR xyz".parse().unwrap());
         assert!(check(AuthMode::Bearer, &headers).is_ok());
+    }
+
+    #[test]
+    fn api_keys_are_found_by_hash() {
+        let key = |name: &str, secret: &str| ApiKey {
+            name: name.into(),
+            sha256: parse_sha256(&hash_key(secret.as_bytes())).unwrap(),
+            tenants: vec!["t1".into()],
+        };
+        let keys = [key("a", "alpha-secret"), key("b", "beta-secret")];
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Bearer beta-secret".parse().unwrap());
+        assert_eq!(
+            check(AuthMode::ApiKey, &headers, &keys)
+                .unwrap()
+                .unwrap()
+                .name,
+            "b"
+        );
+        headers.insert(AUTHORIZATION, "Bearer gamma".parse().unwrap());
+        assert!(matches!(
+            check(AuthMode::ApiKey, &headers, &keys),
+            Err(GatewayError::Unauthorized {
+                message: "unknown API key"
+            })
+        ));
+        headers.remove(AUTHORIZATION);
+        assert!(check(AuthMode::ApiKey, &headers, &keys).is_err());
+        assert_eq!(
+            hash_key(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(parse_sha256("zz").is_none());
+        assert!(keys[0].allows("t1") && !keys[0].allows("t2"));
     }
 }

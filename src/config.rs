@@ -38,6 +38,83 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     /// The routes, matched by method and path.
     pub routes: Vec<Spanned<RawRoute>>,
+    /// API keys for routes with `auth: api_key`, as SHA-256 hashes (`schemagate hash-key`).
+    #[serde(default)]
+    pub api_keys: Vec<Spanned<RawApiKey>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Shown in logs instead of the key.
+    pub name: Text,
+    /// Lowercase hex SHA-256 of the key, never the key itself.
+    pub sha256: Spanned<Text>,
+    /// Tenants the key may act for; `*` for any.
+    pub tenants: Vec<Text>,
+}
+
+/// Where a route's tenant comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// `header`, `query`, `path`, `body` (a top-level field) or `key` (the API key's binding).
+    pub from: TenantFrom,
+    /// The header, parameter or field name (not for `key`).
+    #[serde(default)]
+    pub name: Option<Text>,
+    /// With no tenant: `reject` (400, default) or `shared` (one bucket for all such requests).
+    #[serde(default)]
+    pub missing: MissingTenant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantFrom {
+    Header,
+    Query,
+    Path,
+    Body,
+    Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingTenant {
+    #[default]
+    Reject,
+    Shared,
+}
+
+/// A route's rate limit, per tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per period for each tenant: `100/s`, `6000/min`, `10/h`.
+    pub quota: Text,
+    /// Requests a tenant may make at once. Default: the quota's count.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `enforce` (default, 429) or `report` (log what would be throttled, forward anyway).
+    #[serde(default)]
+    pub mode: ValidationMode,
+    /// A route-wide limit across all tenants, e.g. `1000/s`.
+    #[serde(default)]
+    pub ceiling: Option<Text>,
+    /// Per-tenant quotas that replace `quota` for the tenants named.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+    /// Most tenants tracked at once; more share one overflow bucket. Default 100000.
+    #[serde(default)]
+    pub max_tenants: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub quota: Text,
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +217,12 @@ pub struct RawRoute {
     /// Error body style: `nest` (default, the documented envelope) or `problem` (RFC 9457).
     #[serde(default)]
     pub errors: ErrorStyle,
+    /// Where the tenant comes from (for rate limits and API-key bindings).
+    #[serde(default)]
+    pub tenant: Option<RawTenant>,
+    /// Per-tenant rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,10 @@ pub enum GatewayError {
     NotFound,
     /// Credentials are missing or malformed.
     Unauthorized { message: &'static str },
+    /// An API key acts for a tenant outside its binding.
+    Forbidden { message: &'static str },
+    /// The tenant is over its rate limit.
+    TooManyRequests { retry_after_secs: u64 },
     /// The body's media type is not one the route accepts.
     UnsupportedMediaType,
     /// The body is larger than the route's limit.
@@ -67,6 +71,8 @@ impl GatewayError {
         match self {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -83,6 +89,8 @@ impl GatewayError {
             GatewayError::NotFound
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::Unauthorized { .. }
+            | GatewayError::Forbidden { .. }
+            | GatewayError::TooManyRequests { .. }
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
@@ -99,6 +107,8 @@ impl GatewayError {
         match self {
             GatewayError::NotFound => "no_route",
             GatewayError::Unauthorized { .. } => "unauthorized",
+            GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::TooManyRequests { .. } => "rate_limited",
             GatewayError::UnsupportedMediaType => "media_type",
             GatewayError::PayloadTooLarge { .. } => "body_too_large",
             GatewayError::BadRequest { .. } => "bad_request",
@@ -113,7 +123,12 @@ impl GatewayError {
     fn message(&self) -> serde_json::Value {
         let text = match self {
             GatewayError::NotFound => "no route matches this path".to_string(),
-            GatewayError::Unauthorized { message } => (*message).to_string(),
+            GatewayError::Unauthorized { message } | GatewayError::Forbidden { message } => {
+                (*message).to_string()
+            }
+            GatewayError::TooManyRequests { retry_after_secs } => {
+                format!("rate limit exceeded: retry in {retry_after_secs} s")
+            }
             GatewayError::UnsupportedMediaType => {
                 "Content-Type must be application/json or application/*+json".to_string()
             }
@@ -167,11 +182,13 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, allow);
             }
-            GatewayError::Unavailable { retry_after_secs } => {
+            GatewayError::Unavailable { retry_after_secs }
+            | GatewayError::TooManyRequests { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             GatewayError::NotFound
             | GatewayError::Unauthorized { .. }
+            | GatewayError::Forbidden { .. }
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
@@ -285,6 +302,45 @@ mod tests {
         let cases = [
             (GatewayError::NotFound, 404, "Not Found"),
             (
+                GatewayError::Unauthorized { message: "m" },
+                401,
+                "Unauthorized",
+            ),
+            (GatewayError::Forbidden { message: "m" }, 403, "Forbidden"),
+            (
+                GatewayError::TooManyRequests {
+                    retry_after_secs: 3,
+                },
+                429,
+                "Too Many Requests",
+            ),
+            (
+                GatewayError::UnsupportedMediaType,
+                415,
+                "Unsupported Media Type",
+            ),
+            (
+                GatewayError::PayloadTooLarge { limit: 1 },
+                413,
+                "Payload Too Large",
+            ),
+            (
+                GatewayError::BadRequest {
+                    message: "m".into(),
+                },
+                400,
+                "Bad Request",
+            ),
+            (
+                GatewayError::Invalid {
+                    violations: Vec::new(),
+                    omitted: 1,
+                    cap: 20,
+                },
+                422,
+                "Unprocessable Entity",
+            ),
+            (
                 GatewayError::MethodNotAllowed {
                     allow: HeaderValue::from_static("GET"),
                 },
@@ -318,7 +374,7 @@ mod tests {
             let json = body_json(response).await;
             assert_eq!(json["statusCode"], status);
             assert_eq!(json["error"], phrase);
-            assert!(json["message"].is_string());
+            assert_eq!(json["message"].is_array(), status == 422, "{json}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! schemagate: a schema-validating API gateway.
 //!
 //! The modules follow the request's path: `server` accepts connections, `proxy` runs the
-//! stages (`route`, `auth`, `framing`, `validate`, then `forward` + `upstream`), and `error` turns failures into envelopes.
+//! stages (`route`, `auth`, `tenant`, `framing`, `validate`, `ratelimit`, then `forward` +
+//! `upstream`), and `error` turns failures into envelopes.
 //! `config` holds the YAML shapes and `snapshot` compiles them into what requests read.
 
 pub mod auth;
@@ -11,10 +12,12 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route;
 pub mod schema;
 pub mod server;
 pub mod snapshot;
+pub mod tenant;
 pub mod upstream;
 pub mod validate;
 

@@ -31,6 +31,8 @@ enum Command {
         #[arg(long, default_value = "config/gateway.yaml")]
         config: PathBuf,
     },
+    /// Print the SHA-256 of an API key read from stdin, for `api_keys[].sha256`.
+    HashKey,
     /// Check one request offline and print the status and body the gateway would answer.
     Validate {
         /// Config file.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
     match command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::HashKey => hash_key(),
         Command::Validate {
             config,
             route,
@@ -158,7 +161,7 @@ fn validate(
         params: &params,
         body: body.as_ref(),
     };
-    match schemagate::validate::dry_run(route, &parts) {
+    match schemagate::validate::dry_run(route, &snapshot.api_keys, &parts) {
         Ok(report) if report.is_empty() => {
             println!("200 forwarded: the request is valid for {route_name}");
             ExitCode::SUCCESS
@@ -182,6 +185,22 @@ fn validate(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads one key from stdin (a trailing newline is not part of it) and prints its hash.
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut key) {
+        eprintln!("error: cannot read the key from stdin: {error}");
+        return ExitCode::from(2);
+    }
+    let key = key.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        eprintln!("error: no key on stdin (try: printf %s \"$KEY\" | schemagate hash-key)");
+        return ExitCode::from(2);
+    }
+    println!("{}", schemagate::auth::hash_key(key.as_bytes()));
+    ExitCode::SUCCESS
 }
 
 fn check(config: &std::path::Path) -> ExitCode {

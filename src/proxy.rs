@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -21,7 +22,9 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
+use crate::ratelimit::{self, LimitInfo};
 use crate::snapshot::Snapshot;
+use crate::tenant::{self, TenantSource};
 use crate::upstream::UpstreamTarget;
 use crate::validate;
 
@@ -43,6 +46,8 @@ impl Shared {
 #[derive(Default)]
 struct Trace {
     route: Option<usize>,
+    tenant: Option<String>,
+    limit: Option<LimitInfo>,
 }
 
 pub async fn handle(
@@ -67,17 +72,21 @@ pub async fn handle(
             (error.into_response(style), Some(reason))
         }
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let headers = response.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(limit) = trace.limit {
+        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit.limit));
+        headers.insert(
+            RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(limit.remaining),
+        );
+        headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
+    }
 
-    let route = trace
-        .route
-        .and_then(|i| snapshot.routes.get(i))
-        .map_or("-", |r| r.name.as_str());
     tracing::info!(
         target: "access",
-        route,
+        route = route.map_or("-", |r| r.name.as_str()),
+        tenant = trace.tenant.as_deref().unwrap_or("-"),
         %method,
         path,
         status = response.status().as_u16(),
@@ -88,12 +97,17 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The stages, in the order PRODUCT.md fixes: route (404/405), auth (401), framing and
-/// validation (413, 415, 400, 422), then forward (502/504).
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The stages, in the order PRODUCT.md fixes: route (404/405), auth (401), tenant for
+/// non-body sources (400/403), body size (413), framing (415/400), tenant from the body,
+/// rate limit (429), schemas (422), then forward (502/504).
 async fn handle_inner(
     snapshot: &Snapshot,
     downstream: Downstream,
-    request_id: &http::HeaderValue,
+    request_id: &HeaderValue,
     trace: &mut Trace,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -106,31 +120,81 @@ async fn handle_inner(
         .get(found.route)
         .ok_or(GatewayError::NotFound)?;
 
-    auth::check(route.auth, &parts.headers)?;
+    let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
+    let tenant_inputs = |body| tenant::Inputs {
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        params: &found.params,
+        body,
+        key,
+    };
+    let body_sourced = matches!(
+        route.tenant.as_ref().map(|t| &t.source),
+        Some(TenantSource::Body(_))
+    );
+    let mut tenant = match (&route.tenant, body_sourced) {
+        (Some(rule), false) => Some(tenant::resolve(rule, &tenant_inputs(None))?),
+        _ => None,
+    };
 
     // A route with a body schema reads the body whole (within its limit, 413 above it) to
     // parse it; what goes upstream is those same bytes. Other bodies stream through.
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
         let bytes = framing::read_body(&parts.headers, body, route.limits.body).await?;
-        (
-            Some(bytes.clone()),
-            Full::new(bytes)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
+        let full = Full::new(bytes.clone()).map_err(|never| match never {});
+        (Some(bytes), full.boxed_unsync())
     } else {
         (None, body.map_err(Into::into).boxed_unsync())
     };
-    let parts_view = validate::Parts {
+    let view = validate::Parts {
         headers: &parts.headers,
         query: parts.uri.query(),
         params: &found.params,
         body: body_bytes.as_ref(),
     };
-    let report = validate::decide(route, &parts_view)?;
+    let mut report = validate::Report::default();
+    let parsed = validate::enforce_or_report(route, validate::parse(route, &view), &mut report)?;
+    let parsed = parsed.flatten();
+
+    if let (Some(rule), true) = (&route.tenant, body_sourced) {
+        tenant = Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?);
+    }
+    if let Some(limiter) = &route.limiter {
+        let who = tenant.as_deref().unwrap_or(tenant::SHARED);
+        match limiter.check(who) {
+            ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
+            ratelimit::Outcome::Throttled {
+                info,
+                retry_after_secs,
+            } => {
+                trace.limit = Some(info);
+                if !limiter.report_only {
+                    trace.tenant = tenant;
+                    return Err(GatewayError::TooManyRequests { retry_after_secs });
+                }
+                tracing::warn!(
+                    route = route.name,
+                    tenant = who,
+                    "report-only: request would have been rate limited"
+                );
+            }
+        }
+    }
+    trace.tenant = tenant;
+
+    validate::conclude(
+        route,
+        validate::check(route, &view, parsed.as_ref()),
+        &mut report,
+    )?;
     if !report.is_empty() {
         // Report-only: forward untouched, but say what would have been rejected.
-        tracing::warn!(route = route.name, request_id = request_id.to_str().unwrap_or("-"), problems = ?report.messages, "report-only: request would have been rejected");
+        tracing::warn!(
+            route = route.name,
+            request_id = request_id.to_str().unwrap_or("-"),
+            problems = ?report.messages,
+            "report-only: request would have been rejected"
+        );
         parts.headers.insert(
             validate::REPORT_HEADER.clone(),
             validate::report_value(&report),

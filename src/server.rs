@@ -19,6 +19,9 @@ use crate::forward::Downstream;
 use crate::proxy::{self, Shared};
 use crate::snapshot::Snapshot;
 
+/// How often idle rate-limit state is swept.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A gateway whose listeners are bound but not yet serving.
 pub struct Gateway {
     listeners: Vec<TcpListener>,
@@ -98,7 +101,24 @@ impl Gateway {
             }));
         }
 
+        // Idle tenants' limiter state is reclaimed every few seconds (a full store also sweeps
+        // itself, at most once a second).
+        let sweeper = {
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let snapshot = shared.snapshot.load();
+                    for limiter in snapshot.routes.iter().filter_map(|r| r.limiter.as_ref()) {
+                        limiter.sweep();
+                    }
+                }
+            })
+        };
+
         shutdown.await;
+        sweeper.abort();
         let drain = self.shared.snapshot.load().drain_timeout;
         tracing::info!(drain_timeout = ?drain, "shutting down: no longer accepting, draining");
         let _ = stop_tx.send(true);

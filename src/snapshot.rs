@@ -14,15 +14,19 @@ use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
 use serde_saphyr::Spanned;
 
-use crate::auth::AuthMode;
+use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
-    self, ConfigError, RawConfig, RawLimits, RawRoute, RawSchemas, RawUpstream, ValidationMode,
+    self, ConfigError, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute, RawSchemas,
+    RawTenant, RawUpstream, TenantFrom, ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward;
+use crate::ratelimit::{GatewayClock, LimitSettings, QuotaSpec, RouteLimiter};
 use crate::route::Router;
 use crate::schema::{CompiledSchema, SchemaDir};
+use crate::tenant::{TenantRule, TenantSource};
 use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
+use http::HeaderName;
 
 /// Defaults named in PRODUCT.md and the issues.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,6 +35,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_JSON_DEPTH: usize = 64;
 pub const DEFAULT_VIOLATIONS: usize = 20;
+pub const DEFAULT_MAX_TENANTS: usize = 100_000;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -40,6 +45,7 @@ pub struct Snapshot {
     pub drain_timeout: Duration,
     pub router: Router,
     pub routes: Vec<Route>,
+    pub api_keys: Vec<ApiKey>,
 }
 
 /// One route, with everything the request path needs already resolved.
@@ -58,6 +64,9 @@ pub struct Route {
     /// Forward invalid requests anyway, reporting what would have been rejected.
     pub report_only: bool,
     pub error_style: ErrorStyle,
+    /// Where the tenant comes from; `None` means every request is the shared tenant.
+    pub tenant: Option<TenantRule>,
+    pub limiter: Option<Arc<RouteLimiter>>,
 }
 
 /// The compiled schema of each location a route validates.
@@ -108,6 +117,15 @@ impl Snapshot {
         path: &Path,
         env: impl Fn(&str) -> Option<String> + 'static,
     ) -> Result<Snapshot, Vec<ConfigError>> {
+        Snapshot::load_with(path, env, &GatewayClock::real())
+    }
+
+    /// Like [`Snapshot::load_with_env`], with rate limiters on `clock` (tests pass a fake one).
+    pub fn load_with(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String> + 'static,
+        clock: &GatewayClock,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError::file(
                 path,
@@ -115,7 +133,7 @@ impl Snapshot {
             )]
         })?;
         let raw = config::parse_with_env(path, &text, env).map_err(|e| vec![e])?;
-        compile(path, raw)
+        compile(path, raw, clock)
     }
 
     /// A human-readable route table, for `schemagate check`.
@@ -144,7 +162,11 @@ impl Snapshot {
     }
 }
 
-fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
+fn compile(
+    path: &Path,
+    raw: RawConfig,
+    clock: &GatewayClock,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
 
@@ -296,6 +318,47 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
                 continue;
             }
         };
+        let tenant = match &raw_route.tenant {
+            Some(raw_tenant) => match tenant_rule(raw_route, raw_tenant) {
+                Ok(rule) => Some(rule),
+                Err(message) => {
+                    errors.push(ConfigError::at(
+                        path,
+                        spanned.defined,
+                        key("tenant"),
+                        message,
+                    ));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        if raw_route.auth == AuthMode::ApiKey && raw.api_keys.is_empty() {
+            errors.push(ConfigError::at(
+                path,
+                spanned.defined,
+                key("auth"),
+                "`auth: api_key` needs at least one entry in `api_keys`",
+            ));
+            continue;
+        }
+        let limiter = match &raw_route.rate_limit {
+            Some(raw_limit) => {
+                match limit_settings(raw_limit).and_then(|s| RouteLimiter::new(&s, clock)) {
+                    Ok(limiter) => Some(Arc::new(limiter)),
+                    Err(message) => {
+                        errors.push(ConfigError::at(
+                            path,
+                            spanned.defined,
+                            key("rate_limit"),
+                            message,
+                        ));
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
         if let Err(message) = router.add(method.clone(), &raw_route.path, routes.len()) {
             errors.push(ConfigError::at(path, spanned.defined, key("path"), message));
             continue;
@@ -316,7 +379,27 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
             schemas,
             report_only: raw_route.validation == ValidationMode::Report,
             error_style: raw_route.errors,
+            tenant,
+            limiter,
         });
+    }
+
+    let mut api_keys = Vec::new();
+    for (i, spanned) in raw.api_keys.iter().enumerate() {
+        let raw_key = &spanned.value;
+        match auth::parse_sha256(&raw_key.sha256.value) {
+            Some(sha256) => api_keys.push(ApiKey {
+                name: raw_key.name.0.clone(),
+                sha256,
+                tenants: raw_key.tenants.iter().map(|t| t.0.clone()).collect(),
+            }),
+            None => errors.push(ConfigError::at(
+                path,
+                raw_key.sha256.referenced,
+                format!("api_keys[{i}].sha256"),
+                "must be 64 hex digits: the SHA-256 of the key (`schemagate hash-key`), never the key itself",
+            )),
+        }
     }
 
     if errors.is_empty() {
@@ -326,10 +409,87 @@ fn compile(path: &Path, raw: RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
             drain_timeout,
             router,
             routes,
+            api_keys,
         })
     } else {
         Err(errors)
     }
+}
+
+/// Checks a route's tenant source against the rest of the route.
+fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> {
+    let name = raw.name.as_ref().map(|n| n.0.clone());
+    let need_name = |what: &str| {
+        name.clone()
+            .ok_or_else(|| format!("`from: {what}` needs `name`"))
+    };
+    let source = match raw.from {
+        TenantFrom::Header => {
+            let name = need_name("header")?;
+            TenantSource::Header(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name:?} is not a header name"))?,
+            )
+        }
+        TenantFrom::Query => TenantSource::Query(need_name("query")?),
+        TenantFrom::Path => {
+            let name = need_name("path")?;
+            if !forward::template_params(&route.path).contains(&name.as_str()) {
+                return Err(format!(
+                    "the path {:?} has no parameter {{{name}}}",
+                    route.path.0
+                ));
+            }
+            TenantSource::Path(name)
+        }
+        TenantFrom::Body => {
+            if route.schemas.body.is_none() {
+                return Err(
+                    "`from: body` needs `schemas.body`: only a validated body is parsed"
+                        .to_string(),
+                );
+            }
+            TenantSource::Body(need_name("body")?)
+        }
+        TenantFrom::Key => {
+            if route.auth != AuthMode::ApiKey {
+                return Err("`from: key` needs `auth: api_key`".to_string());
+            }
+            if name.is_some() {
+                return Err("`from: key` takes no `name`".to_string());
+            }
+            TenantSource::Key
+        }
+    };
+    Ok(TenantRule {
+        source,
+        shared_when_missing: raw.missing == MissingTenant::Shared,
+    })
+}
+
+fn limit_settings(raw: &RawRateLimit) -> Result<LimitSettings, String> {
+    let spec = QuotaSpec::parse(&raw.quota, raw.burst)?;
+    let mut tiers = Vec::new();
+    for (tenant, tier) in &raw.tiers {
+        let tier_spec = QuotaSpec::parse(&tier.quota, tier.burst)
+            .map_err(|e| format!("tiers.{tenant}: {e}"))?;
+        tiers.push((tenant.clone(), tier_spec));
+    }
+    let ceiling = match &raw.ceiling {
+        Some(text) => Some(QuotaSpec::parse(text, None).map_err(|e| format!("ceiling: {e}"))?),
+        None => None,
+    };
+    let max_tenants = raw.max_tenants.unwrap_or(DEFAULT_MAX_TENANTS);
+    if max_tenants == 0 {
+        return Err("max_tenants must be at least 1".to_string());
+    }
+    Ok(LimitSettings {
+        spec,
+        tiers,
+        ceiling,
+        max_tenants,
+        report_only: raw.mode == ValidationMode::Report,
+    })
 }
 
 /// Compiles every schema a route names, reporting each failure at its key.

@@ -1,13 +1,15 @@
-//! Stage 5: the request against its route's schemas.
-//!
-//! Runs after auth and after the body was read within its size limit. Rejects a body of the
-//! wrong media type (415), an empty, unparseable, duplicate-key, invalid UTF-8 or too deep
-//! body (400), and collects every schema violation of path, query, headers and body at once
-//! (422). It only reads the compiled snapshot: no schema is compiled and no file is read here.
+//! Validation, in two stages around the rate limit (PRODUCT.md, "Order of checks"):
+//! [`parse`] rejects a body of the wrong media type (415) or an empty, unparseable,
+//! duplicate-key, invalid UTF-8 or too deep body (400); [`check`] collects every schema
+//! violation of path, query, headers and body at once (422). Both only read the compiled
+//! snapshot: no schema is compiled and no file is read here.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 
+use serde_json::Value;
+
+use crate::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::framing;
 use crate::schema::{self, Location, Violation};
@@ -32,26 +34,40 @@ pub struct Findings {
     pub omitted: usize,
 }
 
-/// Returns the schema violations (none when valid), or the framing error that prevents
-/// validating the body at all.
-pub fn check(route: &Route, parts: &Parts<'_>) -> Result<Findings, GatewayError> {
+/// What a report-only route would have rejected: the worded problems (up to the route's cap)
+/// and how many there were in all.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub total: usize,
+    pub messages: Vec<String>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+/// Framing of a route with a body schema: media type (415), then strict JSON (400). Returns
+/// the parsed body, or `None` for routes without a body schema.
+pub fn parse(route: &Route, parts: &Parts<'_>) -> Result<Option<Value>, GatewayError> {
+    let (Some(_), Some(bytes)) = (&route.schemas.body, parts.body) else {
+        return Ok(None);
+    };
+    framing::check_media_type(parts.headers)?;
+    schema::parse_body(bytes, route.limits.json_depth)
+        .map(Some)
+        .map_err(|e| GatewayError::BadRequest {
+            message: e.to_string(),
+        })
+}
+
+/// Every schema violation of path, query, headers and (parsed) body, worded up to the cap.
+pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Value>) -> Findings {
     let schemas = &route.schemas;
     let cap = route.limits.violations;
     let mut violations = Vec::new();
     let mut omitted = 0;
-    // Framing first: a 400/415 outranks any 422 (PRODUCT.md, "Order of checks").
-    let body = match (&schemas.body, parts.body) {
-        (Some(schema), Some(bytes)) => {
-            framing::check_media_type(parts.headers)?;
-            let value = schema::parse_body(bytes, route.limits.json_depth).map_err(|e| {
-                GatewayError::BadRequest {
-                    message: e.to_string(),
-                }
-            })?;
-            Some((schema, value))
-        }
-        _ => None,
-    };
     if let Some(schema) = &schemas.path {
         let (value, mut found) = schema.coerce_params(Location::Path, parts.params.iter());
         violations.append(&mut found);
@@ -67,61 +83,57 @@ pub fn check(route: &Route, parts: &Parts<'_>) -> Result<Findings, GatewayError>
         violations.append(&mut found);
         omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
     }
-    if let Some((schema, value)) = &body {
+    if let (Some(schema), Some(value)) = (&schemas.body, body) {
         omitted += schema.collect_violations(Location::Body, value, &mut violations, cap);
     }
-    Ok(Findings {
+    Findings {
         violations,
         omitted,
-    })
-}
-
-/// What a report-only route would have rejected: the worded problems (up to the route's cap)
-/// and how many there were in all.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Report {
-    pub total: usize,
-    pub messages: Vec<String>,
-}
-
-impl Report {
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
     }
 }
 
-/// Applies the route's validation mode: in `enforce` mode any problem is the error to answer
-/// with; in `report` mode the request goes on and the problems are returned for reporting.
-pub fn decide(route: &Route, parts: &Parts<'_>) -> Result<Report, GatewayError> {
-    match check(route, parts) {
-        Ok(found) if found.violations.is_empty() && found.omitted == 0 => Ok(Report::default()),
-        Ok(Findings {
-            violations,
-            omitted,
-        }) if !route.report_only => Err(GatewayError::Invalid {
-            violations,
-            omitted,
-            cap: route.limits.violations,
-        }),
-        Ok(Findings {
-            violations,
-            omitted,
-        }) => Ok(Report {
-            total: violations.len() + omitted,
-            messages: violations.into_iter().map(|v| v.message).collect(),
-        }),
+/// Applies the route's validation mode to a stage's result: in `enforce` mode an error
+/// stands; in `report` mode it is added to `report` and the request goes on.
+pub fn enforce_or_report<T>(
+    route: &Route,
+    result: Result<T, GatewayError>,
+    report: &mut Report,
+) -> Result<Option<T>, GatewayError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
         Err(error) if !route.report_only => Err(error),
-        Err(error) => Ok(Report {
-            total: 1,
-            messages: vec![error.to_string()],
-        }),
+        Err(error) => {
+            report.total += 1;
+            report.messages.push(error.to_string());
+            Ok(None)
+        }
     }
+}
+
+/// Turns findings into the 422 (enforce) or adds them to `report` (report-only).
+pub fn conclude(route: &Route, found: Findings, report: &mut Report) -> Result<(), GatewayError> {
+    if found.violations.is_empty() && found.omitted == 0 {
+        return Ok(());
+    }
+    if !route.report_only {
+        return Err(GatewayError::Invalid {
+            violations: found.violations,
+            omitted: found.omitted,
+            cap: route.limits.violations,
+        });
+    }
+    report.total += found.violations.len() + found.omitted;
+    report
+        .messages
+        .extend(found.violations.into_iter().map(|v| v.message));
+    Ok(())
 }
 
 /// What the gateway would answer to a request, decided offline (`schemagate validate`):
-/// auth, body size, then [`decide`]. `Ok` holds the report-only problems, if any.
-pub fn dry_run(route: &Route, parts: &Parts<'_>) -> Result<Report, GatewayError> {
-    crate::auth::check(route.auth, parts.headers)?;
+/// auth, body size, framing, then the schemas. `Ok` holds the report-only problems, if any.
+/// Tenants and rate limits are not applied offline.
+pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Report, GatewayError> {
+    crate::auth::check(route.auth, parts.headers, keys)?;
     if let Some(body) = parts.body {
         if body.len() as u64 > route.limits.body {
             return Err(GatewayError::PayloadTooLarge {
@@ -129,7 +141,10 @@ pub fn dry_run(route: &Route, parts: &Parts<'_>) -> Result<Report, GatewayError>
             });
         }
     }
-    decide(route, parts)
+    let mut report = Report::default();
+    let body = enforce_or_report(route, parse(route, parts), &mut report)?.flatten();
+    conclude(route, check(route, parts, body.as_ref()), &mut report)?;
+    Ok(report)
 }
 
 /// The header that tells the upstream, in report-only mode, what would have been rejected.

@@ -6,4 +6,5 @@ mod cli;
 mod config_errors;
 mod core;
 mod support;
+mod tenants;
 mod validation;

@@ -153,6 +153,25 @@ impl TestGateway {
         TestGateway::from_snapshot(snapshot, dir).await
     }
 
+    /// Like [`TestGateway::start`], with rate limiters on a fake clock the test advances.
+    pub async fn start_with_clock(
+        yaml: &str,
+        files: &[(&str, &str)],
+        clock: &schemagate::ratelimit::GatewayClock,
+    ) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let snapshot = Snapshot::load_with(&config, |_| None, clock)
+            .unwrap_or_else(|errors| panic!("config: {errors:?}"));
+        TestGateway::from_snapshot(snapshot, dir).await
+    }
+
     /// Starts the shipped `config/gateway.yaml` on 127.0.0.1:0 with every vendor upstream
     /// pointed at `upstream_url`.
     pub async fn shipped(upstream_url: &str) -> TestGateway {

@@ -1,0 +1,281 @@
+//! Stage: who the request is for. The tenant comes from one configured source (a header, a
+//! query parameter, a path parameter, a top-level body field, or the API key's binding).
+//!
+//! Rejects with 400 when the tenant is missing on a route that requires it, when one request
+//! names two different tenants, or when the value is unusable; with 403 when an API key acts
+//! for a tenant outside its binding. The value is only used as a rate-limit key and in logs.
+
+use http::header::{HeaderMap, HeaderName};
+use serde_json::Value;
+
+use crate::auth::ApiKey;
+use crate::error::GatewayError;
+
+/// Longest tenant value accepted; longer ones are refused rather than stored as keys.
+const MAX_TENANT_LEN: usize = 128;
+
+/// The bucket used by a route's requests that carry no tenant, when it shares one.
+pub const SHARED: &str = "";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    Header(HeaderName),
+    Query(String),
+    Path(String),
+    Body(String),
+    /// The API key's binding: its one tenant, or its name when bound to several.
+    Key,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRule {
+    pub source: TenantSource,
+    /// With no tenant: `false` rejects (400), `true` uses the route's shared bucket.
+    pub shared_when_missing: bool,
+}
+
+impl TenantRule {
+    fn describe(&self) -> String {
+        match &self.source {
+            TenantSource::Header(name) => format!("the {name} header"),
+            TenantSource::Query(name) => format!("the query parameter {name}"),
+            TenantSource::Path(name) => format!("the path parameter {name}"),
+            TenantSource::Body(name) => format!("the body field {name}"),
+            TenantSource::Key => "an API key".to_string(),
+        }
+    }
+}
+
+/// Where to look, for one request.
+pub struct Inputs<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub params: &'a matchit::Params<'a, 'a>,
+    pub body: Option<&'a Value>,
+    pub key: Option<&'a ApiKey>,
+}
+
+/// Resolves the tenant (or [`SHARED`]) and checks the API key may act for it.
+pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, GatewayError> {
+    let found = match &rule.source {
+        TenantSource::Header(name) => single(inputs.headers.get_all(name).iter().map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .map(str::trim)
+                .unwrap_or("\u{fffd}")
+                .to_string()
+        }))?,
+        TenantSource::Query(name) => single(query_values(inputs.query, name))?,
+        TenantSource::Path(name) => inputs.params.get(name).map(str::to_string),
+        TenantSource::Body(field) => match inputs.body.and_then(|b| b.get(field)) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(GatewayError::BadRequest {
+                    message: format!("the tenant field {field} must be a string or a number"),
+                })
+            }
+        },
+        TenantSource::Key => inputs.key.map(|key| match key.tenants.as_slice() {
+            [one] if one != "*" => one.clone(),
+            _ => key.name.clone(),
+        }),
+    };
+    let tenant = match found.filter(|t| !t.is_empty()) {
+        Some(tenant) => tenant,
+        None if rule.shared_when_missing => return Ok(SHARED.to_string()),
+        None => {
+            return Err(GatewayError::BadRequest {
+                message: format!("missing tenant: send {}", rule.describe()),
+            })
+        }
+    };
+    if tenant.len() > MAX_TENANT_LEN || tenant.chars().any(char::is_control) {
+        return Err(GatewayError::BadRequest {
+            message: format!(
+                "the tenant in {} is not a usable identifier",
+                rule.describe()
+            ),
+        });
+    }
+    if let Some(key) = inputs.key {
+        if rule.source != TenantSource::Key && !key.allows(&tenant) {
+            return Err(GatewayError::Forbidden {
+                message: "this API key may not act for this tenant",
+            });
+        }
+    }
+    Ok(tenant)
+}
+
+/// The one value of an identity field; two different values are a 400, never "pick one".
+fn single(mut values: impl Iterator<Item = String>) -> Result<Option<String>, GatewayError> {
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.any(|other| other != first) {
+        return Err(GatewayError::BadRequest {
+            message: "the request names two different tenants".to_string(),
+        });
+    }
+    Ok(Some(first))
+}
+
+/// Decoded values of `name` in a raw query string (`+` is a space).
+fn query_values<'a>(query: Option<&'a str>, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(move |pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key) == name).then(|| decode(value))
+        })
+}
+
+fn decode(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_with(
+        rule: &TenantRule,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&ApiKey>,
+    ) -> Result<String, GatewayError> {
+        let router = {
+            let mut r = matchit::Router::new();
+            r.insert("/t/{tenant}", ()).unwrap();
+            r
+        };
+        let matched = router.at("/t/acme").unwrap();
+        resolve(
+            rule,
+            &Inputs {
+                headers,
+                query,
+                params: &matched.params,
+                body,
+                key,
+            },
+        )
+    }
+
+    fn rule(source: TenantSource) -> TenantRule {
+        TenantRule {
+            source,
+            shared_when_missing: false,
+        }
+    }
+
+    #[test]
+    fn each_source() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", "7".parse().unwrap());
+        let header = rule(TenantSource::Header(HeaderName::from_static("x-tenant")));
+        assert_eq!(
+            resolve_with(&header, &headers, None, None, None).unwrap(),
+            "7"
+        );
+        let query = rule(TenantSource::Query("locationId".into()));
+        assert_eq!(
+            resolve_with(&query, &headers, Some("a=1&locationId=loc%201"), None, None).unwrap(),
+            "loc 1"
+        );
+        let path = rule(TenantSource::Path("tenant".into()));
+        assert_eq!(
+            resolve_with(&path, &headers, None, None, None).unwrap(),
+            "acme"
+        );
+        let body = rule(TenantSource::Body("locationId".into()));
+        let value = serde_json::json!({"locationId": 42});
+        assert_eq!(
+            resolve_with(&body, &headers, None, Some(&value), None).unwrap(),
+            "42"
+        );
+        let value = serde_json::json!({"locationId": {"no": 1}});
+        assert!(resolve_with(&body, &headers, None, Some(&value), None).is_err());
+    }
+
+    #[test]
+    fn missing_duplicate_and_shared() {
+        let headers = HeaderMap::new();
+        let mut query = rule(TenantSource::Query("locationId".into()));
+        match resolve_with(&query, &headers, Some("x=1"), None, None) {
+            Err(GatewayError::BadRequest { message }) => {
+                assert_eq!(
+                    message,
+                    "missing tenant: send the query parameter locationId"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(resolve_with(
+            &query,
+            &headers,
+            Some("locationId=a&locationId=b"),
+            None,
+            None
+        )
+        .is_err());
+        assert_eq!(
+            resolve_with(
+                &query,
+                &headers,
+                Some("locationId=a&locationId=a"),
+                None,
+                None
+            )
+            .unwrap(),
+            "a"
+        );
+        query.shared_when_missing = true;
+        assert_eq!(
+            resolve_with(&query, &headers, None, None, None).unwrap(),
+            SHARED
+        );
+        let long = format!("locationId={}", "x".repeat(200));
+        assert!(resolve_with(&query, &headers, Some(&long), None, None).is_err());
+    }
+
+    #[test]
+    fn keys_act_only_for_their_tenants() {
+        let key = ApiKey {
+            name: "acme-key".into(),
+            sha256: [0; 32],
+            tenants: vec!["7".into(), "8".into()],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", "8".parse().unwrap());
+        let header = rule(TenantSource::Header(HeaderName::from_static("x-tenant")));
+        assert_eq!(
+            resolve_with(&header, &headers, None, None, Some(&key)).unwrap(),
+            "8"
+        );
+        headers.insert("x-tenant", "9".parse().unwrap());
+        assert!(matches!(
+            resolve_with(&header, &headers, None, None, Some(&key)),
+            Err(GatewayError::Forbidden { .. })
+        ));
+        let by_key = rule(TenantSource::Key);
+        assert_eq!(
+            resolve_with(&by_key, &headers, None, None, Some(&key)).unwrap(),
+            "acme-key"
+        );
+        let single = ApiKey {
+            tenants: vec!["7".into()],
+            ..key
+        };
+        assert_eq!(
+            resolve_with(&by_key, &headers, None, None, Some(&single)).unwrap(),
+            "7"
+        );
+    }
+}
