@@ -13,6 +13,7 @@ pub mod forward;
 pub mod framing;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod route;
 pub mod schema;
 pub mod server;

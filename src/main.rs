@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemagate::reload::{Loader, Reloader, Trigger};
 use schemagate::{Gateway, Snapshot};
 
 #[derive(Parser)]
@@ -226,7 +230,8 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let snapshot = match Snapshot::load(config) {
+    let loader = Loader::new(config);
+    let snapshot = match loader.load() {
         Ok(snapshot) => snapshot,
         Err(errors) => {
             for error in &errors {
@@ -254,6 +259,16 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let reloader = Reloader::new(gateway.shared(), loader);
+        // Dropping the watch stops it; it lives until `run` returns.
+        let _watch = match reloader.watch(RELOAD_DEBOUNCE) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(%error, "files are not watched; reload with SIGHUP");
+                None
+            }
+        };
+        reload_on_sighup(Arc::clone(&reloader));
         for addr in gateway.local_addrs() {
             println!(
                 "schemagate listening on http://{addr} ({routes} routes from {})",
@@ -263,6 +278,28 @@ fn serve(config: &std::path::Path) -> ExitCode {
         gateway.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Quiet time after a file change before the config is reloaded, so a file written in two
+/// parts is read once, complete.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Reloads on every SIGHUP, for as long as the process runs.
+fn reload_on_sighup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            // Errors are logged and kept in the status by `reload`.
+            let _ = reloader.reload(Trigger::Signal).await;
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reloader);
 }
 
 /// Completes on SIGTERM or SIGINT.

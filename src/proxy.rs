@@ -30,14 +30,18 @@ use crate::validate;
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The current config generation. Only reload code stores into it.
+    /// The current config generation. Only `reload` (and startup) stores into it.
     pub snapshot: ArcSwap<Snapshot>,
+    /// The current generation number, for anyone who wants to wait for a reload.
+    pub generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+        let (generation, _) = tokio::sync::watch::channel(snapshot.generation);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            generation,
         })
     }
 }

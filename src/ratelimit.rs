@@ -158,6 +158,8 @@ pub enum Outcome {
 
 /// The rate limit of one route. Built once per snapshot.
 pub struct RouteLimiter {
+    /// What it was built from; a reload with equal settings keeps this limiter (and its state).
+    settings: LimitSettings,
     spec: QuotaSpec,
     keyed: Keyed,
     tiers: HashMap<String, (QuotaSpec, Direct)>,
@@ -218,6 +220,7 @@ impl RouteLimiter {
             None => None,
         };
         Ok(RouteLimiter {
+            settings: settings.clone(),
             spec: settings.spec,
             keyed,
             tiers,
@@ -293,6 +296,10 @@ impl RouteLimiter {
 
     pub fn spec(&self) -> QuotaSpec {
         self.spec
+    }
+
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
     }
 }
 

@@ -44,6 +44,11 @@ impl Gateway {
         })
     }
 
+    /// The state requests read; reloads store new snapshots into it.
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
     /// The addresses actually bound, in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners

@@ -26,6 +26,7 @@ use crate::route::Router;
 use crate::schema::{CompiledSchema, SchemaDir};
 use crate::tenant::{TenantRule, TenantSource};
 use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
+
 use http::HeaderName;
 
 /// Defaults named in PRODUCT.md and the issues.
@@ -46,6 +47,13 @@ pub struct Snapshot {
     pub router: Router,
     pub routes: Vec<Route>,
     pub api_keys: Vec<ApiKey>,
+    /// 1 for the first snapshot, one more for each successful reload.
+    pub generation: u64,
+    /// The schema directory, when some route names a schema (watched for hot reload).
+    pub schema_dir: Option<PathBuf>,
+    /// A hash of everything the snapshot was built from (config text, every schema file,
+    /// mock bodies): a reload that finds it unchanged keeps the current generation.
+    pub fingerprint: u64,
 }
 
 /// One route, with everything the request path needs already resolved.
@@ -133,7 +141,9 @@ impl Snapshot {
             )]
         })?;
         let raw = config::parse_with_env(path, &text, env).map_err(|e| vec![e])?;
-        compile(path, raw, clock)
+        let mut snapshot = compile(path, raw, clock)?;
+        snapshot.fingerprint = fingerprint(&text, &snapshot);
+        Ok(snapshot)
     }
 
     /// A human-readable route table, for `schemagate check`.
@@ -410,9 +420,50 @@ fn compile(
             router,
             routes,
             api_keys,
+            generation: 1,
+            schema_dir: any_schema.then_some(schema_path),
+            fingerprint: 0,
         })
     } else {
         Err(errors)
+    }
+}
+
+/// Hashes the config text, every file under the schema directory (path and bytes, in
+/// order) and the mock bodies. Files that cannot be read hash as absent; a snapshot exists
+/// only if the ones it uses were readable.
+fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    config_text.hash(&mut hasher);
+    if let Some(dir) = &snapshot.schema_dir {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        files.sort();
+        for file in files {
+            file.hash(&mut hasher);
+            std::fs::read(&file).ok().hash(&mut hasher);
+        }
+    }
+    for route in &snapshot.routes {
+        if let UpstreamTarget::Mock { status, body } = &route.upstream.target {
+            (status.as_u16(), body).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub struct HttpUpstream {
     authority: Authority,
     host_header: HeaderValue,
     base_path: String,
+    connect_timeout: Duration,
     client: Client<HttpConnector, RequestBody>,
 }
 
@@ -62,6 +63,7 @@ impl HttpUpstream {
             authority,
             host_header,
             base_path: base_path.trim_end_matches('/').to_string(),
+            connect_timeout,
             client,
         }
     }
@@ -76,6 +78,29 @@ impl HttpUpstream {
 }
 
 impl Upstream {
+    /// Whether `other` was built from the same settings, so a reload can keep this one (and
+    /// its pool of open connections) instead.
+    pub fn same_settings(&self, other: &Upstream) -> bool {
+        match (&self.target, &other.target) {
+            (UpstreamTarget::Http(a), UpstreamTarget::Http(b)) => {
+                a.authority == b.authority
+                    && a.base_path == b.base_path
+                    && a.connect_timeout == b.connect_timeout
+            }
+            (
+                UpstreamTarget::Mock {
+                    status: sa,
+                    body: ba,
+                },
+                UpstreamTarget::Mock {
+                    status: sb,
+                    body: bb,
+                },
+            ) => sa == sb && ba == bb,
+            _ => false,
+        }
+    }
+
     /// One line for `schemagate check`.
     pub fn describe(&self) -> String {
         match &self.target {

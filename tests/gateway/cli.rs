@@ -239,3 +239,49 @@ fn validate_prints_what_the_gateway_would_answer() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn sighup_reloads_the_config() {
+    let mut child = command(&["serve", "--config", SHIPPED])
+        .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on"), "{first}");
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    // The reload logs its trigger; the shipped config is unchanged, so no new generation.
+    // Lines are read on a thread so a missing line fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = None;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("SIGHUP") => {
+                seen = Some(line);
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    let line = seen.expect("a reload triggered by SIGHUP within 10 s");
+    assert!(
+        line.contains("config unchanged") && line.contains("generation=1"),
+        "{line}"
+    );
+    assert!(terminate(child).success());
+}

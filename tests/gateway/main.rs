@@ -5,6 +5,7 @@
 mod cli;
 mod config_errors;
 mod core;
+mod reload;
 mod support;
 mod tenants;
 mod validation;

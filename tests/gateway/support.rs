@@ -134,6 +134,58 @@ pub struct TestGateway {
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<bool>,
+    shared: std::sync::Arc<schemagate::proxy::Shared>,
+}
+
+/// A gateway's reload machinery, as a test drives it.
+pub struct Reloading {
+    pub reloader: std::sync::Arc<schemagate::reload::Reloader>,
+    _watch: schemagate::reload::Watch,
+    shared: std::sync::Arc<schemagate::proxy::Shared>,
+}
+
+impl Reloading {
+    pub fn generation(&self) -> u64 {
+        *self.shared.generation.borrow()
+    }
+
+    /// Waits (up to 10 s) until the generation reaches `n`.
+    pub async fn wait_generation(&self, n: u64) {
+        let mut rx = self.shared.generation.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|g| *g >= n)).await;
+        assert!(
+            reached.is_ok(),
+            "generation {n} not reached (at {})",
+            self.generation()
+        );
+    }
+
+    /// Waits (up to 10 s) until `n` reloads have failed.
+    pub async fn wait_failures(&self, n: u64) {
+        self.wait_until(|| async {
+            self.reloader
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= n
+        })
+        .await;
+    }
+
+    /// Waits (up to 10 s), re-checking after each reload attempt, until `check` holds.
+    pub async fn wait_until<F, Fut>(&self, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut attempts = self.reloader.attempts();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "condition not reached within 10 s");
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), attempts.changed())
+                .await;
+        }
+    }
 }
 
 impl TestGateway {
@@ -151,6 +203,24 @@ impl TestGateway {
         let snapshot =
             Snapshot::load(&config).unwrap_or_else(|errors| panic!("config: {errors:?}"));
         TestGateway::from_snapshot(snapshot, dir).await
+    }
+
+    /// Like [`TestGateway::start`], and watching its files for hot reload (50 ms debounce).
+    pub async fn start_reloadable(yaml: &str, files: &[(&str, &str)]) -> (TestGateway, Reloading) {
+        let gw = TestGateway::start(yaml, files).await;
+        let loader = schemagate::reload::Loader::new(gw.dir().join("gateway.yaml"));
+        let reloader = schemagate::reload::Reloader::new(gw.shared.clone(), loader);
+        let watch = reloader.watch(Duration::from_millis(50)).unwrap();
+        let reloading = Reloading {
+            reloader,
+            _watch: watch,
+            shared: gw.shared.clone(),
+        };
+        (gw, reloading)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Like [`TestGateway::start`], with rate limiters on a fake clock the test advances.
@@ -188,6 +258,7 @@ impl TestGateway {
 
     async fn from_snapshot(snapshot: Snapshot, dir: tempfile::TempDir) -> TestGateway {
         let gateway = Gateway::bind(snapshot).await.unwrap();
+        let shared = gateway.shared();
         let addr = gateway.local_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(gateway.run(async {
@@ -198,6 +269,7 @@ impl TestGateway {
             _dir: dir,
             stop: Some(stop),
             done,
+            shared,
         }
     }
 

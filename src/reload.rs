@@ -1,0 +1,291 @@
+//! Hot reload: build a complete new snapshot off the request path and swap it in atomically.
+//!
+//! Architecture invariant: only this module (and `Gateway::bind`, for the first one) stores
+//! into the snapshot `ArcSwap`. A reload parses the config, expands it, compiles every schema
+//! and checks every reference on a blocking thread; it swaps only if all of that succeeds.
+//! On failure the previous snapshot keeps serving and the error is logged, counted and kept
+//! for the admin status. In-flight requests finish on the snapshot they loaded at entry.
+//!
+//! Limiter state of routes whose limit settings did not change, and upstream connection
+//! pools of upstreams whose settings did not change, carry over to the new snapshot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
+
+use crate::config::ConfigError;
+use crate::proxy::Shared;
+use crate::ratelimit::GatewayClock;
+use crate::snapshot::Snapshot;
+
+/// How `${VAR}` is looked up when a config is (re)loaded.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Everything needed to build a snapshot from files: the config path, the environment view
+/// and the limiters' clock.
+#[derive(Clone)]
+pub struct Loader {
+    pub path: PathBuf,
+    pub env: Env,
+    pub clock: GatewayClock,
+}
+
+impl Loader {
+    /// A loader reading the process environment, with real time.
+    pub fn new(path: impl Into<PathBuf>) -> Loader {
+        Loader {
+            path: path.into(),
+            env: Arc::new(|name| std::env::var(name).ok()),
+            clock: GatewayClock::real(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Snapshot, Vec<ConfigError>> {
+        let env = Arc::clone(&self.env);
+        Snapshot::load_with(&self.path, move |name| env(name), &self.clock)
+    }
+}
+
+/// What started a reload, for logs and the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    FileChange,
+    Signal,
+    Admin,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::FileChange => "file change",
+            Trigger::Signal => "SIGHUP",
+            Trigger::Admin => "admin request",
+        }
+    }
+}
+
+/// The outcome of the last reload, for the admin status.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub at: Option<SystemTime>,
+    pub trigger: Option<Trigger>,
+    /// Every problem of the last failed reload; empty when it succeeded.
+    pub errors: Vec<String>,
+    /// Settings that changed but only apply after a restart (listener addresses).
+    pub restart_required: Vec<String>,
+}
+
+/// Reloads the config on request, one reload at a time.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    loader: Loader,
+    /// Serialises reloads so two triggers never race to swap.
+    running: tokio::sync::Mutex<()>,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Reloads attempted so far (successful or not), for waiting on a reload to finish.
+    attempts: tokio::sync::watch::Sender<u64>,
+    status: Mutex<ReloadStatus>,
+}
+
+impl Reloader {
+    pub fn new(shared: Arc<Shared>, loader: Loader) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            shared,
+            loader,
+            running: tokio::sync::Mutex::new(()),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            attempts: tokio::sync::watch::channel(0).0,
+            status: Mutex::new(ReloadStatus::default()),
+        })
+    }
+
+    /// Builds a new snapshot and swaps it in. Returns the new generation, or every problem
+    /// found (the previous snapshot keeps serving).
+    pub async fn reload(&self, trigger: Trigger) -> Result<u64, Vec<String>> {
+        let _one_at_a_time = self.running.lock().await;
+        let loader = self.loader.clone();
+        let built = tokio::task::spawn_blocking(move || loader.load())
+            .await
+            .map_err(|e| {
+                vec![ConfigError::file(
+                    &self.loader.path,
+                    format!("reload task failed: {e}"),
+                )]
+            });
+        let result = match built {
+            Ok(Ok(next)) if next.fingerprint == self.shared.snapshot.load().fingerprint => {
+                // Editors and file systems often report one write as several events; an
+                // identical rebuild is not a new generation.
+                let generation = self.shared.snapshot.load().generation;
+                tracing::info!(generation, trigger = trigger.as_str(), "config unchanged");
+                let restart = self.status().restart_required;
+                self.set_status(trigger, Vec::new(), restart);
+                Ok(generation)
+            }
+            Ok(Ok(mut next)) => {
+                let current = self.shared.snapshot.load_full();
+                carry_over(&mut next, &current);
+                next.generation = current.generation + 1;
+                let restart = restart_required(&current, &next);
+                for what in &restart {
+                    tracing::warn!(
+                        change = what.as_str(),
+                        "config change needs a restart to apply"
+                    );
+                }
+                let generation = next.generation;
+                self.shared.snapshot.store(Arc::new(next));
+                self.shared.generation.send_replace(generation);
+                self.succeeded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(generation, trigger = trigger.as_str(), "config reloaded");
+                self.set_status(trigger, Vec::new(), restart);
+                Ok(generation)
+            }
+            Ok(Err(errors)) | Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                for error in &errors {
+                    tracing::error!(trigger = trigger.as_str(), %error, "reload failed; the previous config keeps serving");
+                }
+                let restart = self.status().restart_required;
+                self.set_status(trigger, errors.clone(), restart);
+                Err(errors)
+            }
+        };
+        self.attempts.send_modify(|n| *n += 1);
+        result
+    }
+
+    /// Counts reload attempts, successful or not.
+    pub fn attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
+    }
+
+    fn set_status(&self, trigger: Trigger, errors: Vec<String>, restart_required: Vec<String>) {
+        let status = ReloadStatus {
+            at: Some(SystemTime::now()),
+            trigger: Some(trigger),
+            errors,
+            restart_required,
+        };
+        // A poisoned lock only means a panic elsewhere while holding it; the data is plain.
+        match self.status.lock() {
+            Ok(mut guard) => *guard = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        match self.status.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Watches the config file's directory and the schema directory (recursively, so editors'
+    /// write-and-rename and Kubernetes' symlink swaps are seen) and reloads once changes have
+    /// been quiet for `debounce`. The watch lasts as long as the returned handle.
+    pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<Watch, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
+            if result.is_ok_and(|events| !events.is_empty()) {
+                // A full channel already holds a pending reload, which will see this change.
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|e| format!("cannot watch files: {e}"))?;
+        for dir in self.watched_dirs() {
+            debouncer
+                .watcher()
+                .watch(&dir, RecursiveMode::Recursive)
+                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        }
+        let reloader = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Errors are logged and kept in the status by `reload`.
+                let _ = reloader.reload(Trigger::FileChange).await;
+            }
+        });
+        Ok(Watch {
+            _debouncer: Box::new(debouncer),
+            task,
+        })
+    }
+
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let config_dir = parent_dir(&self.loader.path);
+        let mut dirs = vec![config_dir.clone()];
+        if let Some(schema_dir) = &self.shared.snapshot.load().schema_dir {
+            let inside = schema_dir.starts_with(&config_dir)
+                || std::fs::canonicalize(schema_dir)
+                    .ok()
+                    .zip(std::fs::canonicalize(&config_dir).ok())
+                    .is_some_and(|(s, c)| s.starts_with(c));
+            if !inside && schema_dir.is_dir() {
+                dirs.push(schema_dir.clone());
+            }
+        }
+        dirs
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Keeps a file watch alive; dropping it stops watching.
+pub struct Watch {
+    _debouncer: Box<dyn std::any::Any + Send>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Moves state that must survive a reload from `old` into `next`: a route's limiter when its
+/// limit settings are unchanged, an upstream (and its connection pool) when its settings are.
+fn carry_over(next: &mut Snapshot, old: &Snapshot) {
+    for route in &mut next.routes {
+        let Some(previous) = old.routes.iter().find(|r| r.name == route.name) else {
+            continue;
+        };
+        if let (Some(new_limiter), Some(old_limiter)) = (&route.limiter, &previous.limiter) {
+            if new_limiter.settings() == old_limiter.settings() {
+                route.limiter = Some(Arc::clone(old_limiter));
+            }
+        }
+    }
+    for route in &mut next.routes {
+        let same = old
+            .routes
+            .iter()
+            .map(|r| &r.upstream)
+            .find(|u| u.name == route.upstream.name && u.same_settings(&route.upstream));
+        if let Some(upstream) = same {
+            route.upstream = Arc::clone(upstream);
+        }
+    }
+}
+
+/// Changes a running gateway cannot apply: listeners are bound once.
+fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
+    if current.listeners == next.listeners {
+        return Vec::new();
+    }
+    vec![format!(
+        "listeners changed from {:?} to {:?}; restart to apply (still serving the old ones)",
+        current.listeners, next.listeners
+    )]
+}
