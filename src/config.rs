@@ -41,6 +41,38 @@ pub struct RawConfig {
     /// API keys for routes with `auth: api_key`, as SHA-256 hashes (`schemagate hash-key`).
     #[serde(default)]
     pub api_keys: Vec<Spanned<RawApiKey>>,
+    /// The admin listener (metrics, health, status, reload, dashboard).
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    /// Access and event logs.
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port`, loopback by default in the shipped config.
+    pub address: Spanned<Text>,
+    /// When set, admin endpoints other than /healthz and /readyz need `Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` (default) or `json` (one JSON object per line). Applies at startup.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Deserialize)]

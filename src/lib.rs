@@ -5,12 +5,14 @@
 //! `upstream`), and `error` turns failures into envelopes.
 //! `config` holds the YAML shapes and `snapshot` compiles them into what requests read.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemagate::config::LogFormat;
 use schemagate::reload::{Loader, Reloader, Trigger};
 use schemagate::{Gateway, Snapshot};
 
@@ -224,12 +225,6 @@ fn check(config: &std::path::Path) -> ExitCode {
 }
 
 fn serve(config: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let loader = Loader::new(config);
     let snapshot = match loader.load() {
         Ok(snapshot) => snapshot,
@@ -240,6 +235,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_logging(snapshot.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -270,14 +266,39 @@ fn serve(config: &std::path::Path) -> ExitCode {
         };
         reload_on_sighup(Arc::clone(&reloader));
         for addr in gateway.local_addrs() {
-            println!(
+            say(&format!(
                 "schemagate listening on http://{addr} ({routes} routes from {})",
                 config.display()
-            );
+            ));
+        }
+        if let Some(addr) = gateway.admin_addr() {
+            say(&format!(
+                "schemagate admin on http://{addr} (dashboard, /metrics, /status)"
+            ));
         }
         gateway.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Prints a line to stdout. Unlike `println!`, a closed stdout (a supervisor that stopped
+/// reading) is ignored instead of panicking the server.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Text logs by default, JSON lines when the config says so; `RUST_LOG` filters (default
+/// `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// Quiet time after a file change before the config is reloaded, so a file written in two

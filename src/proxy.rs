@@ -10,6 +10,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::{OnceLock, Weak};
+use std::time::SystemTime;
+
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -22,7 +26,11 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
+use crate::metrics::{
+    FieldLabels, Metrics, RejectionLabels, RequestLabels, RouteLabels, TenantLabels,
+};
 use crate::ratelimit::{self, LimitInfo};
+use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::tenant::{self, TenantSource};
 use crate::upstream::UpstreamTarget;
@@ -34,14 +42,26 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// The current generation number, for anyone who wants to wait for a reload.
     pub generation: tokio::sync::watch::Sender<u64>,
+    pub metrics: Metrics,
+    /// Set when shutdown begins; `/readyz` then answers 503.
+    pub draining: AtomicBool,
+    /// The reloader, once one is attached (a weak link: it holds `Shared` itself).
+    pub reloader: OnceLock<Weak<Reloader>>,
+    pub started: SystemTime,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot) -> Arc<Shared> {
         let (generation, _) = tokio::sync::watch::channel(snapshot.generation);
+        let metrics = Metrics::new();
+        metrics.generation.set(snapshot.generation as i64);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation,
+            metrics,
+            draining: AtomicBool::new(false),
+            reloader: OnceLock::new(),
+            started: SystemTime::now(),
         })
     }
 }
@@ -52,6 +72,11 @@ struct Trace {
     route: Option<usize>,
     tenant: Option<String>,
     limit: Option<LimitInfo>,
+    /// The tenant was over its limit (enforced or, in report mode, only counted).
+    throttled: bool,
+    upstream_latency: Option<std::time::Duration>,
+    /// (location, reason) of each report-only problem.
+    reported: Vec<(&'static str, &'static str)>,
 }
 
 pub async fn handle(
@@ -60,6 +85,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let _in_flight = shared.metrics.track_in_flight();
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
@@ -68,14 +94,24 @@ pub async fn handle(
 
     let result = handle_inner(&snapshot, downstream, &request_id, &mut trace, request).await;
     let route = trace.route.and_then(|i| snapshot.routes.get(i));
+    let route_name = route.map_or("-", |r| r.name.as_str());
     let (mut response, reason) = match result {
         Ok(response) => (response, None),
         Err(error) => {
             let reason = error.reason();
+            count_rejection(&shared.metrics, route_name, &error);
             let style = route.map(|r| r.error_style).unwrap_or_default();
             (error.into_response(style), Some(reason))
         }
     };
+    record(
+        &shared.metrics,
+        route,
+        &method,
+        response.status().as_u16(),
+        started,
+        &trace,
+    );
     let headers = response.headers_mut();
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(limit) = trace.limit {
@@ -89,16 +125,110 @@ pub async fn handle(
 
     tracing::info!(
         target: "access",
-        route = route.map_or("-", |r| r.name.as_str()),
+        route = route_name,
         tenant = trace.tenant.as_deref().unwrap_or("-"),
         %method,
         path,
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
+        upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
         request_id = request_id.to_str().unwrap_or("-"),
         reason = reason.unwrap_or("-"),
     );
     Ok(response)
+}
+
+/// Counts one answered request in the route's series.
+fn record(
+    metrics: &Metrics,
+    route: Option<&crate::snapshot::Route>,
+    method: &http::Method,
+    status: u16,
+    started: Instant,
+    trace: &Trace,
+) {
+    let name = route.map_or("-", |r| r.name.as_str()).to_string();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: name.clone(),
+            method: method.to_string(),
+            status,
+        })
+        .inc();
+    let labels = RouteLabels {
+        route: name.clone(),
+    };
+    metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(upstream) = trace.upstream_latency {
+        metrics
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(upstream.as_secs_f64());
+    }
+    if trace.throttled {
+        let named = match (
+            route.and_then(|r| r.limiter.as_ref()),
+            trace.tenant.as_deref(),
+        ) {
+            (Some(limiter), Some(tenant)) if limiter.is_named(tenant) => tenant.to_string(),
+            _ => "other".to_string(),
+        };
+        metrics
+            .rate_limited
+            .get_or_create(&TenantLabels {
+                route: name.clone(),
+                tenant: named,
+            })
+            .inc();
+    }
+    for (location, reason) in &trace.reported {
+        let labels = RejectionLabels {
+            route: name.clone(),
+            location: location.to_string(),
+            reason: reason.to_string(),
+        };
+        metrics.report_only.get_or_create(&labels).inc();
+    }
+}
+
+/// Counts a rejection by location and reason; for schema violations, also by field.
+fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
+    if error.side() != crate::error::Side::Downstream {
+        return;
+    }
+    match error {
+        GatewayError::Invalid { violations, .. } => {
+            for violation in violations {
+                let location = violation.location.as_str();
+                let labels = RejectionLabels {
+                    route: route.to_string(),
+                    location: location.to_string(),
+                    reason: violation.keyword.to_string(),
+                };
+                metrics.rejections.get_or_create(&labels).inc();
+                let field = crate::metrics::field_label(location, &violation.pointer);
+                metrics
+                    .rejected_fields
+                    .get_or_create(&FieldLabels {
+                        route: route.to_string(),
+                        field,
+                    })
+                    .inc();
+            }
+        }
+        other => {
+            let labels = RejectionLabels {
+                route: route.to_string(),
+                location: "request".to_string(),
+                reason: other.reason().to_string(),
+            };
+            metrics.rejections.get_or_create(&labels).inc();
+        }
+    }
 }
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -172,6 +302,7 @@ async fn handle_inner(
                 retry_after_secs,
             } => {
                 trace.limit = Some(info);
+                trace.throttled = true;
                 if !limiter.report_only {
                     trace.tenant = tenant;
                     return Err(GatewayError::TooManyRequests { retry_after_secs });
@@ -191,6 +322,7 @@ async fn handle_inner(
         validate::check(route, &view, parsed.as_ref()),
         &mut report,
     )?;
+    trace.reported = report.labels.clone();
     if !report.is_empty() {
         // Report-only: forward untouched, but say what would have been rejected.
         tracing::warn!(
@@ -219,11 +351,14 @@ async fn handle_inner(
             reason: format!("cannot build the upstream request: {e}"),
         })?;
     }
-    route
+    let sent = Instant::now();
+    let answer = route
         .upstream
         .send(
             Request::from_parts(parts, body),
             route.response_headers_timeout,
         )
-        .await
+        .await;
+    trace.upstream_latency = Some(sent.elapsed());
+    answer
 }

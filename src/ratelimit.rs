@@ -289,6 +289,11 @@ impl RouteLimiter {
         }
     }
 
+    /// Whether `tenant` is named in config (has a tier), so it may be a metric label.
+    pub fn is_named(&self, tenant: &str) -> bool {
+        self.tiers.contains_key(tenant)
+    }
+
     /// Tenants with their own state right now (bounded by `max_tenants`).
     pub fn tracked_tenants(&self) -> usize {
         self.keyed.len()

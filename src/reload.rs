@@ -93,15 +93,18 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(shared: Arc<Shared>, loader: Loader) -> Arc<Reloader> {
-        Arc::new(Reloader {
-            shared,
+        let reloader = Arc::new(Reloader {
+            shared: Arc::clone(&shared),
             loader,
             running: tokio::sync::Mutex::new(()),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             attempts: tokio::sync::watch::channel(0).0,
             status: Mutex::new(ReloadStatus::default()),
-        })
+        });
+        // The admin listener reaches the reloader through this (weak: no cycle).
+        let _ = shared.reloader.set(Arc::downgrade(&reloader));
+        reloader
     }
 
     /// Builds a new snapshot and swaps it in. Returns the new generation, or every problem
@@ -123,6 +126,7 @@ impl Reloader {
                 // identical rebuild is not a new generation.
                 let generation = self.shared.snapshot.load().generation;
                 tracing::info!(generation, trigger = trigger.as_str(), "config unchanged");
+                self.count("unchanged");
                 let restart = self.status().restart_required;
                 self.set_status(trigger, Vec::new(), restart);
                 Ok(generation)
@@ -142,6 +146,8 @@ impl Reloader {
                 self.shared.snapshot.store(Arc::new(next));
                 self.shared.generation.send_replace(generation);
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.count("ok");
+                self.shared.metrics.generation.set(generation as i64);
                 tracing::info!(generation, trigger = trigger.as_str(), "config reloaded");
                 self.set_status(trigger, Vec::new(), restart);
                 Ok(generation)
@@ -149,6 +155,7 @@ impl Reloader {
             Ok(Err(errors)) | Err(errors) => {
                 let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                self.count("failed");
                 for error in &errors {
                     tracing::error!(trigger = trigger.as_str(), %error, "reload failed; the previous config keeps serving");
                 }
@@ -164,6 +171,13 @@ impl Reloader {
     /// Counts reload attempts, successful or not.
     pub fn attempts(&self) -> tokio::sync::watch::Receiver<u64> {
         self.attempts.subscribe()
+    }
+
+    fn count(&self, result: &str) {
+        let labels = crate::metrics::ResultLabels {
+            result: result.to_string(),
+        };
+        self.shared.metrics.reloads.get_or_create(&labels).inc();
     }
 
     fn set_status(&self, trigger: Trigger, errors: Vec<String>, restart_required: Vec<String>) {
@@ -281,11 +295,19 @@ fn carry_over(next: &mut Snapshot, old: &Snapshot) {
 
 /// Changes a running gateway cannot apply: listeners are bound once.
 fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
-    if current.listeners == next.listeners {
-        return Vec::new();
+    let mut changes = Vec::new();
+    if current.listeners != next.listeners {
+        changes.push(format!(
+            "listeners changed from {:?} to {:?}; restart to apply (still serving the old ones)",
+            current.listeners, next.listeners
+        ));
     }
-    vec![format!(
-        "listeners changed from {:?} to {:?}; restart to apply (still serving the old ones)",
-        current.listeners, next.listeners
-    )]
+    let address = |s: &Snapshot| s.admin.as_ref().map(|a| a.address);
+    if address(current) != address(next) {
+        changes.push("admin.address changed; restart to apply".to_string());
+    }
+    if current.log_format != next.log_format {
+        changes.push("logging.format changed; restart to apply".to_string());
+    }
+    changes
 }

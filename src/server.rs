@@ -25,6 +25,7 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// A gateway whose listeners are bound but not yet serving.
 pub struct Gateway {
     listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -38,10 +39,25 @@ impl Gateway {
             })?;
             listeners.push(listener);
         }
+        let admin = match &snapshot.admin {
+            Some(settings) => Some(TcpListener::bind(settings.address).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {} (admin): {e}", settings.address),
+                )
+            })?),
+            None => None,
+        };
         Ok(Gateway {
             listeners,
+            admin,
             shared: Shared::new(snapshot),
         })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The state requests read; reloads store new snapshots into it.
@@ -88,6 +104,7 @@ impl Gateway {
                         peer: peer.ip(),
                         tls: false,
                     };
+                    let open = Arc::clone(&shared);
                     let shared = Arc::clone(&shared);
                     let service = service_fn(move |request| {
                         proxy::handle(Arc::clone(&shared), downstream, request)
@@ -96,8 +113,11 @@ impl Gateway {
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
                     let connection = graceful.watcher().watch(connection);
+                    open.metrics.connections.inc();
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
+                        let result = connection.await;
+                        open.metrics.connections.dec();
+                        if let Err(error) = result {
                             tracing::debug!(%error, %peer, "connection ended with an error");
                         }
                     });
@@ -122,8 +142,15 @@ impl Gateway {
             })
         };
 
+        let admin = self
+            .admin
+            .map(|listener| tokio::spawn(serve_admin(listener, Arc::clone(&self.shared))));
+
         shutdown.await;
         sweeper.abort();
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let drain = self.shared.snapshot.load().drain_timeout;
         tracing::info!(drain_timeout = ?drain, "shutting down: no longer accepting, draining");
         let _ = stop_tx.send(true);
@@ -135,7 +162,8 @@ impl Gateway {
             tracing::error!("accept loops still hold the shutdown handle; not draining");
             return false;
         };
-        match tokio::time::timeout(drain, graceful.shutdown()).await {
+        // The admin listener keeps answering while draining (`/readyz` says so), then stops.
+        let drained = match tokio::time::timeout(drain, graceful.shutdown()).await {
             Ok(()) => {
                 tracing::info!("drained");
                 true
@@ -144,6 +172,31 @@ impl Gateway {
                 tracing::warn!("drain timeout reached with requests still in flight");
                 false
             }
+        };
+        if let Some(admin) = admin {
+            admin.abort();
         }
+        drained
+    }
+}
+
+/// Serves the admin endpoints (HTTP/1.1) until aborted.
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        let service = service_fn(move |request| crate::admin::handle(Arc::clone(&shared), request));
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }

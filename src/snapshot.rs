@@ -16,8 +16,8 @@ use serde_saphyr::Spanned;
 
 use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
-    self, ConfigError, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute, RawSchemas,
-    RawTenant, RawUpstream, TenantFrom, ValidationMode,
+    self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute,
+    RawSchemas, RawTenant, RawUpstream, TenantFrom, ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward;
@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The schema directory, when some route names a schema (watched for hot reload).
     pub schema_dir: Option<PathBuf>,
+    pub admin: Option<AdminSettings>,
+    pub log_format: LogFormat,
     /// A hash of everything the snapshot was built from (config text, every schema file,
     /// mock bodies): a reload that finds it unchanged keeps the current generation.
     pub fingerprint: u64,
@@ -75,6 +77,22 @@ pub struct Route {
     /// Where the tenant comes from; `None` means every request is the shared tenant.
     pub tenant: Option<TenantRule>,
     pub limiter: Option<Arc<RouteLimiter>>,
+    pub schema_files: Vec<SchemaFile>,
+}
+
+/// Where the admin listener is and who may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub address: SocketAddr,
+    pub token: Option<String>,
+}
+
+/// A schema file a route uses, for the status page.
+#[derive(Debug, Clone)]
+pub struct SchemaFile {
+    pub location: &'static str,
+    pub file: String,
+    pub sha256: String,
 }
 
 /// The compiled schema of each location a route validates.
@@ -391,8 +409,35 @@ fn compile(
             error_style: raw_route.errors,
             tenant,
             limiter,
+            schema_files: schema_files(&schema_path, &raw_route.schemas),
         });
     }
+
+    let admin = match &raw.admin {
+        Some(raw_admin) => match raw_admin.address.value.parse::<SocketAddr>() {
+            Ok(address) => Some(AdminSettings {
+                address,
+                token: raw_admin
+                    .token
+                    .as_ref()
+                    .map(|t| t.0.clone())
+                    .filter(|t| !t.is_empty()),
+            }),
+            Err(_) => {
+                errors.push(ConfigError::at(
+                    path,
+                    raw_admin.address.referenced,
+                    "admin.address",
+                    format!(
+                        "{:?} is not an address of the form host:port",
+                        raw_admin.address.value.0
+                    ),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut api_keys = Vec::new();
     for (i, spanned) in raw.api_keys.iter().enumerate() {
@@ -422,6 +467,8 @@ fn compile(
             api_keys,
             generation: 1,
             schema_dir: any_schema.then_some(schema_path),
+            admin,
+            log_format: raw.logging.format,
             fingerprint: 0,
         })
     } else {
@@ -541,6 +588,29 @@ fn limit_settings(raw: &RawRateLimit) -> Result<LimitSettings, String> {
         max_tenants,
         report_only: raw.mode == ValidationMode::Report,
     })
+}
+
+/// The schema files a route names, with the SHA-256 of their content (read after they
+/// compiled, so they exist).
+fn schema_files(schema_path: &Path, raw: &RawSchemas) -> Vec<SchemaFile> {
+    let named = [
+        ("body", &raw.body),
+        ("query", &raw.query),
+        ("headers", &raw.headers),
+        ("path", &raw.path),
+    ];
+    named
+        .into_iter()
+        .filter_map(|(location, file)| {
+            let file = &file.as_ref()?.value.0;
+            let bytes = std::fs::read(schema_path.join(file)).unwrap_or_default();
+            Some(SchemaFile {
+                location,
+                file: file.clone(),
+                sha256: auth::hash_key(&bytes),
+            })
+        })
+        .collect()
 }
 
 /// Compiles every schema a route names, reporting each failure at its key.

@@ -40,6 +40,8 @@ pub struct Findings {
 pub struct Report {
     pub total: usize,
     pub messages: Vec<String>,
+    /// (location, reason) of each worded problem, for metrics.
+    pub labels: Vec<(&'static str, &'static str)>,
 }
 
 impl Report {
@@ -105,6 +107,7 @@ pub fn enforce_or_report<T>(
         Err(error) => {
             report.total += 1;
             report.messages.push(error.to_string());
+            report.labels.push(("request", error.reason()));
             Ok(None)
         }
     }
@@ -123,9 +126,12 @@ pub fn conclude(route: &Route, found: Findings, report: &mut Report) -> Result<(
         });
     }
     report.total += found.violations.len() + found.omitted;
-    report
-        .messages
-        .extend(found.violations.into_iter().map(|v| v.message));
+    for violation in found.violations {
+        report
+            .labels
+            .push((violation.location.as_str(), violation.keyword));
+        report.messages.push(violation.message);
+    }
     Ok(())
 }
 

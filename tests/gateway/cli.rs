@@ -19,6 +19,8 @@ const VENDOR_VARS: [&str; 5] = [
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Tests run in parallel: never the fixed default admin port.
+    command.env("SCHEMAGATE_ADMIN", "127.0.0.1:0");
     for var in VENDOR_VARS {
         command.env_remove(var);
     }
@@ -77,9 +79,11 @@ fn serve(envs: &[(&str, String)]) -> (Child, SocketAddr) {
         command.env(name, value);
     }
     let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading, so the server's later output never meets a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let addr = line
         .split("http://")
         .nth(1)

@@ -131,6 +131,8 @@ pub async fn closed_port() -> SocketAddr {
 /// A running gateway and the temp dir holding its config.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    pub admin: Option<SocketAddr>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<bool>,
@@ -248,7 +250,7 @@ impl TestGateway {
         let url = upstream_url.to_string();
         let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.yaml"));
         let snapshot = Snapshot::load_with_env(&path, move |name| match name {
-            "SCHEMAGATE_LISTEN" => Some("127.0.0.1:0".to_string()),
+            "SCHEMAGATE_LISTEN" | "SCHEMAGATE_ADMIN" => Some("127.0.0.1:0".to_string()),
             name if name.ends_with("_UPSTREAM") => Some(url.clone()),
             _ => None,
         })
@@ -260,12 +262,14 @@ impl TestGateway {
         let gateway = Gateway::bind(snapshot).await.unwrap();
         let shared = gateway.shared();
         let addr = gateway.local_addrs()[0];
+        let admin = gateway.admin_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(gateway.run(async {
             let _ = stopped.await;
         }));
         TestGateway {
             addr,
+            admin,
             _dir: dir,
             stop: Some(stop),
             done,
