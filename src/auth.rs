@@ -127,7 +127,18 @@ fn check_presence(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayErro
                     .get(name)
                     .is_some_and(|v: &http::HeaderValue| !v.as_bytes().trim_ascii().is_empty())
             };
-            if present(AUTHORIZATION) || present(COOKIE) {
+            // Any scheme is accepted, but `Bearer` with no token is malformed (PRODUCT.md).
+            let empty_bearer = headers.get(AUTHORIZATION).is_some_and(|v| {
+                let value = v.as_bytes().trim_ascii();
+                value.len() >= 6
+                    && value[..6].eq_ignore_ascii_case(b"bearer")
+                    && value[6..].trim_ascii().is_empty()
+            });
+            if empty_bearer {
+                Err(GatewayError::Unauthorized {
+                    message: "malformed Authorization header: `Bearer` needs a token",
+                })
+            } else if present(AUTHORIZATION) || present(COOKIE) {
                 Ok(())
             } else {
                 Err(GatewayError::Unauthorized {
@@ -197,6 +208,12 @@ mod tests {
         assert!(check(AuthMode::Credentials, &headers).is_err());
         headers.insert(COOKIE, "session=1".parse().unwrap());
         assert!(check(AuthMode::Credentials, &headers).is_ok());
+        headers.insert(AUTHORIZATION, "Bearer".parse().unwrap());
+        assert!(
+            check(AuthMode::Credentials, &headers).is_err(),
+            "Bearer without a token"
+        );
+        headers.remove(AUTHORIZATION);
         assert!(check(AuthMode::Bearer, &headers).is_err());
         headers.insert(AUTHORIZATION, "Token xyz".parse().unwrap());
         assert!(check(AuthMode::Bearer, &headers).is_err());

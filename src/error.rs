@@ -42,6 +42,8 @@ pub enum GatewayError {
     Forbidden { message: &'static str },
     /// The tenant is over its rate limit.
     TooManyRequests { retry_after_secs: u64 },
+    /// The client did not send its body in time.
+    RequestTimeout,
     /// The body's media type is not one the route accepts.
     UnsupportedMediaType,
     /// The body is larger than the route's limit.
@@ -73,6 +75,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -91,6 +94,7 @@ impl GatewayError {
             | GatewayError::Unauthorized { .. }
             | GatewayError::Forbidden { .. }
             | GatewayError::TooManyRequests { .. }
+            | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
@@ -109,6 +113,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => "unauthorized",
             GatewayError::Forbidden { .. } => "forbidden",
             GatewayError::TooManyRequests { .. } => "rate_limited",
+            GatewayError::RequestTimeout => "body_timeout",
             GatewayError::UnsupportedMediaType => "media_type",
             GatewayError::PayloadTooLarge { .. } => "body_too_large",
             GatewayError::BadRequest { .. } => "bad_request",
@@ -129,6 +134,7 @@ impl GatewayError {
             GatewayError::TooManyRequests { retry_after_secs } => {
                 format!("rate limit exceeded: retry in {retry_after_secs} s")
             }
+            GatewayError::RequestTimeout => "the request body did not arrive in time".to_string(),
             GatewayError::UnsupportedMediaType => {
                 "Content-Type must be application/json or application/*+json".to_string()
             }
@@ -189,6 +195,7 @@ impl GatewayError {
             GatewayError::NotFound
             | GatewayError::Unauthorized { .. }
             | GatewayError::Forbidden { .. }
+            | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
@@ -319,6 +326,7 @@ mod tests {
                 415,
                 "Unsupported Media Type",
             ),
+            (GatewayError::RequestTimeout, 408, "Request Timeout"),
             (
                 GatewayError::PayloadTooLarge { limit: 1 },
                 413,

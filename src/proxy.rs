@@ -32,7 +32,7 @@ use crate::metrics::{
 use crate::ratelimit::{self, LimitInfo};
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
-use crate::tenant::{self, TenantSource};
+use crate::tenant;
 use crate::upstream::UpstreamTarget;
 use crate::validate;
 
@@ -231,6 +231,9 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
     }
 }
 
+/// The longest a client may take to send a validated body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -246,6 +249,10 @@ async fn handle_inner(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, body) = request.into_parts();
+    // Hop-by-hop fields (and every field `Connection` names) belong to the client's
+    // connection: they are removed before anything looks at the headers, so what is checked
+    // is exactly what is forwarded.
+    forward::strip_hop_by_hop(&mut parts.headers);
     let path = parts.uri.path().to_owned();
     let found = snapshot.router.find(&parts.method, &path)?;
     trace.route = Some(found.route);
@@ -262,19 +269,20 @@ async fn handle_inner(
         body,
         key,
     };
-    let body_sourced = matches!(
-        route.tenant.as_ref().map(|t| &t.source),
-        Some(TenantSource::Body(_))
-    );
-    let mut tenant = match (&route.tenant, body_sourced) {
-        (Some(rule), false) => Some(tenant::resolve(rule, &tenant_inputs(None))?),
-        _ => None,
-    };
+    let mut report = validate::Report::default();
+    let media = validate::enforce_or_report(
+        route,
+        validate::precheck(route, &parts.headers),
+        &mut report,
+    )?;
 
     // A route with a body schema reads the body whole (within its limit, 413 above it) to
     // parse it; what goes upstream is those same bytes. Other bodies stream through.
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
-        let bytes = framing::read_body(&parts.headers, body, route.limits.body).await?;
+        let read = framing::read_body(&parts.headers, body, route.limits.body);
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
+            .await
+            .map_err(|_| GatewayError::RequestTimeout)??;
         let full = Full::new(bytes.clone()).map_err(|never| match never {});
         (Some(bytes), full.boxed_unsync())
     } else {
@@ -286,13 +294,22 @@ async fn handle_inner(
         params: &found.params,
         body: body_bytes.as_ref(),
     };
-    let mut report = validate::Report::default();
-    let parsed = validate::enforce_or_report(route, validate::parse(route, &view), &mut report)?;
-    let parsed = parsed.flatten();
+    let parsed = match media {
+        Some(had_content_type) => validate::enforce_or_report(
+            route,
+            validate::parse(route, &view, had_content_type),
+            &mut report,
+        )?
+        .flatten(),
+        None => None,
+    };
 
-    if let (Some(rule), true) = (&route.tenant, body_sourced) {
-        tenant = Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?);
-    }
+    // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
+    // limit applies before the schemas (429 before 422).
+    let tenant = match &route.tenant {
+        Some(rule) => Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?),
+        None => None,
+    };
     if let Some(limiter) = &route.limiter {
         let who = tenant.as_deref().unwrap_or(tenant::SHARED);
         match limiter.check(who) {

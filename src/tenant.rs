@@ -56,25 +56,25 @@ pub struct Inputs<'a> {
 }
 
 /// Resolves the tenant (or [`SHARED`]) and checks the API key may act for it.
+///
+/// Never rejects a value for its shape: the schemas judge values (a wrong-typed body field
+/// or a repeated query key is their 422). A tenant longer than [`MAX_TENANT_LEN`] bytes is
+/// keyed by its SHA-256, so limiter memory per tenant stays small.
 pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, GatewayError> {
     let found = match &rule.source {
-        TenantSource::Header(name) => single(inputs.headers.get_all(name).iter().map(|v| {
-            std::str::from_utf8(v.as_bytes())
-                .map(str::trim)
-                .unwrap_or("\u{fffd}")
-                .to_string()
-        }))?,
-        TenantSource::Query(name) => single(query_values(inputs.query, name))?,
+        TenantSource::Header(name) => single(
+            inputs
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string()),
+        )?,
+        TenantSource::Query(name) => query_values(inputs.query, name).next(),
         TenantSource::Path(name) => inputs.params.get(name).map(str::to_string),
         TenantSource::Body(field) => match inputs.body.and_then(|b| b.get(field)) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(_) => {
-                return Err(GatewayError::BadRequest {
-                    message: format!("the tenant field {field} must be a string or a number"),
-                })
-            }
+            Some(other) => Some(other.to_string()),
         },
         TenantSource::Key => inputs.key.map(|key| match key.tenants.as_slice() {
             [one] if one != "*" => one.clone(),
@@ -82,6 +82,9 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
         }),
     };
     let tenant = match found.filter(|t| !t.is_empty()) {
+        Some(tenant) if tenant.len() > MAX_TENANT_LEN => {
+            format!("sha256:{}", crate::auth::hash_key(tenant.as_bytes()))
+        }
         Some(tenant) => tenant,
         None if rule.shared_when_missing => return Ok(SHARED.to_string()),
         None => {
@@ -90,14 +93,6 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
             })
         }
     };
-    if tenant.len() > MAX_TENANT_LEN || tenant.chars().any(char::is_control) {
-        return Err(GatewayError::BadRequest {
-            message: format!(
-                "the tenant in {} is not a usable identifier",
-                rule.describe()
-            ),
-        });
-    }
     if let Some(key) = inputs.key {
         if rule.source != TenantSource::Key && !key.allows(&tenant) {
             return Err(GatewayError::Forbidden {
@@ -108,7 +103,7 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
     Ok(tenant)
 }
 
-/// The one value of an identity field; two different values are a 400, never "pick one".
+/// The one value of an identity header; two different values are a 400, never "pick one".
 fn single(mut values: impl Iterator<Item = String>) -> Result<Option<String>, GatewayError> {
     let Some(first) = values.next() else {
         return Ok(None);
@@ -200,8 +195,12 @@ mod tests {
             resolve_with(&body, &headers, None, Some(&value), None).unwrap(),
             "42"
         );
+        // A wrong-typed field is keyed by its JSON text; the schema answers 422 for it.
         let value = serde_json::json!({"locationId": {"no": 1}});
-        assert!(resolve_with(&body, &headers, None, Some(&value), None).is_err());
+        assert_eq!(
+            resolve_with(&body, &headers, None, Some(&value), None).unwrap(),
+            r#"{"no":1}"#
+        );
     }
 
     #[test]
@@ -217,14 +216,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(resolve_with(
-            &query,
-            &headers,
-            Some("locationId=a&locationId=b"),
-            None,
-            None
-        )
-        .is_err());
+        // A repeated query key is the schema's 422 to give; the limiter keys the first value.
+        let repeated = Some("locationId=a&locationId=b");
+        assert_eq!(
+            resolve_with(&query, &headers, repeated, None, None).unwrap(),
+            "a"
+        );
+        // Two different tenant headers are a 400 (an identity header never picks one).
+        let mut two = HeaderMap::new();
+        two.append("x-tenant", "1".parse().unwrap());
+        two.append("x-tenant", "2".parse().unwrap());
+        let header = rule(TenantSource::Header(HeaderName::from_static("x-tenant")));
+        assert!(matches!(
+            resolve_with(&header, &two, None, None, None),
+            Err(GatewayError::BadRequest { .. })
+        ));
         assert_eq!(
             resolve_with(
                 &query,
@@ -241,8 +247,16 @@ mod tests {
             resolve_with(&query, &headers, None, None, None).unwrap(),
             SHARED
         );
+        // Long values are keyed by their hash, never refused.
         let long = format!("locationId={}", "x".repeat(200));
-        assert!(resolve_with(&query, &headers, Some(&long), None, None).is_err());
+        let keyed = resolve_with(&query, &headers, Some(&long), None, None).unwrap();
+        assert_eq!(
+            keyed,
+            format!(
+                "sha256:{}",
+                crate::auth::hash_key("x".repeat(200).as_bytes())
+            )
+        );
     }
 
     #[test]

@@ -50,13 +50,27 @@ impl Report {
     }
 }
 
-/// Framing of a route with a body schema: media type (415), then strict JSON (400). Returns
-/// the parsed body, or `None` for routes without a body schema.
-pub fn parse(route: &Route, parts: &Parts<'_>) -> Result<Option<Value>, GatewayError> {
+/// Before the body is read, for a route with a body schema: a declared media type it does
+/// not accept (415) or two different Content-Type headers (400). Returns whether a
+/// Content-Type was sent.
+pub fn precheck(route: &Route, headers: &HeaderMap) -> Result<bool, GatewayError> {
+    if route.schemas.body.is_none() {
+        return Ok(true);
+    }
+    framing::check_media_type(headers)
+}
+
+/// After the body is read: a body without Content-Type (415), then strict JSON (400).
+/// Returns the parsed body, or `None` for routes without a body schema.
+pub fn parse(
+    route: &Route,
+    parts: &Parts<'_>,
+    had_content_type: bool,
+) -> Result<Option<Value>, GatewayError> {
     let (Some(_), Some(bytes)) = (&route.schemas.body, parts.body) else {
         return Ok(None);
     };
-    framing::check_media_type(parts.headers)?;
+    framing::check_missing_media_type(had_content_type, bytes)?;
     schema::parse_body(bytes, route.limits.json_depth)
         .map(Some)
         .map_err(|e| GatewayError::BadRequest {
@@ -140,6 +154,8 @@ pub fn conclude(route: &Route, found: Findings, report: &mut Report) -> Result<(
 /// Tenants and rate limits are not applied offline.
 pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Report, GatewayError> {
     crate::auth::check(route.auth, parts.headers, keys)?;
+    let mut report = Report::default();
+    let media = enforce_or_report(route, precheck(route, parts.headers), &mut report)?;
     if let Some(body) = parts.body {
         if body.len() as u64 > route.limits.body {
             return Err(GatewayError::PayloadTooLarge {
@@ -147,8 +163,12 @@ pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Repo
             });
         }
     }
-    let mut report = Report::default();
-    let body = enforce_or_report(route, parse(route, parts), &mut report)?.flatten();
+    let body = match media {
+        Some(had_content_type) => {
+            enforce_or_report(route, parse(route, parts, had_content_type), &mut report)?.flatten()
+        }
+        None => None,
+    };
     conclude(route, check(route, parts, body.as_ref()), &mut report)?;
     Ok(report)
 }

@@ -530,3 +530,143 @@ async fn many_violations_are_capped_and_counted_exactly() {
     assert_eq!(message[20], "and 981 more");
     assert!(upstream.seen().is_empty());
 }
+
+/// Requests a review found answered against the contract, pinned to the contract's answer.
+#[tokio::test]
+async fn review_regressions() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::shipped(&upstream.url()).await;
+    const VALID: &[u8] = br#"{"channel_id":1,"address":"x"}"#;
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Headers, Vec<u8>, u16)> = vec![
+        // Fields named in Connection are hop-by-hop: removed before validation, so the
+        // request is judged without them (here: no Authorization, 401).
+        (
+            "connection-named auth",
+            vec![
+                BEARER,
+                ("x-tenant", "5"),
+                JSON,
+                ("connection", "Authorization, Content-Type, X-Tenant"),
+            ],
+            VALID.to_vec(),
+            401,
+        ),
+        (
+            "connection-named tenant",
+            vec![BEARER, ("x-tenant", "5"), JSON, ("connection", "X-Tenant")],
+            VALID.to_vec(),
+            422,
+        ),
+        // 415 comes before 413 (PRODUCT.md: framing 415, 413, 400).
+        (
+            "text/plain and too large",
+            vec![BEARER, ("x-tenant", "5"), ("content-type", "text/plain")],
+            vec![b'x'; 2 << 20],
+            415,
+        ),
+        (
+            "two content types",
+            vec![
+                BEARER,
+                ("x-tenant", "5"),
+                JSON,
+                ("content-type", "text/plain"),
+            ],
+            VALID.to_vec(),
+            400,
+        ),
+        (
+            "two tenants",
+            vec![BEARER, ("x-tenant", "1"), ("x-tenant", "2"), JSON],
+            VALID.to_vec(),
+            400,
+        ),
+        (
+            "two tenants, wrong media type first",
+            vec![
+                BEARER,
+                ("x-tenant", "1"),
+                ("x-tenant", "2"),
+                ("content-type", "text/plain"),
+            ],
+            VALID.to_vec(),
+            415,
+        ),
+    ];
+    for (name, headers, body, status) in cases {
+        let got = send(gw.addr, request("POST", FLEX, &headers, &body)).await;
+        assert_eq!(
+            got.status,
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+    let leadway = [BEARER, ("version", "2021-07-28")];
+    let got = send(
+        gw.addr,
+        request(
+            "GET",
+            "/conversations/search?locationId=a&locationId=b",
+            &leadway,
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(
+        got.status, 422,
+        "a repeated scalar query key is the schema's 422"
+    );
+    assert_eq!(
+        got.json()["message"],
+        serde_json::json!(["query.locationId must not be repeated"])
+    );
+    let long = format!("/conversations/search?locationId={}", "a".repeat(200));
+    assert_eq!(
+        send(gw.addr, request("GET", &long, &leadway, b""))
+            .await
+            .status,
+        200,
+        "long tenant ids are fine"
+    );
+    let got = send(
+        gw.addr,
+        request("POST", LC, &[BEARER, JSON], br#"{"locationId":{"a":1}}"#),
+    )
+    .await;
+    assert_eq!(
+        got.status, 422,
+        "a wrong-typed tenant field is the schema's 422"
+    );
+    let got = send(
+        gw.addr,
+        request(
+            "POST",
+            GESTIONO,
+            &[("authorization", "Bearer"), JSON],
+            br#"{"name":"x"}"#,
+        ),
+    )
+    .await;
+    assert_envelope(&got, 401, "Unauthorized");
+
+    // HTTP/2 body without Content-Type: 415, decided on the bytes, not on framing headers.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{}{FLEX}", gw.addr.port()))
+        .header("authorization", "Bearer t")
+        .header("x-tenant", "5")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(VALID)))
+        .unwrap();
+    assert_eq!(send_h2(gw.addr, req).await.status, 415);
+    // `Content-Length: 00` without Content-Type is an empty body: 400.
+    let raw = format!("POST {FLEX} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t\r\nx-tenant: 5\r\ncontent-length: 00\r\nconnection: close\r\n\r\n");
+    let answer = send_raw(gw.addr, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "only the long-tenant GET was forwarded"
+    );
+}
