@@ -194,17 +194,8 @@ impl TestGateway {
     /// Writes `yaml` (which should listen on 127.0.0.1:0) and `files` into a temp dir, then
     /// loads and starts the gateway.
     pub async fn start(yaml: &str, files: &[(&str, &str)]) -> TestGateway {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, content) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let snapshot =
-            Snapshot::load(&config).unwrap_or_else(|errors| panic!("config: {errors:?}"));
-        TestGateway::from_snapshot(snapshot, dir).await
+        TestGateway::start_with_clock(yaml, files, &schemagate::ratelimit::GatewayClock::real())
+            .await
     }
 
     /// Like [`TestGateway::start`], and watching its files for hot reload (50 ms debounce).
@@ -239,7 +230,7 @@ impl TestGateway {
         }
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let snapshot = Snapshot::load_with(&config, |_| None, clock)
+        let snapshot = Snapshot::load_with(&config, |name| std::env::var(name).ok(), clock)
             .unwrap_or_else(|errors| panic!("config: {errors:?}"));
         TestGateway::from_snapshot(snapshot, dir).await
     }
