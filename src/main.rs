@@ -265,6 +265,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
             }
         };
         reload_on_sighup(Arc::clone(&reloader));
+        let shutdown = shutdown_signal();
         for addr in gateway.local_addrs() {
             say(&format!(
                 "schemagate listening on http://{addr} ({routes} routes from {})",
@@ -276,7 +277,7 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 "schemagate admin on http://{addr} (dashboard, /metrics, /status)"
             ));
         }
-        gateway.run(shutdown_signal()).await;
+        gateway.run(shutdown).await;
         ExitCode::SUCCESS
     })
 }
@@ -305,44 +306,46 @@ fn init_logging(format: LogFormat) {
 /// parts is read once, complete.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Reloads on every SIGHUP, for as long as the process runs.
+/// Reloads on every SIGHUP, for as long as the process runs. The handler is registered
+/// before this returns: registered later (inside the task), a SIGHUP right after startup
+/// would meet the default action and kill the process.
 fn reload_on_sighup(reloader: Arc<Reloader>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP");
             return;
         };
-        while hangup.recv().await.is_some() {
-            // Errors are logged and kept in the status by `reload`.
-            let _ = reloader.reload(Trigger::Signal).await;
-        }
-    });
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // Errors are logged and kept in the status by `reload`.
+                let _ = reloader.reload(Trigger::Signal).await;
+            }
+        });
+    }
     #[cfg(not(unix))]
     drop(reloader);
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that completes on SIGTERM or SIGINT. The handlers are registered before this
+/// returns, so a signal sent right after the "listening" line is not lost (or fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let term = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        signal(SignalKind::terminate()).ok()
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = ctrl_c.await;
     }
 }

@@ -290,3 +290,125 @@ async fn admin_token_guards_all_but_probes_and_dashboard_is_self_contained() {
         );
     }
 }
+
+/// The dashboard in a real headless Chromium: it loads without console errors and shows the
+/// request count after traffic. `./test.sh` installs Debian's chromium when it is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_renders_in_headless_chromium() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is needed for this test: run ./test.sh, which installs it");
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::start(
+        &admin_config(&upstream.url(), ""),
+        &[("schemas/s.json", SCHEMA)],
+    )
+    .await;
+    for body in [r#"{"n":1}"#, r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":1}"#] {
+        post_x(&gw, "a", body).await;
+    }
+    let url = format!("http://{}/", gw.admin.unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let screenshot = std::env::var("SCHEMAGATE_SCREENSHOT").ok();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(chromium);
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=1280,900",
+        ]);
+        command.arg(format!("--user-data-dir={}", profile.path().display()));
+        match screenshot {
+            Some(path) => command.arg(format!("--screenshot={path}")),
+            None => command.arg("--dump-dom"),
+        };
+        command.arg(&url).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("Uncaught"), "console errors:\n{log}");
+    if std::env::var("SCHEMAGATE_SCREENSHOT").is_err() {
+        // Four requests were answered before the page loaded (its own admin calls are not
+        // traffic and are not counted).
+        assert!(
+            dom.contains("data-requests=\"4\""),
+            "request count not shown:\n{dom}"
+        );
+        assert!(dom.contains("4 requests"), "{dom}");
+        assert!(dom.contains("body.n"), "top rejected field shown");
+        assert!(
+            !dom.contains(">cannot reach"),
+            "the page reached its endpoints"
+        );
+    }
+}
+
+#[tokio::test]
+async fn grafana_dashboard_only_queries_series_we_export() {
+    let upstream = Upstream::start(Answer::default()).await;
+    // Empty families are not exported, so drive every one: a report-only route, a 422, a
+    // 429 and a reload.
+    let report_route = "  - { name: r.report, method: POST, path: /r, upstream: backend, schemas: { body: s.json }, validation: report }\n";
+    let yaml =
+        admin_config(&upstream.url(), "").replace("admin:\n", &format!("{report_route}admin:\n"));
+    let (gw, _reload) = TestGateway::start_reloadable(&yaml, &[("schemas/s.json", SCHEMA)]).await;
+    let admin = gw.admin.unwrap();
+    for body in [r#"{"n":1}"#, r#"{"n":0}"#, r#"{"n":1}"#] {
+        post_x(&gw, "a", body).await;
+    }
+    let report = send(
+        gw.addr,
+        request(
+            "POST",
+            "/r",
+            &[("content-type", "application/json")],
+            br#"{"n":0}"#,
+        ),
+    )
+    .await;
+    assert_eq!(report.status, 200);
+    assert_eq!(
+        send(admin, request("POST", "/reload", &[], b""))
+            .await
+            .status,
+        200
+    );
+    let exposition = String::from_utf8(get(admin, "/metrics", &[]).await.body.to_vec()).unwrap();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/grafana/schemagate.json"
+    ))
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut checked = 0;
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("schemagate_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+                assert!(
+                    exposition.contains(&format!("# TYPE {family} ")),
+                    "{name} is not exported"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked}");
+}
