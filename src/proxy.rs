@@ -339,7 +339,7 @@ async fn handle_inner(
         validate::check(route, &view, parsed.as_ref()),
         &mut report,
     )?;
-    trace.reported = report.labels.clone();
+    trace.reported = std::mem::take(&mut report.labels);
     if !report.is_empty() {
         // Report-only: forward untouched, but say what would have been rejected.
         tracing::warn!(
