@@ -89,6 +89,24 @@ impl SchemaDir {
         })
     }
 
+    /// A hash of what the scan read (each file's URI and parsed content, or its error), so a
+    /// caller can tell whether two scans saw the same schemas without reading the files again
+    /// (a second read could see a newer file than the one compiled).
+    pub fn content_hash(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut docs: Vec<_> = self.scanned.by_uri.iter().collect();
+        docs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut hasher = DefaultHasher::new();
+        for (uri, doc) in docs {
+            uri.hash(&mut hasher);
+            match &doc.parsed {
+                Ok(value) => value.to_string().hash(&mut hasher),
+                Err(error) => error.hash(&mut hasher),
+            }
+        }
+        hasher.finish()
+    }
+
     /// Compiles `file`, a path inside the directory (as given to `scan`, or absolute).
     /// Errors name `file` as the caller wrote it.
     pub fn compile(&self, file: &Path) -> Result<CompiledSchema, SchemaError> {

@@ -469,49 +469,27 @@ fn compile(
             schema_dir: any_schema.then_some(schema_path),
             admin,
             log_format: raw.logging.format,
-            fingerprint: 0,
+            // The schemas' share of the fingerprint, from the very bytes compiled.
+            fingerprint: schema_dir.as_ref().map_or(0, SchemaDir::content_hash),
         })
     } else {
         Err(errors)
     }
 }
 
-/// Hashes the config text, every file under the schema directory (path and bytes, in
-/// order) and the mock bodies. Files that cannot be read hash as absent; a snapshot exists
-/// only if the ones it uses were readable.
+/// Hashes the config text, the schema files as they were scanned for this snapshot (see
+/// `SchemaDir::content_hash`, stored in `fingerprint` by `compile`) and the mock bodies.
 fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
     config_text.hash(&mut hasher);
-    if let Some(dir) = &snapshot.schema_dir {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files);
-        files.sort();
-        for file in files {
-            file.hash(&mut hasher);
-            std::fs::read(&file).ok().hash(&mut hasher);
-        }
-    }
+    snapshot.fingerprint.hash(&mut hasher);
     for route in &snapshot.routes {
         if let UpstreamTarget::Mock { status, body } = &route.upstream.target {
             (status.as_u16(), body).hash(&mut hasher);
         }
     }
     hasher.finish()
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 /// Checks a route's tenant source against the rest of the route.
