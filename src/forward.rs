@@ -66,7 +66,8 @@ pub struct Target<'a> {
     pub base_path: &'a str,
 }
 
-/// Turns the client's request parts into the upstream request parts, in place.
+/// Turns the client's request parts into the upstream request parts, in place. The caller has
+/// already removed hop-by-hop fields (`strip_hop_by_hop`), before any stage read the headers.
 pub fn upstream_request(
     parts: &mut request::Parts,
     target: &Target<'_>,
@@ -109,8 +110,9 @@ pub fn upstream_request(
     // The upstream pool speaks HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
 
+    // Hop-by-hop fields were removed by the caller before any check (`proxy::handle_inner`),
+    // so what was validated is exactly what is forwarded; they are not stripped twice.
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers);
     append_forwarded_for(headers, downstream.peer);
     let proto = if downstream.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));

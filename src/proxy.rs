@@ -320,7 +320,7 @@ async fn handle_inner(
             } => {
                 trace.limit = Some(info);
                 trace.throttled = true;
-                if !limiter.report_only {
+                if !limiter.report_only() {
                     trace.tenant = tenant;
                     return Err(GatewayError::TooManyRequests { retry_after_secs });
                 }

@@ -160,24 +160,21 @@ pub enum Outcome {
 pub struct RouteLimiter {
     /// What it was built from; a reload with equal settings keeps this limiter (and its state).
     settings: LimitSettings,
-    spec: QuotaSpec,
     keyed: Keyed,
     tiers: HashMap<String, (QuotaSpec, Direct)>,
     ceiling: Option<(QuotaSpec, Direct)>,
     clock: GatewayClock,
-    max_tenants: usize,
     /// Clock reading (ns) of the last sweep, so a full store sweeps at most once a second.
     last_sweep: AtomicU64,
-    pub report_only: bool,
 }
 
 impl std::fmt::Debug for RouteLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteLimiter")
-            .field("spec", &self.spec)
+            .field("spec", &self.settings.spec)
             .field("tiers", &self.tiers.keys().collect::<Vec<_>>())
             .field("ceiling", &self.ceiling.as_ref().map(|(s, _)| s))
-            .field("max_tenants", &self.max_tenants)
+            .field("max_tenants", &self.settings.max_tenants)
             .finish_non_exhaustive()
     }
 }
@@ -221,14 +218,11 @@ impl RouteLimiter {
         };
         Ok(RouteLimiter {
             settings: settings.clone(),
-            spec: settings.spec,
             keyed,
             tiers,
             ceiling,
             clock: clock.clone(),
-            max_tenants: settings.max_tenants,
             last_sweep: AtomicU64::new(0),
-            report_only: settings.report_only,
         })
     }
 
@@ -237,7 +231,7 @@ impl RouteLimiter {
         let own = match self.tiers.get(tenant) {
             Some((_, limiter)) => limiter.check(),
             None => {
-                if self.keyed.len() >= self.max_tenants {
+                if self.keyed.len() >= self.settings.max_tenants {
                     self.sweep_if_due();
                 }
                 self.keyed.check_key(&tenant.to_string())
@@ -300,7 +294,12 @@ impl RouteLimiter {
     }
 
     pub fn spec(&self) -> QuotaSpec {
-        self.spec
+        self.settings.spec
+    }
+
+    /// Count and log what would be throttled, but forward anyway.
+    pub fn report_only(&self) -> bool {
+        self.settings.report_only
     }
 
     pub fn settings(&self) -> &LimitSettings {
