@@ -10,6 +10,14 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# The TLS key-format test converts generated keys with the openssl command-line tool.
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends openssl >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends openssl >/dev/null; }
+fi
+
 # The dashboard test drives a real headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium for the dashboard test..."

@@ -49,6 +49,7 @@ fn resolve_and_check(c: &mut Criterion) {
                     params: &matched.params,
                     body: None,
                     key: None,
+                    client: None,
                 };
                 let who = tenant::resolve(&rule, &inputs).unwrap();
                 black_box(limiter.check(&who))

@@ -90,7 +90,8 @@ pub struct RawApiKey {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
-    /// `header`, `query`, `path`, `body` (a top-level field) or `key` (the API key's binding).
+    /// `header`, `query`, `path`, `body` (a top-level field), `key` (the API key's binding) or
+    /// `client_cert` (the verified TLS client certificate's subject common name).
     pub from: TenantFrom,
     /// The header, parameter or field name (not for `key`).
     #[serde(default)]
@@ -101,13 +102,14 @@ pub struct RawTenant {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TenantFrom {
     Header,
     Query,
     Path,
     Body,
     Key,
+    ClientCert,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -154,6 +156,67 @@ pub struct RawTier {
 pub struct RawListener {
     /// `host:port` to bind, e.g. `127.0.0.1:8080` or `0.0.0.0:80`.
     pub address: Spanned<Text>,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+/// A TLS listener's certificates and client authentication. Files are relative to the config
+/// file and watched: a renewed certificate is picked up like any config change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// Certificate chains with their keys. The client's SNI name picks the certificate whose
+    /// names (subject alternative names) match; the first one serves everything else.
+    pub certificates: Vec<RawCertificate>,
+    /// Ask clients for a certificate signed by this CA bundle.
+    #[serde(default)]
+    pub client_auth: Option<RawClientAuth>,
+    /// Longest a TLS handshake may take before the connection is closed. Default 10s.
+    #[serde(default)]
+    pub handshake_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<Text>,
+    /// PEM private key: PKCS#8, RSA (PKCS#1) or EC (SEC1).
+    pub key: Spanned<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// PEM bundle of the CAs that sign client certificates.
+    pub ca: Spanned<Text>,
+    /// `required` (default: the handshake fails without a valid certificate) or `optional`
+    /// (a certificate, when sent, must be valid).
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// TLS towards an `https://` upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM bundle of the CAs trusted for this upstream. Default: the system's roots.
+    #[serde(default)]
+    pub ca: Option<Spanned<Text>>,
+    /// A client certificate for upstream mTLS (with `key`).
+    #[serde(default)]
+    pub cert: Option<Spanned<Text>>,
+    #[serde(default)]
+    pub key: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +264,9 @@ pub struct RawUpstream {
     /// Upstream connect and response-header timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// CA bundle and client certificate for an `https://` upstream.
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,15 +51,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// What the forwarder needs to know about the downstream connection.
-#[derive(Debug, Clone, Copy)]
+/// What the gateway knows about the downstream connection.
+#[derive(Debug, Clone)]
 pub struct Downstream {
     pub peer: IpAddr,
     pub tls: bool,
+    /// The subject of the client certificate verified during the TLS handshake.
+    pub client_subject: Option<std::sync::Arc<str>>,
 }
 
 /// Where to send a request: the upstream's authority and base path.
 pub struct Target<'a> {
+    pub scheme: &'a Scheme,
     pub authority: &'a Authority,
     pub host_header: &'a HeaderValue,
     /// The upstream URL's path without a trailing `/` (empty for none).
@@ -74,7 +77,7 @@ pub fn upstream_request(
     forward: &ForwardPath,
     params: &matchit::Params<'_, '_>,
     preserve_host: bool,
-    downstream: Downstream,
+    downstream: &Downstream,
     request_id: &HeaderValue,
 ) -> Result<(), http::Error> {
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -103,7 +106,7 @@ pub fn upstream_request(
         path_and_query.push_str(query);
     }
     parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(target.scheme.clone())
         .authority(target.authority.clone())
         .path_and_query(PathAndQuery::try_from(path_and_query)?)
         .build()?;

@@ -21,6 +21,7 @@ pub mod schema;
 pub mod server;
 pub mod snapshot;
 pub mod tenant;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 

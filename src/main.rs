@@ -63,6 +63,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    schemagate::tls::install_default();
     let command = cli.command.unwrap_or(Command::Serve {
         config: PathBuf::from("config/gateway.yaml"),
     });

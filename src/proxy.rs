@@ -92,7 +92,7 @@ pub async fn handle(
     let path = request.uri().path().to_owned();
     let mut trace = Trace::default();
 
-    let result = handle_inner(&snapshot, downstream, &request_id, &mut trace, request).await;
+    let result = handle_inner(&snapshot, &downstream, &request_id, &mut trace, request).await;
     let route = trace.route.and_then(|i| snapshot.routes.get(i));
     let route_name = route.map_or("-", |r| r.name.as_str());
     let (mut response, reason) = match result {
@@ -243,7 +243,7 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// rate limit (429), schemas (422), then forward (502/504).
 async fn handle_inner(
     snapshot: &Snapshot,
-    downstream: Downstream,
+    downstream: &Downstream,
     request_id: &HeaderValue,
     trace: &mut Trace,
     request: Request<Incoming>,
@@ -268,6 +268,7 @@ async fn handle_inner(
         params: &found.params,
         body,
         key,
+        client: downstream.client_subject.as_deref(),
     };
     let mut report = validate::Report::default();
     let media = validate::enforce_or_report(

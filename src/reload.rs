@@ -232,17 +232,25 @@ impl Reloader {
         })
     }
 
+    /// The config file's directory, the schema directory and the directories of TLS files,
+    /// each once (a directory inside one already watched is covered by it). TLS files first
+    /// named by a reload are watched from the next restart; SIGHUP reloads them meanwhile.
     fn watched_dirs(&self) -> Vec<PathBuf> {
-        let config_dir = parent_dir(&self.loader.path);
-        let mut dirs = vec![config_dir.clone()];
-        if let Some(schema_dir) = &self.shared.snapshot.load().schema_dir {
-            let inside = schema_dir.starts_with(&config_dir)
-                || std::fs::canonicalize(schema_dir)
-                    .ok()
-                    .zip(std::fs::canonicalize(&config_dir).ok())
-                    .is_some_and(|(s, c)| s.starts_with(c));
-            if !inside && schema_dir.is_dir() {
-                dirs.push(schema_dir.clone());
+        let snapshot = self.shared.snapshot.load();
+        let candidates = snapshot
+            .schema_dir
+            .iter()
+            .cloned()
+            .chain(snapshot.tls_files.iter().map(|f| parent_dir(f)));
+        let mut dirs = vec![parent_dir(&self.loader.path)];
+        for dir in candidates {
+            let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            let covered = dirs.iter().any(|watched| {
+                dir.starts_with(watched)
+                    || std::fs::canonicalize(watched).is_ok_and(|w| canonical.starts_with(w))
+            });
+            if !covered && dir.is_dir() {
+                dirs.push(dir);
             }
         }
         dirs
@@ -296,10 +304,12 @@ fn carry_over(next: &mut Snapshot, old: &Snapshot) {
 /// Changes a running gateway cannot apply: listeners are bound once.
 fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     let mut changes = Vec::new();
-    if current.listeners != next.listeners {
+    let addresses = |s: &Snapshot| s.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
+    if addresses(current) != addresses(next) {
         changes.push(format!(
             "listeners changed from {:?} to {:?}; restart to apply (still serving the old ones)",
-            current.listeners, next.listeners
+            addresses(current),
+            addresses(next)
         ));
     }
     let address = |s: &Snapshot| s.admin.as_ref().map(|a| a.address);

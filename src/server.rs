@@ -13,18 +13,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward::Downstream;
 use crate::proxy::{self, Shared};
 use crate::snapshot::Snapshot;
+use crate::tls::ServerTls;
 
 /// How often idle rate-limit state is swept.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A gateway whose listeners are bound but not yet serving.
 pub struct Gateway {
-    listeners: Vec<TcpListener>,
+    /// Each bound socket with the address it was configured as (to find its TLS settings in
+    /// later snapshots).
+    listeners: Vec<(SocketAddr, TcpListener)>,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
@@ -33,11 +36,12 @@ impl Gateway {
     /// Binds every listener of `snapshot`. A port of 0 picks a free port (see `local_addrs`).
     pub async fn bind(snapshot: Snapshot) -> std::io::Result<Gateway> {
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
-        for addr in &snapshot.listeners {
+        for configured in &snapshot.listeners {
+            let addr = configured.address;
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
-            listeners.push(listener);
+            listeners.push((addr, listener));
         }
         let admin = match &snapshot.admin {
             Some(settings) => Some(TcpListener::bind(settings.address).await.map_err(|e| {
@@ -69,7 +73,7 @@ impl Gateway {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
     }
 
@@ -79,7 +83,7 @@ impl Gateway {
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut accept_tasks = Vec::new();
-        for listener in self.listeners {
+        for (configured, listener) in self.listeners {
             let shared = Arc::clone(&self.shared);
             let graceful = Arc::clone(&graceful);
             let mut stop = stop_rx.clone();
@@ -100,26 +104,29 @@ impl Gateway {
                         },
                     };
                     let _ = stream.set_nodelay(true);
-                    let downstream = Downstream {
-                        peer: peer.ip(),
-                        tls: false,
+                    // Each connection uses the TLS settings current when it is accepted: a
+                    // renewed certificate applies to new connections, never to open ones.
+                    let tls = shared
+                        .snapshot
+                        .load()
+                        .listeners
+                        .iter()
+                        .find(|l| l.address == configured)
+                        .and_then(|l| l.tls.clone());
+                    let connection = Connection {
+                        shared: Arc::clone(&shared),
+                        builder: builder.clone(),
+                        watcher: graceful.watcher(),
+                        peer,
                     };
-                    let open = Arc::clone(&shared);
-                    let shared = Arc::clone(&shared);
-                    let service = service_fn(move |request| {
-                        proxy::handle(Arc::clone(&shared), downstream, request)
-                    });
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watcher().watch(connection);
-                    open.metrics.connections.inc();
                     tokio::spawn(async move {
-                        let result = connection.await;
-                        open.metrics.connections.dec();
-                        if let Err(error) = result {
-                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        connection.shared.metrics.connections.inc();
+                        let shared = Arc::clone(&connection.shared);
+                        match tls {
+                            None => connection.serve(stream, None).await,
+                            Some(tls) => connection.serve_tls(stream, &tls).await,
                         }
+                        shared.metrics.connections.dec();
                     });
                 }
                 // Dropping the listener here closes the port at once.
@@ -198,5 +205,63 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// One accepted connection, before its protocol (and TLS) is settled.
+struct Connection {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Runs the TLS handshake (bounded by the listener's handshake timeout), then serves.
+    async fn serve_tls(self, stream: TcpStream, tls: &ServerTls) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+        let stream =
+            match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, peer = %self.peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let subject = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .and_then(crate::tls::client_subject);
+        self.serve(stream, Some(subject)).await;
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `io`. `tls` holds the client certificate's subject when
+    /// the connection is TLS.
+    async fn serve<I>(self, io: I, tls: Option<Option<Arc<str>>>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let downstream = Downstream {
+            peer: self.peer.ip(),
+            tls: tls.is_some(),
+            client_subject: tls.flatten(),
+        };
+        let shared = self.shared;
+        let service = service_fn(move |request| {
+            proxy::handle(Arc::clone(&shared), downstream.clone(), request)
+        });
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(error) = self.watcher.watch(connection).await {
+            tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
+        }
     }
 }

@@ -16,8 +16,9 @@ use serde_saphyr::Spanned;
 
 use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
-    self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute,
-    RawSchemas, RawTenant, RawUpstream, TenantFrom, ValidationMode,
+    self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawListenerTls,
+    RawRateLimit, RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, TenantFrom,
+    ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward;
@@ -25,7 +26,8 @@ use crate::ratelimit::{GatewayClock, LimitSettings, QuotaSpec, RouteLimiter};
 use crate::route::Router;
 use crate::schema::{CompiledSchema, SchemaDir};
 use crate::tenant::{TenantRule, TenantSource};
-use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
+use crate::tls::{self, ServerTls};
+use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget, UpstreamTls};
 
 use http::HeaderName;
 
@@ -42,7 +44,7 @@ pub const DEFAULT_MAX_TENANTS: usize = 100_000;
 pub struct Snapshot {
     /// The config file this snapshot was built from.
     pub source: PathBuf,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
     pub drain_timeout: Duration,
     pub router: Router,
     pub routes: Vec<Route>,
@@ -54,8 +56,17 @@ pub struct Snapshot {
     pub admin: Option<AdminSettings>,
     pub log_format: LogFormat,
     /// A hash of everything the snapshot was built from (config text, every schema file,
-    /// mock bodies): a reload that finds it unchanged keeps the current generation.
+    /// mock bodies, TLS files): a reload that finds it unchanged keeps the current generation.
     pub fingerprint: u64,
+    /// Certificate, key and CA files read for TLS (watched for hot reload).
+    pub tls_files: Vec<PathBuf>,
+}
+
+/// A listener as configured: where to bind and whether to terminate TLS.
+#[derive(Debug)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// One route, with everything the request path needs already resolved.
@@ -172,7 +183,10 @@ impl Snapshot {
             self.routes.len(),
             self.listeners
                 .iter()
-                .map(|a| a.to_string())
+                .map(|l| match l.tls {
+                    Some(_) => format!("{} (TLS)", l.address),
+                    None => l.address.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -198,6 +212,7 @@ fn compile(
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
 
+    let mut material = tls::Material::default();
     let mut listeners = Vec::new();
     if raw.listeners.is_empty() {
         errors.push(ConfigError::file(
@@ -207,8 +222,23 @@ fn compile(
     }
     for (i, listener) in raw.listeners.iter().enumerate() {
         let address = &listener.address;
+        let tls = match &listener.tls {
+            Some(raw_tls) => match listener_tls(&base_dir, &raw_tls.value, &mut material) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err(message) => {
+                    errors.push(ConfigError::at(
+                        path,
+                        raw_tls.referenced,
+                        format!("listeners[{i}].tls"),
+                        message,
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         match address.value.parse::<SocketAddr>() {
-            Ok(addr) => listeners.push(addr),
+            Ok(address) => listeners.push(Listener { address, tls }),
             Err(_) => errors.push(ConfigError::at(
                 path,
                 address.referenced,
@@ -243,7 +273,14 @@ fn compile(
 
     let mut upstreams: Vec<(String, Arc<Upstream>, Duration)> = Vec::new();
     for (name, spanned) in &raw.upstreams {
-        match compile_upstream(path, &base_dir, name, spanned, connect_default) {
+        match compile_upstream(
+            path,
+            &base_dir,
+            name,
+            spanned,
+            connect_default,
+            &mut material,
+        ) {
             Ok(upstream) => {
                 let response = spanned
                     .value
@@ -469,8 +506,9 @@ fn compile(
             schema_dir: any_schema.then_some(schema_path),
             admin,
             log_format: raw.logging.format,
-            // The schemas' share of the fingerprint, from the very bytes compiled.
-            fingerprint: schema_dir.as_ref().map_or(0, SchemaDir::content_hash),
+            // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
+            fingerprint: schema_dir.as_ref().map_or(0, SchemaDir::content_hash) ^ material.hash(),
+            tls_files: material.files,
         })
     } else {
         Err(errors)
@@ -535,6 +573,12 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> 
                 return Err("`from: key` takes no `name`".to_string());
             }
             TenantSource::Key
+        }
+        TenantFrom::ClientCert => {
+            if name.is_some() {
+                return Err("`from: client_cert` takes no `name`".to_string());
+            }
+            TenantSource::ClientCert
         }
     };
     Ok(TenantRule {
@@ -662,6 +706,7 @@ fn compile_upstream(
     name: &str,
     spanned: &Spanned<RawUpstream>,
     connect_default: Duration,
+    material: &mut tls::Material,
 ) -> Result<Upstream, ConfigError> {
     let raw = &spanned.value;
     let at_line = |location, field: &str, message: String| {
@@ -701,20 +746,34 @@ fn compile_upstream(
                 url.0
             ))
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(at_url(
-                    "https upstreams are not built yet; use http:// or `mock`".to_string(),
-                ))
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(at_url(format!(
-                    "{:?} must start with http:// (or be `mock`)",
+                    "{:?} must start with http:// or https:// (or be `mock`)",
                     url.0
                 )))
             }
-        }
+        };
+        let tls = match (&raw.tls, https) {
+            (Some(tls), false) => {
+                return Err(at_line(
+                    tls.referenced,
+                    "tls",
+                    "`tls` applies to https:// upstreams only".to_string(),
+                ))
+            }
+            (tls, true) => Some(
+                upstream_tls(base_dir, tls.as_ref().map(|t| &t.value), material).map_err(
+                    |message| {
+                        let location = tls.as_ref().map_or(raw.url.referenced, |t| t.referenced);
+                        at_line(location, "tls", message)
+                    },
+                )?,
+            ),
+            (None, false) => None,
+        };
         let authority = uri
             .authority()
             .cloned()
@@ -725,7 +784,12 @@ fn compile_upstream(
             ));
         }
         let connect = raw.timeouts.connect.map_or(connect_default, |d| d.0);
-        UpstreamTarget::Http(Box::new(HttpUpstream::new(authority, uri.path(), connect)))
+        UpstreamTarget::Http(Box::new(HttpUpstream::new(
+            authority,
+            uri.path(),
+            connect,
+            tls,
+        )))
     };
     if raw.timeouts.drain.is_some() {
         return Err(at(
@@ -737,4 +801,63 @@ fn compile_upstream(
         name: name.to_string(),
         target,
     })
+}
+
+/// Client TLS settings for an `https://` upstream, and a hash of the files they came from
+/// (so a reload keeps the connection pool only when nothing changed).
+fn upstream_tls(
+    base_dir: &Path,
+    raw: Option<&RawUpstreamTls>,
+    material: &mut tls::Material,
+) -> Result<UpstreamTls, String> {
+    let mut own = tls::Material::default();
+    let raw = raw.map_or((None, None, None), |r| {
+        (r.ca.as_ref(), r.cert.as_ref(), r.key.as_ref())
+    });
+    let ca = raw.0.map(|ca| base_dir.join(&*ca.value));
+    let identity = match (raw.1, raw.2) {
+        (Some(cert), Some(key)) => Some((base_dir.join(&*cert.value), base_dir.join(&*key.value))),
+        (None, None) => None,
+        _ => return Err("a client certificate needs both `cert` and `key`".to_string()),
+    };
+    let config = tls::client(
+        ca.as_deref(),
+        identity
+            .as_ref()
+            .map(|(cert, key)| tls::CertFiles { cert, key }),
+        &mut own,
+    )?;
+    material.absorb(&own);
+    Ok(UpstreamTls {
+        config,
+        files_hash: own.hash(),
+    })
+}
+
+/// A TLS listener's settings from its config block.
+fn listener_tls(
+    base_dir: &Path,
+    raw: &RawListenerTls,
+    material: &mut tls::Material,
+) -> Result<tls::ServerTls, String> {
+    let paths: Vec<(PathBuf, PathBuf)> = raw
+        .certificates
+        .iter()
+        .map(|c| (base_dir.join(&*c.cert.value), base_dir.join(&*c.key.value)))
+        .collect();
+    let files: Vec<tls::CertFiles<'_>> = paths
+        .iter()
+        .map(|(cert, key)| tls::CertFiles { cert, key })
+        .collect();
+    let client_ca = raw
+        .client_auth
+        .as_ref()
+        .map(|auth| (base_dir.join(&*auth.ca.value), auth.mode));
+    tls::server(
+        &files,
+        client_ca.as_ref().map(|(ca, mode)| (ca.as_path(), *mode)),
+        raw.handshake_timeout
+            .map_or(tls::DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
+        material,
+    )
 }

@@ -25,6 +25,8 @@ pub enum TenantSource {
     Body(String),
     /// The API key's binding: its one tenant, or its name when bound to several.
     Key,
+    /// The verified TLS client certificate's subject (common name).
+    ClientCert,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,7 @@ impl TenantRule {
             TenantSource::Path(name) => format!("the path parameter {name}"),
             TenantSource::Body(name) => format!("the body field {name}"),
             TenantSource::Key => "an API key".to_string(),
+            TenantSource::ClientCert => "a TLS client certificate".to_string(),
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Inputs<'a> {
     pub params: &'a matchit::Params<'a, 'a>,
     pub body: Option<&'a Value>,
     pub key: Option<&'a ApiKey>,
+    /// The verified client certificate's subject, on a TLS listener that asked for one.
+    pub client: Option<&'a str>,
 }
 
 /// Resolves the tenant (or [`SHARED`]) and checks the API key may act for it.
@@ -80,6 +85,7 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
             [one] if one != "*" => one.clone(),
             _ => key.name.clone(),
         }),
+        TenantSource::ClientCert => inputs.client.map(str::to_string),
     };
     let tenant = match found.filter(|t| !t.is_empty()) {
         Some(tenant) if tenant.len() > MAX_TENANT_LEN => {
@@ -159,6 +165,7 @@ mod tests {
                 params: &matched.params,
                 body,
                 key,
+                client: None,
             },
         )
     }

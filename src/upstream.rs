@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -41,35 +42,77 @@ pub enum UpstreamTarget {
 
 #[derive(Debug)]
 pub struct HttpUpstream {
+    scheme: Scheme,
     authority: Authority,
     host_header: HeaderValue,
     base_path: String,
     connect_timeout: Duration,
-    client: Client<HttpConnector, RequestBody>,
+    /// A hash of the TLS files (CA bundle, client certificate) the pool was built with.
+    tls_files: Option<u64>,
+    pool: Pool,
+}
+
+/// Client TLS settings for an `https://` upstream (see `tls::client`).
+pub struct UpstreamTls {
+    pub config: rustls::ClientConfig,
+    pub files_hash: u64,
+}
+
+/// One pooled client per upstream: plain TCP, or TLS with ALPN offering `h2` and `http/1.1`
+/// (HTTP/2 is used when the upstream picks it).
+#[derive(Debug)]
+enum Pool {
+    Plain(Client<HttpConnector, RequestBody>),
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
 }
 
 impl HttpUpstream {
-    pub fn new(authority: Authority, base_path: &str, connect_timeout: Duration) -> Self {
+    pub fn new(
+        authority: Authority,
+        base_path: &str,
+        connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+            .pool_timer(hyper_util::rt::TokioTimer::new());
+        let (scheme, tls_files, pool) = match tls {
+            None => (Scheme::HTTP, None, Pool::Plain(builder.build(connector))),
+            Some(tls) => {
+                // The TLS connector also dials http:// URIs, but only https:// ones reach it.
+                connector.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.config)
+                    .https_only()
+                    .enable_all_versions()
+                    .wrap_connector(connector);
+                (
+                    Scheme::HTTPS,
+                    Some(tls.files_hash),
+                    Pool::Tls(builder.build(https)),
+                )
+            }
+        };
         let host_header = HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         HttpUpstream {
+            scheme,
             authority,
             host_header,
             base_path: base_path.trim_end_matches('/').to_string(),
             connect_timeout,
-            client,
+            tls_files,
+            pool,
         }
     }
 
     pub fn target(&self) -> Target<'_> {
         Target {
+            scheme: &self.scheme,
             authority: &self.authority,
             host_header: &self.host_header,
             base_path: &self.base_path,
@@ -83,9 +126,11 @@ impl Upstream {
     pub fn same_settings(&self, other: &Upstream) -> bool {
         match (&self.target, &other.target) {
             (UpstreamTarget::Http(a), UpstreamTarget::Http(b)) => {
-                a.authority == b.authority
+                a.scheme == b.scheme
+                    && a.authority == b.authority
                     && a.base_path == b.base_path
                     && a.connect_timeout == b.connect_timeout
+                    && a.tls_files == b.tls_files
             }
             (
                 UpstreamTarget::Mock {
@@ -106,8 +151,8 @@ impl Upstream {
         match &self.target {
             UpstreamTarget::Http(http) => {
                 format!(
-                    "{} (http://{}{})",
-                    self.name, http.authority, http.base_path
+                    "{} ({}://{}{})",
+                    self.name, http.scheme, http.authority, http.base_path
                 )
             }
             UpstreamTarget::Mock { status, .. } => {
@@ -127,7 +172,10 @@ impl Upstream {
             UpstreamTarget::Http(http) => http,
             UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
         };
-        let pending = http.client.request(request);
+        let pending = match &http.pool {
+            Pool::Plain(client) => client.request(request),
+            Pool::Tls(client) => client.request(request),
+        };
         let response = match tokio::time::timeout(response_headers_timeout, pending).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {

@@ -9,4 +9,5 @@ mod core;
 mod reload;
 mod support;
 mod tenants;
+mod tls;
 mod validation;
