@@ -700,3 +700,78 @@ async fn tls_config_errors_name_the_file_and_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn certificates_rotate_under_load_without_a_failed_request() {
+    let pki = Pki::new("test ca");
+    let leaves: Vec<Leaf> = (0..4)
+        .map(|i| {
+            pki.leaf(
+                &["localhost"],
+                &format!("gen{i}"),
+                ExtendedKeyUsagePurpose::ServerAuth,
+                None,
+            )
+        })
+        .collect();
+    let upstream = Upstream::start(Answer::default()).await;
+    // Certificate and key in one file, so each rotation is a single atomic rename.
+    let bundle = |leaf: &Leaf| format!("{}{}", leaf.cert, leaf.key);
+    let (gw, reloading) = TestGateway::start_reloadable(
+        &tls_config(&upstream.url(), "", "").replace("certs/a.key", "certs/a.pem"),
+        &[("certs/a.pem", &bundle(&leaves[0]))],
+    )
+    .await;
+    let config = client_config(&pki.ca_pem, None, &[b"http/1.1", b"h2"]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (config, stop, addr) = (config.clone(), Arc::clone(&stop), gw.addr);
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut names) =
+                (0, Vec::new(), std::collections::BTreeSet::new());
+            // Bounded: at most 2 000 connections per client.
+            for _ in 0..2_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match connect(addr, config.clone(), "localhost").await {
+                    Ok(stream) => {
+                        names.insert(served_name(&stream));
+                        let result = async {
+                            let mut sender = Sender::over(stream).await?;
+                            sender.send(get("/x")).await
+                        }
+                        .await;
+                        match result {
+                            Ok(got) if got.status == 200 => ok += 1,
+                            other => failed.push(format!("{other:?}")),
+                        }
+                    }
+                    Err(error) => failed.push(error.to_string()),
+                }
+            }
+            (ok, failed, names)
+        }));
+    }
+    let certs = gw.dir().join("certs");
+    for (i, leaf) in leaves.iter().enumerate().skip(1) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let temp = certs.join("a.pem.new");
+        std::fs::write(&temp, bundle(leaf)).unwrap();
+        std::fs::rename(&temp, certs.join("a.pem")).unwrap();
+        reloading.wait_generation(i as u64 + 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut names) = (0, std::collections::BTreeSet::new());
+    for client in clients {
+        let (done, failed, seen) = client.await.unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+        ok += done;
+        names.extend(seen);
+    }
+    assert!(ok > 0);
+    // Every generation's certificate was served to some new connection.
+    assert_eq!(names.len(), 4, "{names:?}");
+}
