@@ -1,7 +1,18 @@
-//! Body types shared by the stages.
+//! Body types shared by the stages, and the guard that holds a request body to its limits.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::GatewayError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -11,3 +22,173 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 /// What the gateway sends upstream: the client's body streamed through, or bytes it buffered
 /// for validation (sent unchanged).
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A request body broke one of its route's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// More than `limit` bytes arrived.
+    TooLarge { limit: u64 },
+    /// No data arrived for the idle timeout.
+    Idle,
+    /// The whole body took longer than the body timeout.
+    Total,
+}
+
+impl BodyLimit {
+    pub fn to_error(self) -> GatewayError {
+        match self {
+            BodyLimit::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            BodyLimit::Idle | BodyLimit::Total => GatewayError::RequestTimeout,
+        }
+    }
+
+    /// The limit named anywhere in an error's source chain (a body error surfaces wrapped in
+    /// hyper's and the upstream client's errors).
+    pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<BodyLimit> {
+        std::iter::successors(Some(error), |e| e.source())
+            .find_map(|e| e.downcast_ref::<BodyLimit>().copied())
+    }
+}
+
+impl fmt::Display for BodyLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyLimit::TooLarge { limit } => write!(f, "request body larger than {limit} bytes"),
+            BodyLimit::Idle => f.write_str("request body paused too long"),
+            BodyLimit::Total => f.write_str("request body took too long"),
+        }
+    }
+}
+
+impl std::error::Error for BodyLimit {}
+
+pin_project! {
+    /// A request body held to its route's limits: at most `limit` bytes, no pause longer than
+    /// `idle`, the whole of it within `total`. Breaking one ends the body with a [`BodyLimit`]
+    /// error. The timers cost nothing until the body first has to wait for data.
+    pub struct Guarded<B> {
+        #[pin]
+        inner: B,
+        seen: u64,
+        limit: u64,
+        idle: Duration,
+        #[pin]
+        idle_timer: Sleep,
+        #[pin]
+        total_timer: Sleep,
+    }
+}
+
+impl<B> Guarded<B> {
+    pub fn new(inner: B, limit: u64, idle: Duration, total: Duration) -> Self {
+        let now = Instant::now();
+        Guarded {
+            inner,
+            seen: 0,
+            limit,
+            idle,
+            idle_timer: tokio::time::sleep_until(now + idle),
+            total_timer: tokio::time::sleep_until(now + total),
+        }
+    }
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen = this.seen.saturating_add(data.len() as u64);
+                    if *this.seen > *this.limit {
+                        let limit = *this.limit;
+                        return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge { limit }))));
+                    }
+                    let next = Instant::now() + *this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.total_timer.poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Total))));
+                }
+                if this.idle_timer.poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Idle))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn chunks(
+        parts: Vec<(u64, &'static [u8])>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        let stream = futures_util::stream::unfold(parts.into_iter(), |mut rest| async move {
+            let (delay_ms, bytes) = rest.next()?;
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            Some((Ok(Frame::data(Bytes::from_static(bytes))), rest))
+        });
+        StreamBody::new(stream)
+    }
+
+    async fn outcome(parts: Vec<(u64, &'static [u8])>) -> Result<Bytes, Option<BodyLimit>> {
+        let guarded = Guarded::new(
+            chunks(parts),
+            10,
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        );
+        match guarded.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) => Err(BodyLimit::find(error.as_ref())),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_a_body_to_size_pause_and_total_time() {
+        assert_eq!(
+            outcome(vec![(0, b"12345"), (900, b"67890")]).await,
+            Ok(Bytes::from_static(b"1234567890"))
+        );
+        assert_eq!(
+            outcome(vec![(0, b"12345"), (0, b"678901")]).await,
+            Err(Some(BodyLimit::TooLarge { limit: 10 }))
+        );
+        assert_eq!(
+            outcome(vec![(0, b"1"), (1_500, b"2")]).await,
+            Err(Some(BodyLimit::Idle))
+        );
+        // Each pause is short, but together they pass the total.
+        assert_eq!(
+            outcome(vec![(900, b"1"), (900, b"2"), (900, b"3"), (900, b"4")]).await,
+            Err(Some(BodyLimit::Total))
+        );
+    }
+}

@@ -238,6 +238,17 @@ pub struct RawTimeouts {
     pub response_headers: Option<Dur>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub drain: Option<Dur>,
+    /// Time a client has to send a request's headers; also how long an idle HTTP/1
+    /// keep-alive connection is kept (the connection is closed when exceeded).
+    pub header_read: Option<Dur>,
+    /// Longest pause in a request body (408 when exceeded).
+    pub body_idle: Option<Dur>,
+    /// Longest a whole request body may take (408 when exceeded).
+    pub body: Option<Dur>,
+    /// Longest a response write may stall on a client that does not read (connection closed).
+    pub write_stall: Option<Dur>,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle: Option<Dur>,
 }
 
 /// Request limits; every field is optional and falls back to the level above.
@@ -250,6 +261,18 @@ pub struct RawLimits {
     pub json_depth: Option<usize>,
     /// Most violations listed in one 422 answer; the rest are summarised as "and N more".
     pub violations: Option<usize>,
+    /// Most header fields in a request (431 above it).
+    pub headers: Option<usize>,
+    /// Largest header block, names and values together (431 above it).
+    pub header_bytes: Option<Size>,
+    /// Longest request target (414 above it).
+    pub uri: Option<Size>,
+    /// Most client connections open at once; further ones wait in the accept queue.
+    pub connections: Option<usize>,
+    /// Most requests in flight at once; above it, an immediate 503 with `Retry-After`.
+    pub in_flight: Option<usize>,
+    /// Most concurrent streams per HTTP/2 connection.
+    pub h2_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,6 +48,10 @@ pub enum GatewayError {
     UnsupportedMediaType,
     /// The body is larger than the route's limit.
     PayloadTooLarge { limit: u64 },
+    /// Too many header fields, or too many bytes of them.
+    HeadersTooLarge { message: String },
+    /// The request target is longer than the limit.
+    UriTooLong { limit: usize },
     /// The request is malformed: unparseable, empty or too deep JSON, a failed body read.
     BadRequest { message: String },
     /// The request fails its schemas. `violations` holds those worded (about `cap` at
@@ -78,6 +82,8 @@ impl GatewayError {
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +103,8 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
+            | GatewayError::UriTooLong { .. }
             | GatewayError::BadRequest { .. }
             | GatewayError::Invalid { .. } => Side::Downstream,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
@@ -104,6 +112,19 @@ impl GatewayError {
             }
             GatewayError::Unavailable { .. } => Side::Internal,
         }
+    }
+
+    /// Whether an HTTP/1 connection should close after this answer: the request's head or
+    /// body was not read as a well-behaved client sends it, so the rest of the stream cannot
+    /// be trusted to start at a request boundary.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::RequestTimeout
+                | GatewayError::PayloadTooLarge { .. }
+                | GatewayError::HeadersTooLarge { .. }
+                | GatewayError::UriTooLong { .. }
+        )
     }
 
     /// A short, stable label for logs and metrics.
@@ -116,6 +137,8 @@ impl GatewayError {
             GatewayError::RequestTimeout => "body_timeout",
             GatewayError::UnsupportedMediaType => "media_type",
             GatewayError::PayloadTooLarge { .. } => "body_too_large",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::BadRequest { .. } => "bad_request",
             GatewayError::Invalid { .. } => "schema",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -140,6 +163,10 @@ impl GatewayError {
             }
             GatewayError::PayloadTooLarge { limit } => {
                 format!("request body is larger than {limit} bytes")
+            }
+            GatewayError::HeadersTooLarge { message } => message.clone(),
+            GatewayError::UriTooLong { limit } => {
+                format!("the request target is longer than {limit} bytes")
             }
             GatewayError::BadRequest { message } => message.clone(),
             GatewayError::Invalid {
@@ -198,6 +225,8 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
+            | GatewayError::UriTooLong { .. }
             | GatewayError::BadRequest { .. }
             | GatewayError::Invalid { .. }
             | GatewayError::UpstreamUnavailable { .. }
@@ -339,6 +368,14 @@ mod tests {
                 400,
                 "Bad Request",
             ),
+            (
+                GatewayError::HeadersTooLarge {
+                    message: "m".into(),
+                },
+                431,
+                "Request Header Fields Too Large",
+            ),
+            (GatewayError::UriTooLong { limit: 8 }, 414, "URI Too Long"),
             (
                 GatewayError::Invalid {
                     violations: Vec::new(),

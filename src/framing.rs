@@ -5,9 +5,9 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
-use crate::body::BoxError;
+use crate::body::{BodyLimit, BoxError};
 use crate::error::GatewayError;
 
 /// Before reading the body: accepts `application/json` and `application/*+json`, with
@@ -52,34 +52,44 @@ pub fn check_missing_media_type(had_content_type: bool, body: &[u8]) -> Result<(
     }
 }
 
-/// Reads the whole body, refusing (413) as soon as it is known to exceed `limit`.
-pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, GatewayError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+/// Refuses (413) a body whose declared Content-Length is over `limit`, before reading any of
+/// it. Bodies without one are held to the limit as they stream (`body::Guarded`).
+pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), GatewayError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(GatewayError::PayloadTooLarge { limit });
+    match declared {
+        Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
+        _ => Ok(()),
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
+}
+
+/// Reads a (guarded) body whole. A broken limit is its 413 or 408; any other read failure
+/// (the client went away, bad framing) is a 400.
+pub async fn read_body<B>(body: B) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+        Err(error) => {
+            let error: BoxError = error.into();
+            Err(BodyLimit::find(error.as_ref()).map_or_else(
+                || GatewayError::BadRequest {
+                    message: "the request body could not be read".to_string(),
+                },
+                BodyLimit::to_error,
+            ))
         }
-        Err(_) => Err(GatewayError::BadRequest {
-            message: "the request body could not be read".to_string(),
-        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -138,18 +148,19 @@ mod tests {
 
     #[tokio::test]
     async fn size_limit() {
-        let body = http_body_util::Full::new(Bytes::from_static(b"12345"));
-        assert_eq!(
-            read_body(&headers(&[]), body.clone(), 5).await.unwrap(),
-            "12345"
-        );
+        let guarded = |limit| {
+            let body = http_body_util::Full::new(Bytes::from_static(b"12345"));
+            crate::body::Guarded::new(body, limit, Duration::from_secs(1), Duration::from_secs(1))
+        };
+        assert_eq!(read_body(guarded(5)).await.unwrap(), "12345");
         assert!(matches!(
-            read_body(&headers(&[]), body.clone(), 4).await,
+            read_body(guarded(4)).await,
             Err(GatewayError::PayloadTooLarge { limit: 4 })
         ));
         // Declared too large: refused before reading.
+        assert!(check_declared_length(&headers(&[("content-length", "5")]), 5).is_ok());
         assert!(matches!(
-            read_body(&headers(&[("content-length", "99")]), body, 5).await,
+            check_declared_length(&headers(&[("content-length", "99")]), 5),
             Err(GatewayError::PayloadTooLarge { .. })
         ));
     }

@@ -188,9 +188,9 @@ impl Metrics {
 
     /// Counts a request in flight until the guard drops.
     pub fn track_in_flight(&self) -> InFlight<'_> {
-        self.in_flight_now.fetch_add(1, Ordering::Relaxed);
+        let before = self.in_flight_now.fetch_add(1, Ordering::Relaxed);
         self.in_flight.inc();
-        InFlight(self)
+        InFlight(self, before.saturating_add(1))
     }
 
     pub fn in_flight_now(&self) -> i64 {
@@ -205,7 +205,14 @@ impl Default for Metrics {
 }
 
 /// Decrements the in-flight gauge when dropped (also when a request is cancelled).
-pub struct InFlight<'a>(&'a Metrics);
+pub struct InFlight<'a>(&'a Metrics, i64);
+
+impl InFlight<'_> {
+    /// How many requests were in flight, this one included, when it started.
+    pub fn position(&self) -> usize {
+        usize::try_from(self.1).unwrap_or(0)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

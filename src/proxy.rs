@@ -18,11 +18,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::auth;
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{Guarded, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
@@ -31,7 +32,7 @@ use crate::metrics::{
 };
 use crate::ratelimit::{self, LimitInfo};
 use crate::reload::Reloader;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ServerLimits, Snapshot};
 use crate::tenant;
 use crate::upstream::UpstreamTarget;
 use crate::validate;
@@ -85,14 +86,22 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    let _in_flight = shared.metrics.track_in_flight();
+    let in_flight = shared.metrics.track_in_flight();
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let http1 = request.version() < http::Version::HTTP_2;
     let mut trace = Trace::default();
 
-    let result = handle_inner(&snapshot, &downstream, &request_id, &mut trace, request).await;
+    // Over the in-flight cap: refused at once, never queued.
+    let result = if in_flight.position() > snapshot.server.in_flight {
+        Err(GatewayError::Unavailable {
+            retry_after_secs: 1,
+        })
+    } else {
+        handle_inner(&snapshot, &downstream, &request_id, &mut trace, request).await
+    };
     let route = trace.route.and_then(|i| snapshot.routes.get(i));
     let route_name = route.map_or("-", |r| r.name.as_str());
     let (mut response, reason) = match result {
@@ -101,7 +110,14 @@ pub async fn handle(
             let reason = error.reason();
             count_rejection(&shared.metrics, route_name, &error);
             let style = route.map(|r| r.error_style).unwrap_or_default();
-            (error.into_response(style), Some(reason))
+            let close = http1 && error.closes_connection();
+            let mut response = error.into_response(style);
+            if close {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (response, Some(reason))
         }
     };
     record(
@@ -231,9 +247,6 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
     }
 }
 
-/// The longest a client may take to send a validated body.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -253,6 +266,7 @@ async fn handle_inner(
     // connection: they are removed before anything looks at the headers, so what is checked
     // is exactly what is forwarded.
     forward::strip_hop_by_hop(&mut parts.headers);
+    check_head(&snapshot.server, &parts)?;
     let path = parts.uri.path().to_owned();
     let found = snapshot.router.find(&parts.method, &path)?;
     trace.route = Some(found.route);
@@ -279,15 +293,26 @@ async fn handle_inner(
 
     // A route with a body schema reads the body whole (within its limit, 413 above it) to
     // parse it; what goes upstream is those same bytes. Other bodies stream through.
+    // Every body is held to the route's size limit and body timeouts (413, 408), whether it
+    // is read here or streamed upstream.
+    let guarded = |body| {
+        Guarded::new(
+            body,
+            route.limits.body,
+            route.body_idle_timeout,
+            route.body_timeout,
+        )
+    };
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
-        let read = framing::read_body(&parts.headers, body, route.limits.body);
-        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
-            .await
-            .map_err(|_| GatewayError::RequestTimeout)??;
+        framing::check_declared_length(&parts.headers, route.limits.body)?;
+        let bytes = framing::read_body(guarded(body)).await?;
         let full = Full::new(bytes.clone()).map_err(|never| match never {});
         (Some(bytes), full.boxed_unsync())
-    } else {
+    } else if body.is_end_stream() {
         (None, body.map_err(Into::into).boxed_unsync())
+    } else {
+        framing::check_declared_length(&parts.headers, route.limits.body)?;
+        (None, guarded(body).boxed_unsync())
     };
     let view = validate::Parts {
         headers: &parts.headers,
@@ -379,4 +404,31 @@ async fn handle_inner(
         .await;
     trace.upstream_latency = Some(sent.elapsed());
     answer
+}
+
+/// Refuses request heads over the connection-level limits: too many header fields or header
+/// bytes (431), a request target too long (414). hyper's own parser limits are set above
+/// these (see `server`), so the answer here is the envelope.
+fn check_head(limits: &ServerLimits, parts: &http::request::Parts) -> Result<(), GatewayError> {
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > limits.uri {
+        return Err(GatewayError::UriTooLong { limit: limits.uri });
+    }
+    if parts.headers.len() > limits.headers {
+        return Err(GatewayError::HeadersTooLarge {
+            message: format!("more than {} header fields", limits.headers),
+        });
+    }
+    let bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > limits.header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            message: format!("header fields larger than {} bytes", limits.header_bytes),
+        });
+    }
+    Ok(())
 }

@@ -7,17 +7,24 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 
 use crate::forward::Downstream;
 use crate::proxy::{self, Shared};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ServerLimits, Snapshot};
 use crate::tls::ServerTls;
 
 /// How often idle rate-limit state is swept.
@@ -83,14 +90,22 @@ impl Gateway {
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut accept_tasks = Vec::new();
+        let open = Arc::new(OpenConnections::default());
         for (configured, listener) in self.listeners {
             let shared = Arc::clone(&self.shared);
             let graceful = Arc::clone(&graceful);
+            let open = Arc::clone(&open);
             let mut stop = stop_rx.clone();
             accept_tasks.push(tokio::spawn(async move {
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(hyper_util::rt::TokioTimer::new());
                 loop {
+                    // At the connection cap, stop accepting until one closes: new clients wait
+                    // in the kernel's accept queue instead of costing memory here.
+                    while open.count() >= shared.snapshot.load().server.connections {
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = open.wait_for_close() => {}
+                        }
+                    }
                     let (stream, peer) = tokio::select! {
                         _ = stop.changed() => break,
                         accepted = listener.accept() => match accepted {
@@ -106,19 +121,22 @@ impl Gateway {
                     let _ = stream.set_nodelay(true);
                     // Each connection uses the TLS settings current when it is accepted: a
                     // renewed certificate applies to new connections, never to open ones.
-                    let tls = shared
-                        .snapshot
-                        .load()
+                    // Limits and timeouts likewise come from the snapshot current at accept.
+                    let snapshot = shared.snapshot.load();
+                    let tls = snapshot
                         .listeners
                         .iter()
                         .find(|l| l.address == configured)
                         .and_then(|l| l.tls.clone());
+                    let limits = snapshot.server;
                     let connection = Connection {
                         shared: Arc::clone(&shared),
-                        builder: builder.clone(),
+                        builder: builder(&limits),
                         watcher: graceful.watcher(),
                         peer,
                     };
+                    let stream = WriteStall::new(stream, limits.write_stall);
+                    let held = open.hold();
                     tokio::spawn(async move {
                         connection.shared.metrics.connections.inc();
                         let shared = Arc::clone(&connection.shared);
@@ -127,6 +145,7 @@ impl Gateway {
                             Some(tls) => connection.serve_tls(stream, &tls).await,
                         }
                         shared.metrics.connections.dec();
+                        drop(held);
                     });
                 }
                 // Dropping the listener here closes the port at once.
@@ -218,7 +237,7 @@ struct Connection {
 
 impl Connection {
     /// Runs the TLS handshake (bounded by the listener's handshake timeout), then serves.
-    async fn serve_tls(self, stream: TcpStream, tls: &ServerTls) {
+    async fn serve_tls(self, stream: WriteStall<TcpStream>, tls: &ServerTls) {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
         let stream =
             match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
@@ -263,5 +282,155 @@ impl Connection {
         if let Err(error) = self.watcher.watch(connection).await {
             tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
         }
+    }
+}
+
+/// The connection settings for `limits`: hyper's own parser limits sit above the gateway's
+/// (four times the header count, twice the head size), so requests between the two get the
+/// envelope from `proxy::check_head`; only grossly oversized heads get hyper's bare answer.
+fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let head = limits.header_bytes.saturating_add(limits.uri);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_headers(limits.headers.saturating_mul(4).min(10_000))
+        .max_buf_size(head.saturating_mul(2).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_streams)
+        .max_header_list_size(u32::try_from(head.saturating_mul(2)).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Open client connections across all listeners, for the connection cap.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+impl OpenConnections {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn hold(self: &Arc<Self>) -> HeldConnection {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        HeldConnection(Arc::clone(self))
+    }
+
+    /// Returns when a connection closes, or after a short while (re-checking covers a close
+    /// that happened between the caller's check and this wait).
+    async fn wait_for_close(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), self.closed.notified()).await;
+    }
+}
+
+/// Counts one open connection until dropped.
+struct HeldConnection(Arc<OpenConnections>);
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+        self.0.closed.notify_waiters();
+    }
+}
+
+pin_project! {
+    /// A client stream whose writes may not stall longer than `limit`: a client that stops
+    /// reading its response has its connection closed instead of holding it forever.
+    struct WriteStall<I> {
+        #[pin]
+        io: I,
+        limit: Duration,
+        armed: bool,
+        // Boxed so the stream stays `Unpin`, as hyper and rustls want; one allocation per
+        // connection.
+        timer: Pin<Box<Sleep>>,
+    }
+}
+
+impl<I> WriteStall<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        WriteStall {
+            io,
+            limit,
+            armed: false,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl<I> WriteStall<I> {
+    /// Passes a write-side poll through; while it stays pending, the stall timer runs.
+    fn guard<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut I>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let this = self.project();
+        match poll(this.io, cx) {
+            Poll::Pending => {
+                if !*this.armed {
+                    *this.armed = true;
+                    let deadline = tokio::time::Instant::now() + *this.limit;
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading its response",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                *this.armed = false;
+                ready
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for WriteStall<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for WriteStall<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.guard(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.guard(cx, |io, cx| io.poll_shutdown(cx))
     }
 }

@@ -39,6 +39,17 @@ pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_JSON_DEPTH: usize = 64;
 pub const DEFAULT_VIOLATIONS: usize = 20;
 pub const DEFAULT_MAX_TENANTS: usize = 100_000;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_HEADER_BYTES: u64 = 64 << 10;
+pub const DEFAULT_URI_BYTES: u64 = 8 << 10;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
+pub const DEFAULT_H2_STREAMS: u32 = 100;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -46,6 +57,8 @@ pub struct Snapshot {
     pub source: PathBuf,
     pub listeners: Vec<Listener>,
     pub drain_timeout: Duration,
+    /// Connection-level limits: they apply before a route is known, so only `defaults` sets them.
+    pub server: ServerLimits,
     pub router: Router,
     pub routes: Vec<Route>,
     pub api_keys: Vec<ApiKey>,
@@ -80,6 +93,9 @@ pub struct Route {
     pub preserve_host: bool,
     pub response_headers_timeout: Duration,
     pub limits: Limits,
+    /// Longest pause in the request body, and longest the whole body may take (408).
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
     pub auth: AuthMode,
     pub schemas: RouteSchemas,
     /// Forward invalid requests anyway, reporting what would have been rejected.
@@ -124,6 +140,19 @@ pub enum ForwardPath {
     StripPrefix(String),
     /// Replaced by a template whose `{name}` parts are filled from path parameters.
     Rewrite(String),
+}
+
+/// Limits on connections and request heads, from `defaults` (see the config reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read: Duration,
+    pub write_stall: Duration,
+    pub headers: usize,
+    pub header_bytes: usize,
+    pub uri: usize,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub h2_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +293,18 @@ fn compile(
         .timeouts
         .drain
         .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
+    let server = match server_limits(&defaults.timeouts, &defaults.limits) {
+        Ok(server) => server,
+        Err(message) => {
+            errors.push(ConfigError::file(path, format!("defaults: {message}")));
+            ServerLimits::default()
+        }
+    };
+    let body_idle_default = defaults
+        .timeouts
+        .body_idle
+        .map_or(DEFAULT_BODY_IDLE_TIMEOUT, |d| d.0);
+    let body_default = defaults.timeouts.body.map_or(DEFAULT_BODY_TIMEOUT, |d| d.0);
     let default_limits = Limits {
         body: DEFAULT_BODY_LIMIT,
         json_depth: DEFAULT_JSON_DEPTH,
@@ -273,12 +314,17 @@ fn compile(
 
     let mut upstreams: Vec<(String, Arc<Upstream>, Duration)> = Vec::new();
     for (name, spanned) in &raw.upstreams {
+        let pool_idle = defaults
+            .timeouts
+            .pool_idle
+            .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0);
         match compile_upstream(
             path,
             &base_dir,
             name,
             spanned,
             connect_default,
+            pool_idle,
             &mut material,
         ) {
             Ok(upstream) => {
@@ -354,8 +400,13 @@ fn compile(
             }
             continue;
         };
-        if raw_route.timeouts.connect.is_some() || raw_route.timeouts.drain.is_some() {
-            errors.push(ConfigError::at(path, spanned.defined, key("timeouts"), "a route can only set `response_headers`; `connect` belongs to its upstream and `drain` to defaults.timeouts"));
+        if let Err(message) = route_overrides(raw_route) {
+            errors.push(ConfigError::at(
+                path,
+                spanned.defined,
+                key("timeouts"),
+                message,
+            ));
             continue;
         }
         let forward_path = match forward_path(raw_route) {
@@ -440,6 +491,11 @@ fn compile(
                 .response_headers
                 .map_or(*response_timeout, |d| d.0),
             limits: default_limits.layered(&raw_route.limits),
+            body_idle_timeout: raw_route
+                .timeouts
+                .body_idle
+                .map_or(body_idle_default, |d| d.0),
+            body_timeout: raw_route.timeouts.body.map_or(body_default, |d| d.0),
             auth: raw_route.auth,
             schemas,
             report_only: raw_route.validation == ValidationMode::Report,
@@ -499,6 +555,7 @@ fn compile(
             source: path.to_path_buf(),
             listeners,
             drain_timeout,
+            server,
             router,
             routes,
             api_keys,
@@ -706,6 +763,7 @@ fn compile_upstream(
     name: &str,
     spanned: &Spanned<RawUpstream>,
     connect_default: Duration,
+    pool_idle_default: Duration,
     material: &mut tls::Material,
 ) -> Result<Upstream, ConfigError> {
     let raw = &spanned.value;
@@ -784,17 +842,25 @@ fn compile_upstream(
             ));
         }
         let connect = raw.timeouts.connect.map_or(connect_default, |d| d.0);
+        let pool_idle = raw.timeouts.pool_idle.map_or(pool_idle_default, |d| d.0);
         UpstreamTarget::Http(Box::new(HttpUpstream::new(
             authority,
             uri.path(),
             connect,
+            pool_idle,
             tls,
         )))
     };
-    if raw.timeouts.drain.is_some() {
+    let t = &raw.timeouts;
+    if t.drain.is_some()
+        || t.header_read.is_some()
+        || t.body_idle.is_some()
+        || t.body.is_some()
+        || t.write_stall.is_some()
+    {
         return Err(at(
-            "timeouts.drain",
-            "`drain` is a global setting: put it under defaults.timeouts".to_string(),
+            "timeouts",
+            "an upstream sets only `connect`, `response_headers` and `pool_idle`; client-side timeouts belong to defaults.timeouts or the route".to_string(),
         ));
     }
     Ok(Upstream {
@@ -860,4 +926,80 @@ fn listener_tls(
             .map_or(tls::DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
         material,
     )
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read: DEFAULT_HEADER_READ_TIMEOUT,
+            write_stall: DEFAULT_WRITE_STALL_TIMEOUT,
+            headers: DEFAULT_MAX_HEADERS,
+            header_bytes: DEFAULT_HEADER_BYTES as usize,
+            uri: DEFAULT_URI_BYTES as usize,
+            connections: DEFAULT_MAX_CONNECTIONS,
+            in_flight: DEFAULT_MAX_IN_FLIGHT,
+            h2_streams: DEFAULT_H2_STREAMS,
+        }
+    }
+}
+
+/// The connection-level limits from `defaults`; every count and size must be at least 1.
+fn server_limits(
+    timeouts: &config::RawTimeouts,
+    limits: &RawLimits,
+) -> Result<ServerLimits, String> {
+    let d = ServerLimits::default();
+    let positive = |name: &str, value: Option<u64>, default: usize| match value {
+        Some(0) => Err(format!("limits.{name} must be at least 1")),
+        Some(n) => usize::try_from(n).map_err(|_| format!("limits.{name} is too large")),
+        None => Ok(default),
+    };
+    let size = |s: Option<config::Size>| s.map(|s| s.0);
+    let count = |c: Option<usize>| c.map(|c| c as u64);
+    let h2_streams = positive(
+        "h2_streams",
+        limits.h2_streams.map(u64::from),
+        d.h2_streams as usize,
+    )?;
+    let header_read = timeouts.header_read.map_or(d.header_read, |t| t.0);
+    let write_stall = timeouts.write_stall.map_or(d.write_stall, |t| t.0);
+    if header_read.is_zero() || write_stall.is_zero() {
+        return Err("timeouts.header_read and timeouts.write_stall must be above zero".to_string());
+    }
+    Ok(ServerLimits {
+        header_read,
+        write_stall,
+        headers: positive("headers", count(limits.headers), d.headers)?,
+        header_bytes: positive("header_bytes", size(limits.header_bytes), d.header_bytes)?,
+        uri: positive("uri", size(limits.uri), d.uri)?,
+        connections: positive("connections", count(limits.connections), d.connections)?,
+        in_flight: positive("in_flight", count(limits.in_flight), d.in_flight)?,
+        h2_streams: u32::try_from(h2_streams).unwrap_or(u32::MAX),
+    })
+}
+
+/// A route may override only what applies once it is known: its body and response timeouts,
+/// body size, JSON depth and violation count.
+fn route_overrides(route: &RawRoute) -> Result<(), String> {
+    let t = &route.timeouts;
+    if t.connect.is_some() || t.pool_idle.is_some() {
+        return Err("`connect` and `pool_idle` belong to the route's upstream".to_string());
+    }
+    if t.drain.is_some() || t.header_read.is_some() || t.write_stall.is_some() {
+        return Err(
+            "`drain`, `header_read` and `write_stall` apply before a route is known: set them in defaults.timeouts"
+                .to_string(),
+        );
+    }
+    let l = &route.limits;
+    if l.headers.is_some()
+        || l.header_bytes.is_some()
+        || l.uri.is_some()
+        || l.connections.is_some()
+        || l.in_flight.is_some()
+        || l.h2_streams.is_some()
+    {
+        return Err("a route's `limits` set only `body`, `json_depth` and `violations`; the others apply before a route is known: set them in defaults.limits".to_string());
+    }
+    Ok(())
 }

@@ -21,9 +21,6 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Target};
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
@@ -47,6 +44,7 @@ pub struct HttpUpstream {
     host_header: HeaderValue,
     base_path: String,
     connect_timeout: Duration,
+    pool_idle_timeout: Duration,
     /// A hash of the TLS files (CA bundle, client certificate) the pool was built with.
     tls_files: Option<u64>,
     pool: Pool,
@@ -71,6 +69,7 @@ impl HttpUpstream {
         authority: Authority,
         base_path: &str,
         connect_timeout: Duration,
+        pool_idle_timeout: Duration,
         tls: Option<UpstreamTls>,
     ) -> Self {
         let mut connector = HttpConnector::new();
@@ -78,7 +77,7 @@ impl HttpUpstream {
         connector.set_nodelay(true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(pool_idle_timeout)
             .pool_timer(hyper_util::rt::TokioTimer::new());
         let (scheme, tls_files, pool) = match tls {
             None => (Scheme::HTTP, None, Pool::Plain(builder.build(connector))),
@@ -105,6 +104,7 @@ impl HttpUpstream {
             host_header,
             base_path: base_path.trim_end_matches('/').to_string(),
             connect_timeout,
+            pool_idle_timeout,
             tls_files,
             pool,
         }
@@ -130,6 +130,7 @@ impl Upstream {
                     && a.authority == b.authority
                     && a.base_path == b.base_path
                     && a.connect_timeout == b.connect_timeout
+                    && a.pool_idle_timeout == b.pool_idle_timeout
                     && a.tls_files == b.tls_files
             }
             (
@@ -210,6 +211,11 @@ fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
 /// Turns a client error into 502 or 504. A connect that timed out is a 504; every other
 /// failure (refused, reset, not HTTP) is a 502.
 fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> GatewayError {
+    // The client's streamed body broke its limit while being sent: that is the client's 413
+    // or 408, not the upstream's fault.
+    if let Some(limit) = crate::body::BodyLimit::find(error) {
+        return limit.to_error();
+    }
     let timed_out = source_chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
