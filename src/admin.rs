@@ -146,6 +146,17 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "config": snapshot.source.display().to_string(),
         "draining": shared.draining.load(Ordering::Relaxed),
         "in_flight": shared.metrics.in_flight_now(),
+        "listeners": snapshot.listeners.iter().map(|listener| serde_json::json!({
+            "address": listener.address.to_string(),
+            "tls": listener.tls.as_ref().map(|tls| serde_json::json!({
+                "certificates": tls.certificates.iter().map(|c| serde_json::json!({
+                    "subject": c.subject,
+                    "names": c.names,
+                    "not_after": c.not_after,
+                    "serial": c.serial,
+                })).collect::<Vec<_>>(),
+            })),
+        })).collect::<Vec<_>>(),
         "routes": routes,
         "last_reload": last_reload,
     })

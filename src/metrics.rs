@@ -79,6 +79,8 @@ pub struct Metrics {
     pub connections: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
     pub generation: Gauge,
+    /// TLS handshakes that failed (`error`) or did not finish in time (`timeout`).
+    pub tls_handshake_failures: Family<ResultLabels, Counter>,
     in_flight_now: AtomicI64,
 }
 
@@ -153,6 +155,12 @@ impl Metrics {
             "The config generation serving now",
             generation.clone(),
         );
+        let tls_handshake_failures = Family::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on client connections that failed, by result (error, timeout)",
+            tls_handshake_failures.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -174,6 +182,7 @@ impl Metrics {
             connections,
             reloads,
             generation,
+            tls_handshake_failures,
             in_flight_now: AtomicI64::new(0),
         }
     }

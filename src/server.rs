@@ -244,10 +244,12 @@ impl Connection {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, peer = %self.peer, "TLS handshake failed");
+                    self.count_handshake_failure("error");
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                    self.count_handshake_failure("timeout");
                     return;
                 }
             };
@@ -258,6 +260,14 @@ impl Connection {
             .and_then(<[_]>::first)
             .and_then(crate::tls::client_subject);
         self.serve(stream, Some(subject)).await;
+    }
+
+    fn count_handshake_failure(&self, result: &str) {
+        let labels = crate::metrics::ResultLabels {
+            result: result.to_string(),
+        };
+        let failures = &self.shared.metrics.tls_handshake_failures;
+        failures.get_or_create(&labels).inc();
     }
 
     /// Serves HTTP/1.1 or HTTP/2 on `io`. `tls` holds the client certificate's subject when

@@ -75,6 +75,18 @@ impl Material {
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     pub handshake_timeout: Duration,
+    /// What each certificate is, for the admin status (which one is live after a renewal).
+    pub certificates: Vec<CertificateInfo>,
+}
+
+/// A served certificate as operators want to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub names: Vec<String>,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+    pub serial: String,
 }
 
 /// A certificate chain and key to serve, as file paths.
@@ -95,8 +107,11 @@ pub fn server(
         return Err("`certificates` is empty: name at least one cert and key".to_string());
     }
     let mut entries = Vec::with_capacity(certificates.len());
+    let mut infos = Vec::with_capacity(certificates.len());
     for files in certificates {
-        entries.push(certified_key(files.cert, files.key, material)?);
+        let (info, key) = certified_key(files.cert, files.key, material)?;
+        entries.push((info.names.clone(), key));
+        infos.push(info);
     }
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
@@ -121,6 +136,7 @@ pub fn server(
     Ok(ServerTls {
         config: Arc::new(config),
         handshake_timeout,
+        certificates: infos,
     })
 }
 
@@ -192,15 +208,15 @@ fn certificates(
     Ok(chain)
 }
 
-/// Loads a chain and its key, checks they belong together, and lists the names the leaf
-/// certificate is valid for.
+/// Loads a chain and its key, checks they belong together, and describes the leaf (the names
+/// it is valid for pick it by SNI).
 fn certified_key(
     cert: &Path,
     key: &Path,
     material: &mut Material,
-) -> Result<(Vec<String>, Arc<CertifiedKey>), String> {
+) -> Result<(CertificateInfo, Arc<CertifiedKey>), String> {
     let (chain, key_der) = read_pair(cert, key, material)?;
-    let names = dns_names(&chain[0])
+    let info = describe(&chain[0])
         .ok_or_else(|| format!("{}: the first certificate does not parse", cert.display()))?;
     let certified = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => format!(
@@ -210,12 +226,12 @@ fn certified_key(
         ),
         other => format!("{} with {}: {other}", cert.display(), key.display()),
     })?;
-    Ok((names, Arc::new(certified)))
+    Ok((info, Arc::new(certified)))
 }
 
-/// The DNS names of a certificate's subject alternative names, lowercase; its common name
-/// when it has none.
-fn dns_names(certificate: &CertificateDer<'_>) -> Option<Vec<String>> {
+/// A certificate's subject, validity end, serial and DNS names: its subject alternative
+/// names, lowercase, or its common name when it has none.
+fn describe(certificate: &CertificateDer<'_>) -> Option<CertificateInfo> {
     use x509_parser::extensions::GeneralName;
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let mut names: Vec<String> = match parsed.subject_alternative_name() {
@@ -239,7 +255,12 @@ fn dns_names(certificate: &CertificateDer<'_>) -> Option<Vec<String>> {
                 .map(str::to_ascii_lowercase),
         );
     }
-    Some(names)
+    Some(CertificateInfo {
+        subject: parsed.subject().to_string(),
+        names,
+        not_after: parsed.validity().not_after.timestamp(),
+        serial: parsed.raw_serial_as_string(),
+    })
 }
 
 fn root_store(path: &Path, material: &mut Material) -> Result<RootCertStore, String> {

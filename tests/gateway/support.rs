@@ -136,7 +136,7 @@ pub struct TestGateway {
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<bool>,
-    shared: std::sync::Arc<schemagate::proxy::Shared>,
+    pub shared: std::sync::Arc<schemagate::proxy::Shared>,
 }
 
 /// A gateway's reload machinery, as a test drives it.

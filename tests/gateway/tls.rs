@@ -348,6 +348,12 @@ async fn a_renewed_certificate_serves_new_connections_and_open_ones_keep_theirs(
 
     let new = connect(gw.addr, config.clone(), "localhost").await.unwrap();
     assert_eq!(served_name(&new), "second");
+    // The admin status says which certificate is live.
+    let status = schemagate::admin::status(&gw.shared);
+    let live = &status["listeners"][0]["tls"]["certificates"][0];
+    assert_eq!(live["subject"], "CN=second", "{status}");
+    assert_eq!(live["names"], serde_json::json!(["localhost"]));
+    assert!(live["not_after"].as_i64().unwrap() > 1_700_000_000);
     let mut new = Sender::over(new).await.unwrap();
     assert_eq!(new.send(get("/x")).await.unwrap().status, 200);
     // The connection opened before the renewal still works, on its own certificate.
@@ -639,6 +645,11 @@ async fn plaintext_and_silent_clients_on_the_tls_port_disturb_no_one() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(upstream.seen().len(), 1);
+    let metrics = gw.shared.metrics.encode();
+    for result in ["error", "timeout"] {
+        let line = format!("schemagate_tls_handshake_failures_total{{result=\"{result}\"}} 1");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
 }
 
 #[tokio::test]
