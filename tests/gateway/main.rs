@@ -6,6 +6,8 @@ mod admin;
 mod cli;
 mod config_errors;
 mod core;
+mod hostile;
+mod raw;
 mod reload;
 mod support;
 mod tenants;

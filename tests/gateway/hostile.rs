@@ -1,0 +1,306 @@
+//! Hostile HTTP/1 as raw bytes (in the style of HAProxy's reg-tests): each case is written
+//! on its own connection, and the test checks the status, whether the answer is our envelope
+//! or hyper's bare one, that the connection is closed afterwards, and what (if anything)
+//! reached the upstream.
+
+use crate::raw::*;
+use crate::support::*;
+
+const BODY_SCHEMA: &str = r#"{"type":"object"}"#;
+
+/// Routes for every kind of stage: a streamed body, a validated body, a GET, bearer auth and
+/// a tenant header.
+fn config(upstream: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\n\
+         defaults:\n  timeouts: {{ connect: 1s, response_headers: 2s, drain: 5s }}\n\
+         upstreams:\n  backend:\n    url: {upstream}\n\
+         routes:\n\
+         \x20 - {{ name: stream, method: POST, path: /s, upstream: backend }}\n\
+         \x20 - {{ name: checked, method: POST, path: /v, upstream: backend, schemas: {{ body: b.json }} }}\n\
+         \x20 - {{ name: plain, method: GET, path: /g, upstream: backend }}\n\
+         \x20 - {{ name: bearer, method: GET, path: /a, upstream: backend, auth: bearer }}\n\
+         \x20 - {{ name: tenant, method: GET, path: /t, upstream: backend, tenant: {{ from: header, name: X-Tenant }} }}\n"
+    )
+}
+
+struct Setup {
+    upstream: Upstream,
+    gw: TestGateway,
+}
+
+async fn setup() -> Setup {
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::start(&config(&upstream.url()), &[("schemas/b.json", BODY_SCHEMA)]).await;
+    Setup { upstream, gw }
+}
+
+/// How the gateway must answer a case.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// hyper's own parse-error answer: this status, an empty body, no envelope.
+    Bare(u16),
+}
+
+struct Case {
+    name: &'static str,
+    raw: &'static [u8],
+    expect: Expect,
+}
+
+const fn bare(name: &'static str, raw: &'static [u8], status: u16) -> Case {
+    Case {
+        name,
+        raw,
+        expect: Expect::Bare(status),
+    }
+}
+
+/// Runs each case on a fresh gateway: the answer, a closed connection, and no complete
+/// request at the upstream (a streamed route may have opened a connection and sent part of a
+/// request before the client's framing broke; the upstream never sees it whole).
+async fn run(cases: &[Case]) {
+    for case in cases {
+        let Setup { upstream, gw } = setup().await;
+        let answer = exchange(gw.addr, case.raw).await;
+        let name = case.name;
+        match case.expect {
+            Expect::Bare(status) => {
+                assert_eq!(answer.status(), Some(status), "{name}: {}", answer.text());
+                assert_eq!(
+                    answer.header("content-length").as_deref(),
+                    Some("0"),
+                    "{name}: {}",
+                    answer.text()
+                );
+                assert!(answer.header("x-request-id").is_none(), "{name}");
+                assert!(answer.closed, "{name}: connection left open");
+                assert_eq!(answer.statuses().len(), 1, "{name}: {}", answer.text());
+                assert_eq!(upstream.connections(), 0, "{name}: upstream was contacted");
+            }
+        }
+        let seen = upstream.seen();
+        assert!(
+            seen.iter().all(|s| !s.body_ok),
+            "{name}: a complete request reached the upstream: {seen:?}"
+        );
+    }
+}
+
+/// Everything hyper's HTTP/1 parser (hyper 1.12, `proto/h1/role.rs`) refuses before our
+/// service is called. These answers are hyper's: no envelope, no X-Request-Id.
+#[tokio::test]
+async fn hyper_refuses_broken_framing_and_fields_itself() {
+    run(&[
+        bare(
+            "two different Content-Length",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            400,
+        ),
+        bare(
+            "Content-Length abc",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nhello",
+            400,
+        ),
+        bare(
+            "Content-Length -1",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\nhello",
+            400,
+        ),
+        bare(
+            "Content-Length +5",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+            400,
+        ),
+        bare(
+            "Content-Length as a list",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+            400,
+        ),
+        bare(
+            "Content-Length above u64",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\nhello",
+            400,
+        ),
+        // Parses as a u64 but is above hyper's MAX_LEN (u64::MAX - 2): "too large", 431.
+        bare(
+            "Content-Length u64::MAX",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nhello",
+            431,
+        ),
+        bare(
+            "Content-Length before Transfer-Encoding, invalid",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "Transfer-Encoding chunked, gzip",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "Transfer-Encoding identity",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "Transfer-Encoding unknown",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "Transfer-Encoding chunked then gzip lines",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "Transfer-Encoding in HTTP/1.0",
+            b"POST /s HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            400,
+        ),
+        bare(
+            "obs-fold",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+            400,
+        ),
+        bare(
+            "obs-fold with a tab",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+            400,
+        ),
+        bare(
+            "NUL in a value",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+            400,
+        ),
+        bare(
+            "bare CR in a value",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+            400,
+        ),
+        bare(
+            "space before the colon",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n",
+            400,
+        ),
+        bare(
+            "space in the request target",
+            b"GET /g x HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+        ),
+    ])
+    .await;
+}
+
+/// hyper frames a request that has both Content-Length and Transfer-Encoding by the
+/// chunking alone, drops Content-Length before our service sees the request, and closes the
+/// connection after the answer (RFC 9112 §6.1 allows this instead of a 400). The upstream gets
+/// one request framed by what hyper decoded; nothing after it on the connection is read.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_framed_by_the_chunking_then_closed() {
+    for raw in [
+        &b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: abc\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let Setup { upstream, gw } = setup().await;
+        let answer = exchange(gw.addr, raw).await;
+        assert_eq!(answer.statuses(), [200], "{}", answer.text());
+        assert_eq!(answer.header("connection").as_deref(), Some("close"));
+        assert!(answer.closed);
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].body_ok);
+        assert_eq!(&seen[0].body[..], b"hello");
+        assert!(!seen[0].headers.contains_key("content-length"));
+    }
+}
+
+/// CL.TE: a front end that trusted Content-Length would forward the second request inside
+/// the first one's body; TE.CL the other way round. hyper reads the chunking, and closes the
+/// connection after the first answer, so the second request is never parsed, let alone
+/// forwarded.
+#[tokio::test]
+async fn smuggled_second_requests_are_never_forwarded() {
+    let cl_te: &[u8] = b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /g?smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(gw.addr, cl_te).await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    assert!(answer.closed);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/s");
+    assert!(seen[0].body.is_empty());
+
+    // TE.CL: the chunk carries what a Content-Length reader would take as a new request;
+    // here it stays the first request's body, framed anew for the upstream.
+    let te_cl: &[u8] = b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n25\r\nGET /g?smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n";
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(gw.addr, te_cl).await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    assert!(answer.closed);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/s");
+    assert_eq!(
+        &seen[0].body[..],
+        b"GET /g?smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn two_different_tenant_headers_are_400() {
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(
+        gw.addr,
+        b"GET /t HTTP/1.1\r\nHost: x\r\nX-Tenant: a\r\nX-Tenant: b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    answer.assert_envelope_and_closed(400, "Bad Request");
+    assert_eq!(
+        answer.json()["message"],
+        "the request names two different tenants"
+    );
+    // The same tenant twice is one tenant.
+    let answer = exchange(
+        gw.addr,
+        b"GET /t HTTP/1.1\r\nHost: x\r\nX-Tenant: a\r\nx-tenant: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+/// `Upgrade` is hop-by-hop: the upstream gets a plain request, and what the client sends
+/// after it is parsed as HTTP again, never tunnelled.
+#[tokio::test]
+async fn upgrade_is_forwarded_as_a_plain_request_never_tunnelled() {
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(
+        gw.addr,
+        b"GET /g HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nGET /g?after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.statuses(), [200, 200], "{}", answer.text());
+    assert!(answer.closed);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].target, "/g?after");
+    for request in &seen {
+        assert!(!request.headers.contains_key("upgrade"), "{request:?}");
+        assert!(!request.headers.contains_key("connection"), "{request:?}");
+    }
+
+    // WebSocket frames after the request: never relayed to the upstream.
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(
+        gw.addr,
+        b"GET /g HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello",
+    )
+    .await;
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+    assert!(!answer.statuses().contains(&101), "{}", answer.text());
+    assert!(answer.closed);
+    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.connections(), 1);
+}
