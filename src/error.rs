@@ -50,6 +50,9 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     /// The request is malformed: unparseable, empty or too deep JSON, a failed body read.
     BadRequest { message: String },
+    /// The HTTP message itself is ambiguous (its framing or its Host): 400, and the
+    /// connection is closed, since what follows on it cannot be trusted.
+    Malformed { message: &'static str },
     /// The request fails its schemas. `violations` holds those worded (about `cap` at
     /// most), `omitted` counts the rest; `cap` limits how many are listed.
     Invalid {
@@ -78,7 +81,9 @@ impl GatewayError {
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest { .. } | GatewayError::Malformed { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -98,6 +103,7 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
+            | GatewayError::Malformed { .. }
             | GatewayError::Invalid { .. } => Side::Downstream,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 Side::Upstream
@@ -117,6 +123,7 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType => "media_type",
             GatewayError::PayloadTooLarge { .. } => "body_too_large",
             GatewayError::BadRequest { .. } => "bad_request",
+            GatewayError::Malformed { .. } => "malformed_http",
             GatewayError::Invalid { .. } => "schema",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
@@ -128,9 +135,9 @@ impl GatewayError {
     fn message(&self) -> serde_json::Value {
         let text = match self {
             GatewayError::NotFound => "no route matches this path".to_string(),
-            GatewayError::Unauthorized { message } | GatewayError::Forbidden { message } => {
-                (*message).to_string()
-            }
+            GatewayError::Unauthorized { message }
+            | GatewayError::Forbidden { message }
+            | GatewayError::Malformed { message } => (*message).to_string(),
             GatewayError::TooManyRequests { retry_after_secs } => {
                 format!("rate limit exceeded: retry in {retry_after_secs} s")
             }
@@ -161,6 +168,12 @@ impl GatewayError {
             }
         };
         serde_json::Value::String(text)
+    }
+
+    /// Whether the connection must close after this answer (HTTP/1; HTTP/2 streams are
+    /// independent).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, GatewayError::Malformed { .. })
     }
 
     /// The error body in `style`, and its media type.
@@ -199,6 +212,7 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BadRequest { .. }
+            | GatewayError::Malformed { .. }
             | GatewayError::Invalid { .. }
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => {}
@@ -374,6 +388,7 @@ mod tests {
                 503,
                 "Service Unavailable",
             ),
+            (GatewayError::Malformed { message: "m" }, 400, "Bad Request"),
         ];
         for (error, status, phrase) in cases {
             let response = error.into_response(ErrorStyle::Nest);

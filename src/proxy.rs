@@ -89,6 +89,7 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
+    let version = request.version();
     let path = request.uri().path().to_owned();
     let mut trace = Trace::default();
 
@@ -101,7 +102,15 @@ pub async fn handle(
             let reason = error.reason();
             count_rejection(&shared.metrics, route_name, &error);
             let style = route.map(|r| r.error_style).unwrap_or_default();
-            (error.into_response(style), Some(reason))
+            // HTTP/2 has no `Connection` field; its streams do not share framing.
+            let close = error.closes_connection() && version <= http::Version::HTTP_11;
+            let mut response = error.into_response(style);
+            if close {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (response, Some(reason))
         }
     };
     record(
@@ -249,6 +258,9 @@ async fn handle_inner(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, body) = request.into_parts();
+    // What hyper let through but RFC 9112 does not (400, connection closed), while the
+    // framing fields are still there to look at.
+    crate::conformance::check(&parts)?;
     // Hop-by-hop fields (and every field `Connection` names) belong to the client's
     // connection: they are removed before anything looks at the headers, so what is checked
     // is exactly what is forwarded.

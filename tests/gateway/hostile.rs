@@ -40,6 +40,8 @@ async fn setup() -> Setup {
 enum Expect {
     /// hyper's own parse-error answer: this status, an empty body, no envelope.
     Bare(u16),
+    /// Our 400 envelope.
+    Envelope,
 }
 
 struct Case {
@@ -53,6 +55,14 @@ const fn bare(name: &'static str, raw: &'static [u8], status: u16) -> Case {
         name,
         raw,
         expect: Expect::Bare(status),
+    }
+}
+
+const fn envelope(name: &'static str, raw: &'static [u8]) -> Case {
+    Case {
+        name,
+        raw,
+        expect: Expect::Envelope,
     }
 }
 
@@ -77,6 +87,14 @@ async fn run(cases: &[Case]) {
                 assert!(answer.closed, "{name}: connection left open");
                 assert_eq!(answer.statuses().len(), 1, "{name}: {}", answer.text());
                 assert_eq!(upstream.connections(), 0, "{name}: upstream was contacted");
+            }
+            Expect::Envelope => {
+                answer.assert_envelope_and_closed(400, "Bad Request");
+                assert_eq!(
+                    answer.header("connection").as_deref(),
+                    Some("close"),
+                    "{name}"
+                );
             }
         }
         let seen = upstream.seen();
@@ -303,4 +321,38 @@ async fn upgrade_is_forwarded_as_a_plain_request_never_tunnelled() {
     assert!(answer.closed);
     assert_eq!(upstream.seen().len(), 1);
     assert_eq!(upstream.connections(), 1);
+}
+
+/// hyper accepts any coding list that ends in `chunked` and decodes only the chunking; the
+/// rest would reach the upstream still encoded, with the coding removed (Transfer-Encoding
+/// is hop-by-hop). Anything but one `chunked` is our 400, and the connection closes.
+#[tokio::test]
+async fn transfer_codings_other_than_one_chunked_are_400() {
+    run(&[
+        envelope(
+            "gzip, chunked",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "gzip, chunked on a validated route",
+            b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "chunked twice in one line",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "chunked on two lines",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "gzip line then chunked line",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "unknown coding before chunked, with a pipelined request after",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /g?smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ])
+    .await;
 }
