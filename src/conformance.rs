@@ -12,17 +12,23 @@
 //! - Transfer-Encoding other than exactly one `chunked`: hyper decodes the chunking of
 //!   `gzip, chunked` and would hand over still-gzipped bytes whose coding `forward` then
 //!   removes; `chunked, chunked` claims chunking twice.
+//! - An HTTP/1.1 request without Host; more than one Host line; a Host that is not
+//!   `host[:port]`; a Host that names another authority than the request target
+//!   (absolute-form, or HTTP/2's `:authority`). Two names for one request are never
+//!   resolved by picking one.
 //!
 //! Architecture invariant: runs first, before hop-by-hop fields (Transfer-Encoding among
 //! them) are removed.
 
-use http::header::TRANSFER_ENCODING;
-use http::request;
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{request, Version};
 
 use crate::error::GatewayError;
 
 pub fn check(parts: &request::Parts) -> Result<(), GatewayError> {
-    check_transfer_encoding(parts)
+    check_transfer_encoding(parts)?;
+    check_host(parts)
 }
 
 fn check_transfer_encoding(parts: &request::Parts) -> Result<(), GatewayError> {
@@ -46,11 +52,46 @@ fn check_transfer_encoding(parts: &request::Parts) -> Result<(), GatewayError> {
     }
 }
 
+fn check_host(parts: &request::Parts) -> Result<(), GatewayError> {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::Malformed {
+            message: "the request has more than one Host header",
+        });
+    }
+    let Some(host) = host else {
+        // HTTP/1.0 may omit Host; HTTP/2 carries the authority in `:authority`.
+        return if parts.version == Version::HTTP_11 {
+            Err(GatewayError::Malformed {
+                message: "HTTP/1.1 requests need a Host header",
+            })
+        } else {
+            Ok(())
+        };
+    };
+    let parsed = std::str::from_utf8(host.as_bytes())
+        .ok()
+        .filter(|text| !text.contains('@'))
+        .and_then(|text| text.parse::<Authority>().ok());
+    let Some(host) = parsed else {
+        return Err(GatewayError::Malformed {
+            message: "the Host header is not a valid host[:port]",
+        });
+    };
+    match parts.uri.authority() {
+        Some(target) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
+            Err(GatewayError::Malformed {
+                message: "the Host header names another host than the request target",
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use http::Version;
 
     fn parts(version: Version, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = http::Request::builder().version(version).uri(uri);
@@ -84,6 +125,40 @@ mod tests {
             assert!(
                 matches!(te(bad), Err(GatewayError::Malformed { .. })),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let ok = [
+            parts(Version::HTTP_11, "/", &[("host", "x")]),
+            parts(Version::HTTP_11, "/", &[("host", "Example.COM:8080")]),
+            parts(Version::HTTP_11, "http://x:1/p", &[("host", "X:1")]),
+            parts(Version::HTTP_10, "/", &[]),
+            parts(Version::HTTP_2, "http://x/p", &[]),
+            parts(Version::HTTP_2, "http://x/p", &[("host", "x")]),
+        ];
+        for p in &ok {
+            assert!(check(p).is_ok(), "{p:?}");
+        }
+        let bad = [
+            parts(Version::HTTP_11, "/", &[]),
+            parts(Version::HTTP_11, "http://x/p", &[]),
+            parts(Version::HTTP_11, "/", &[("host", "x"), ("host", "x")]),
+            parts(Version::HTTP_11, "/", &[("host", "x"), ("host", "y")]),
+            parts(Version::HTTP_10, "/", &[("host", "x"), ("host", "y")]),
+            parts(Version::HTTP_11, "/", &[("host", "")]),
+            parts(Version::HTTP_11, "/", &[("host", "a b")]),
+            parts(Version::HTTP_11, "/", &[("host", "user@x")]),
+            parts(Version::HTTP_11, "/", &[("host", "x/y")]),
+            parts(Version::HTTP_11, "http://evil/p", &[("host", "x")]),
+            parts(Version::HTTP_2, "http://evil/p", &[("host", "x")]),
+        ];
+        for p in &bad {
+            assert!(
+                matches!(check(p), Err(GatewayError::Malformed { .. })),
+                "{p:?}"
             );
         }
     }

@@ -356,3 +356,61 @@ async fn transfer_codings_other_than_one_chunked_are_400() {
     ])
     .await;
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, with more than one Host line, or with an
+/// invalid one is a 400. A Host that names another authority than an absolute-form target
+/// is one too: the gateway never picks one of two names for a request.
+#[tokio::test]
+async fn host_missing_repeated_invalid_or_contradicting_the_target_is_400() {
+    run(&[
+        envelope("no Host", b"GET /g HTTP/1.1\r\n\r\n"),
+        envelope(
+            "two different Hosts",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        ),
+        envelope(
+            "the same Host twice",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n",
+        ),
+        envelope("empty Host", b"GET /g HTTP/1.1\r\nHost: \r\n\r\n"),
+        envelope("Host with a space", b"GET /g HTTP/1.1\r\nHost: a b\r\n\r\n"),
+        envelope(
+            "Host with userinfo",
+            b"GET /g HTTP/1.1\r\nHost: user@x\r\n\r\n",
+        ),
+        envelope(
+            "absolute-form naming another host",
+            b"GET http://evil.example/g HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        envelope(
+            "absolute-form without Host",
+            b"GET http://x/g HTTP/1.1\r\n\r\n",
+        ),
+        envelope(
+            "no Host on a validated route",
+            b"POST /v HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+    ])
+    .await;
+}
+
+/// An absolute-form target that agrees with Host is routed by its path and forwarded to the
+/// configured upstream only; HTTP/1.0 may omit Host.
+#[tokio::test]
+async fn absolute_form_and_http10_without_host_reach_only_the_configured_upstream() {
+    let Setup { upstream, gw } = setup().await;
+    let answer = exchange(
+        gw.addr,
+        b"GET http://X:80/g?q=1 HTTP/1.1\r\nHost: x:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    let answer = exchange(gw.addr, b"GET /g HTTP/1.0\r\n\r\n").await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].target, "/g?q=1");
+    assert_eq!(seen[0].headers["host"], upstream.addr.to_string());
+    assert_eq!(seen[0].headers["x-forwarded-host"], "x:80");
+    assert!(!seen[1].headers.contains_key("x-forwarded-host"));
+}
