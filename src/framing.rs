@@ -71,8 +71,9 @@ where
         Err(error) if error.is::<LengthLimitError>() => {
             Err(GatewayError::PayloadTooLarge { limit })
         }
-        Err(_) => Err(GatewayError::BadRequest {
-            message: "the request body could not be read".to_string(),
+        // Broken chunked framing or a connection cut mid-body: nothing after it can be read.
+        Err(_) => Err(GatewayError::Malformed {
+            message: "the request body could not be read",
         }),
     }
 }

@@ -298,7 +298,10 @@ async fn handle_inner(
         let full = Full::new(bytes.clone()).map_err(|never| match never {});
         (Some(bytes), full.boxed_unsync())
     } else {
-        (None, body.map_err(Into::into).boxed_unsync())
+        let marked = body.map_err(|e| -> crate::body::BoxError {
+            Box::new(crate::body::DownstreamBodyError(e.into()))
+        });
+        (None, marked.boxed_unsync())
     };
     let view = validate::Parts {
         headers: &parts.headers,

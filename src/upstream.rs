@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{DownstreamBodyError, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Target};
 
@@ -160,8 +160,14 @@ fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
 }
 
 /// Turns a client error into 502 or 504. A connect that timed out is a 504; every other
-/// failure (refused, reset, not HTTP) is a 502.
+/// failure (refused, reset, not HTTP) is a 502. When it was the client's streamed body that
+/// failed, the answer is the client's 400.
 fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> GatewayError {
+    if source_chain(error).any(|e| e.is::<DownstreamBodyError>()) {
+        return GatewayError::Malformed {
+            message: "the request body could not be read",
+        };
+    }
     let timed_out = source_chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)

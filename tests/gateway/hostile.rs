@@ -414,3 +414,61 @@ async fn absolute_form_and_http10_without_host_reach_only_the_configured_upstrea
     assert_eq!(seen[0].headers["x-forwarded-host"], "x:80");
     assert!(!seen[1].headers.contains_key("x-forwarded-host"));
 }
+
+/// Broken chunked framing is found while the body is read: whole, on a validated route, or
+/// while it streams upstream on the others. Either way it is the client's 400, never a 502,
+/// and the upstream never receives a complete request.
+#[tokio::test]
+async fn malformed_chunks_are_400_on_streamed_and_validated_routes() {
+    run(&[
+        envelope(
+            "chunk size not hex",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "chunk size not hex, validated",
+            b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "no CRLF after the chunk data",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        ),
+        envelope(
+            "no CRLF after the chunk data, validated",
+            b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+        ),
+        envelope(
+            "chunk size overflows u64",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "chunk size overflows u64, validated",
+            b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n{}\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "second chunk broken after a good one",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n-1\r\nx\r\n0\r\n\r\n",
+        ),
+        envelope(
+            "chunk longer than its size, carrying a request",
+            b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nGET /g?smuggled HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n",
+        ),
+    ])
+    .await;
+
+    // A body cut short by the client's half-close is no request either.
+    for path in ["/s", "/v"] {
+        let Setup { upstream, gw } = setup().await;
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{{}}");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut stream)
+            .await
+            .unwrap();
+        let answer = read_answer(&mut stream, CLOSE_WAIT).await;
+        answer.assert_envelope_and_closed(400, "Bad Request");
+        assert!(upstream.seen().iter().all(|s| !s.body_ok), "{path}");
+    }
+}
