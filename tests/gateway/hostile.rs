@@ -472,3 +472,27 @@ async fn malformed_chunks_are_400_on_streamed_and_validated_routes() {
         assert!(upstream.seen().iter().all(|s| !s.body_ok), "{path}");
     }
 }
+
+/// Two different `Authorization` values: the gateway would check the first and the
+/// upstream might act on the second. A 400, never "pick one"; the same value twice is one.
+#[tokio::test]
+async fn two_different_authorization_headers_are_400() {
+    let Setup { upstream, gw } = setup().await;
+    for path in ["/a", "/g"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n");
+        let answer = exchange(gw.addr, raw.as_bytes()).await;
+        answer.assert_envelope_and_closed(400, "Bad Request");
+        assert_eq!(
+            answer.json()["message"],
+            "the request has two different Authorization headers"
+        );
+    }
+    assert_eq!(upstream.connections(), 0);
+    let answer = exchange(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\nauthorization: Bearer good\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    assert_eq!(upstream.seen().len(), 1);
+}
