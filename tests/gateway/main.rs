@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod core;
+mod faults;
 mod hostile;
 mod raw;
 mod reload;
