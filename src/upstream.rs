@@ -137,6 +137,16 @@ impl Upstream {
             Ok(Err(error)) => return Err(classify(&self.name, &error)),
             Ok(Ok(response)) => response,
         };
+        // The gateway never forwards `Upgrade` (it is hop-by-hop), so a 101 breaks RFC 9110
+        // §15.2.2; relaying it would end the client's HTTP exchange with no tunnel behind it.
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(GatewayError::UpstreamUnavailable {
+                reason: format!(
+                    "upstream {} switched protocols without being asked",
+                    self.name
+                ),
+            });
+        }
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(

@@ -271,6 +271,33 @@ async fn hung_after_accept_is_504_within_the_timeout() {
     assert_eq!(get(&gw).await.statuses(), [504]);
 }
 
+/// An upstream that switches protocols although the gateway never asks it to (it strips
+/// `Upgrade`): a protocol violation, so a 502, and nothing it sends after is relayed.
+#[tokio::test]
+async fn an_unrequested_101_is_502_and_never_tunnelled() {
+    let rogue = answers(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\ntunnelled-bytes",
+        false,
+    )
+    .await;
+    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
+    let answer = exchange(
+        gw.addr,
+        b"GET /g HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !answer.text().contains("tunnelled-bytes"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.statuses(), [502], "{}", answer.text());
+    assert_eq!(
+        answer.json()["message"],
+        "upstream unavailable: upstream backend switched protocols without being asked"
+    );
+}
+
 /// An upstream that keeps no connection alive but does not say so (no `Connection: close`):
 /// it answers one request per connection, then closes. Pooled connections it closed are
 /// noticed before reuse (or the unsent request is retried on a new one), so requests spaced
