@@ -68,6 +68,8 @@ pub enum GatewayError {
     UpstreamTimeout { phase: &'static str },
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable { retry_after_secs: u64 },
+    /// The gateway itself failed while handling the request (a panic caught in `proxy`).
+    Internal,
 }
 
 impl GatewayError {
@@ -89,6 +91,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -108,7 +111,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 Side::Upstream
             }
-            GatewayError::Unavailable { .. } => Side::Internal,
+            GatewayError::Unavailable { .. } | GatewayError::Internal => Side::Internal,
         }
     }
 
@@ -129,6 +132,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Unavailable { .. } => "unavailable",
+            GatewayError::Internal => "internal",
         }
     }
 
@@ -166,6 +170,7 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => {
                 "the gateway cannot take this request now".to_string()
             }
+            GatewayError::Internal => "the gateway failed while handling this request".to_string(),
         };
         serde_json::Value::String(text)
     }
@@ -215,7 +220,8 @@ impl GatewayError {
             | GatewayError::Malformed { .. }
             | GatewayError::Invalid { .. }
             | GatewayError::UpstreamUnavailable { .. }
-            | GatewayError::UpstreamTimeout { .. } => {}
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::Internal => {}
         }
         response
     }
@@ -389,6 +395,7 @@ mod tests {
                 "Service Unavailable",
             ),
             (GatewayError::Malformed { message: "m" }, 400, "Bad Request"),
+            (GatewayError::Internal, 500, "Internal Server Error"),
         ];
         for (error, status, phrase) in cases {
             let response = error.into_response(ErrorStyle::Nest);
