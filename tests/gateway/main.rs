@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(target_os = "linux")]
+mod accept;
 mod admin;
 mod cli;
 mod config_errors;
