@@ -496,3 +496,23 @@ async fn two_different_authorization_headers_are_400() {
     assert_eq!(answer.statuses(), [200], "{}", answer.text());
     assert_eq!(upstream.seen().len(), 1);
 }
+
+/// hyper's size limits on the head: more than 100 fields is a bare 431, a request target
+/// longer than 65534 bytes a bare 414.
+#[tokio::test]
+async fn hyper_limits_on_the_head_are_bare_431_and_414() {
+    let mut many = String::from("GET /g HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let long = format!("GET /g?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    for (raw, status) in [(many, 431), (long, 414)] {
+        let Setup { upstream, gw } = setup().await;
+        let answer = exchange(gw.addr, raw.as_bytes()).await;
+        assert_eq!(answer.statuses(), [status], "{}", answer.text());
+        assert_eq!(answer.header("content-length").as_deref(), Some("0"));
+        assert!(answer.closed);
+        assert_eq!(upstream.connections(), 0);
+    }
+}
