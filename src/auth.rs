@@ -67,11 +67,22 @@ pub enum AuthMode {
 }
 
 /// Checks the caller's credentials; for `api_key`, returns the key that matched.
+///
+/// Two different `Authorization` values are a 400 on every route, whatever its mode: the
+/// gateway would check one and the upstream might act on the other.
 pub fn check<'k>(
     mode: AuthMode,
     headers: &HeaderMap,
     keys: &'k [ApiKey],
 ) -> Result<Option<&'k ApiKey>, GatewayError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    if let Some(first) = values.next() {
+        if values.any(|other| other != first) {
+            return Err(GatewayError::BadRequest {
+                message: "the request has two different Authorization headers".to_string(),
+            });
+        }
+    }
     match mode {
         AuthMode::ApiKey => {
             check_presence(AuthMode::Bearer, headers)?;
@@ -219,6 +230,39 @@ mod tests {
         assert!(check(AuthMode::Bearer, &headers).is_err());
         headers.insert(AUTHORIZATION, "bEaReR xyz".parse().unwrap());
         assert!(check(AuthMode::Bearer, &headers).is_ok());
+    }
+
+    #[test]
+    fn two_different_authorizations_are_refused_in_every_mode() {
+        let keys = [ApiKey {
+            name: "a".into(),
+            sha256: parse_sha256(&hash_key(b"one")).unwrap(),
+            tenants: vec!["*".into()],
+        }];
+        let mut two = HeaderMap::new();
+        two.append(AUTHORIZATION, "Bearer one".parse().unwrap());
+        two.append(AUTHORIZATION, "Bearer two".parse().unwrap());
+        for mode in [
+            AuthMode::None,
+            AuthMode::Bearer,
+            AuthMode::Credentials,
+            AuthMode::ApiKey,
+        ] {
+            assert!(
+                matches!(
+                    check(mode, &two, &keys),
+                    Err(GatewayError::BadRequest { .. })
+                ),
+                "{mode:?}"
+            );
+        }
+        let mut same = HeaderMap::new();
+        same.append(AUTHORIZATION, "Bearer one".parse().unwrap());
+        same.append(AUTHORIZATION, "Bearer one".parse().unwrap());
+        assert_eq!(
+            check(AuthMode::ApiKey, &same, &keys).unwrap().unwrap().name,
+            "a"
+        );
     }
 
     #[test]

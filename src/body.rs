@@ -119,7 +119,10 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            // A failure of the client's own stream (bad chunking, a reset) is marked as such.
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(Box::new(DownstreamBodyError(error.into())))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.total_timer.poll(cx).is_ready() {
@@ -139,6 +142,24 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The client's request body failed while it was being streamed upstream (broken chunked
+/// framing, a body cut short, a reset). `upstream` looks for it in the error's sources so
+/// the answer is the client's 400, not a 502 that blames the upstream.
+#[derive(Debug)]
+pub struct DownstreamBodyError(pub BoxError);
+
+impl std::fmt::Display for DownstreamBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for DownstreamBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
     }
 }
 

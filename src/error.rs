@@ -54,6 +54,9 @@ pub enum GatewayError {
     UriTooLong { limit: usize },
     /// The request is malformed: unparseable, empty or too deep JSON, a failed body read.
     BadRequest { message: String },
+    /// The HTTP message itself is ambiguous (its framing or its Host): 400, and the
+    /// connection is closed, since what follows on it cannot be trusted.
+    Malformed { message: &'static str },
     /// The request fails its schemas. `violations` holds those worded (about `cap` at
     /// most), `omitted` counts the rest; `cap` limits how many are listed.
     Invalid {
@@ -69,6 +72,8 @@ pub enum GatewayError {
     UpstreamTimeout { phase: &'static str },
     /// The gateway is shutting down or otherwise cannot take the request.
     Unavailable { retry_after_secs: u64 },
+    /// The gateway itself failed while handling the request (a panic caught in `proxy`).
+    Internal,
 }
 
 impl GatewayError {
@@ -84,12 +89,15 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest { .. } | GatewayError::Malformed { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -106,11 +114,12 @@ impl GatewayError {
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::BadRequest { .. }
+            | GatewayError::Malformed { .. }
             | GatewayError::Invalid { .. } => Side::Downstream,
             GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamTimeout { .. } => {
                 Side::Upstream
             }
-            GatewayError::Unavailable { .. } => Side::Internal,
+            GatewayError::Unavailable { .. } | GatewayError::Internal => Side::Internal,
         }
     }
 
@@ -124,6 +133,7 @@ impl GatewayError {
                 | GatewayError::PayloadTooLarge { .. }
                 | GatewayError::HeadersTooLarge { .. }
                 | GatewayError::UriTooLong { .. }
+                | GatewayError::Malformed { .. }
         )
     }
 
@@ -140,20 +150,22 @@ impl GatewayError {
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::BadRequest { .. } => "bad_request",
+            GatewayError::Malformed { .. } => "malformed_http",
             GatewayError::Invalid { .. } => "schema",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::Unavailable { .. } => "unavailable",
+            GatewayError::Internal => "internal",
         }
     }
 
     fn message(&self) -> serde_json::Value {
         let text = match self {
             GatewayError::NotFound => "no route matches this path".to_string(),
-            GatewayError::Unauthorized { message } | GatewayError::Forbidden { message } => {
-                (*message).to_string()
-            }
+            GatewayError::Unauthorized { message }
+            | GatewayError::Forbidden { message }
+            | GatewayError::Malformed { message } => (*message).to_string(),
             GatewayError::TooManyRequests { retry_after_secs } => {
                 format!("rate limit exceeded: retry in {retry_after_secs} s")
             }
@@ -186,6 +198,7 @@ impl GatewayError {
             GatewayError::Unavailable { .. } => {
                 "the gateway cannot take this request now".to_string()
             }
+            GatewayError::Internal => "the gateway failed while handling this request".to_string(),
         };
         serde_json::Value::String(text)
     }
@@ -228,9 +241,11 @@ impl GatewayError {
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::BadRequest { .. }
+            | GatewayError::Malformed { .. }
             | GatewayError::Invalid { .. }
             | GatewayError::UpstreamUnavailable { .. }
-            | GatewayError::UpstreamTimeout { .. } => {}
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::Internal => {}
         }
         response
     }
@@ -411,6 +426,8 @@ mod tests {
                 503,
                 "Service Unavailable",
             ),
+            (GatewayError::Malformed { message: "m" }, 400, "Bad Request"),
+            (GatewayError::Internal, 500, "Internal Server Error"),
         ];
         for (error, status, phrase) in cases {
             let response = error.into_response(ErrorStyle::Nest);

@@ -66,7 +66,7 @@ pub fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), Gate
 }
 
 /// Reads a (guarded) body whole. A broken limit is its 413 or 408; any other read failure
-/// (the client went away, bad framing) is a 400.
+/// (the client went away, bad framing) is a 400 that closes the connection.
 pub async fn read_body<B>(body: B) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
@@ -76,9 +76,11 @@ where
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) => {
             let error: BoxError = error.into();
-            Err(BodyLimit::find(error.as_ref()).map_or_else(
-                || GatewayError::BadRequest {
-                    message: "the request body could not be read".to_string(),
+            // Broken chunked framing or a connection cut mid-body: nothing after it can be
+            // read, so the answer is a 400 that closes the connection.
+            Err(BodyLimit::find(error.as_ref()).map_or(
+                GatewayError::Malformed {
+                    message: "the request body could not be read",
                 },
                 BodyLimit::to_error,
             ))

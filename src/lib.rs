@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod conformance;
 pub mod error;
 pub mod forward;
 pub mod framing;

@@ -4,7 +4,8 @@
 //! `handle` loads the snapshot once (so a request never sees two config generations), assigns
 //! the request id, turns any `GatewayError` into its envelope, and writes the access line.
 //! It never returns `Err`: an error that reached hyper would drop the connection without an
-//! answer.
+//! answer. A panic inside the stages is caught there too and becomes a 500 for that request
+//! alone; the connection and the process carry on.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -90,8 +91,8 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
+    let version = request.version();
     let path = request.uri().path().to_owned();
-    let http1 = request.version() < http::Version::HTTP_2;
     let mut trace = Trace::default();
 
     // Over the in-flight cap: refused at once, never queued.
@@ -100,7 +101,20 @@ pub async fn handle(
             retry_after_secs: 1,
         })
     } else {
-        handle_inner(&snapshot, &downstream, &request_id, &mut trace, request).await
+        let inner = handle_inner(&snapshot, &downstream, &request_id, &mut trace, request);
+        match catch_panic(inner).await {
+            Ok(result) => result,
+            Err(payload) => {
+                tracing::error!(
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    %method,
+                    path,
+                    panic = panic_message(payload.as_ref()),
+                    "request handling panicked; answering 500"
+                );
+                Err(GatewayError::Internal)
+            }
+        }
     };
     let route = trace.route.and_then(|i| snapshot.routes.get(i));
     let route_name = route.map_or("-", |r| r.name.as_str());
@@ -110,7 +124,8 @@ pub async fn handle(
             let reason = error.reason();
             count_rejection(&shared.metrics, route_name, &error);
             let style = route.map(|r| r.error_style).unwrap_or_default();
-            let close = http1 && error.closes_connection();
+            // HTTP/2 has no `Connection` field; its streams do not share framing.
+            let close = error.closes_connection() && version <= http::Version::HTTP_11;
             let mut response = error.into_response(style);
             if close {
                 response
@@ -152,6 +167,34 @@ pub async fn handle(
         reason = reason.unwrap_or("-"),
     );
     Ok(response)
+}
+
+/// Polls `future`, turning a panic in any poll into `Err` with the panic's payload.
+///
+/// Unwind safety is asserted: what a stage may leave half-done is its own request's state
+/// (the trace, the request parts), which is thrown away; shared state (snapshot, limiters,
+/// metrics) is only touched through atomics and locks that release on unwind.
+async fn catch_panic<F: std::future::Future>(
+    future: F,
+) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
+    })
+    .await
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format string), if it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Counts one answered request in the route's series.
@@ -262,6 +305,9 @@ async fn handle_inner(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, body) = request.into_parts();
+    // What hyper let through but RFC 9112 does not (400, connection closed), while the
+    // framing fields are still there to look at.
+    crate::conformance::check(&parts)?;
     // Hop-by-hop fields (and every field `Connection` names) belong to the client's
     // connection: they are removed before anything looks at the headers, so what is checked
     // is exactly what is forwarded.
@@ -270,6 +316,12 @@ async fn handle_inner(
     let path = parts.uri.path().to_owned();
     let found = snapshot.router.find(&parts.method, &path)?;
     trace.route = Some(found.route);
+    // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`
+    // makes a stage panic. Never compiled into the gateway.
+    #[cfg(test)]
+    if parts.headers.contains_key(tests::PANIC_HEADER) {
+        panic!("test panic requested");
+    }
     let route = snapshot
         .routes
         .get(found.route)
@@ -431,4 +483,144 @@ fn check_head(limits: &ServerLimits, parts: &http::request::Parts) -> Result<(),
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    /// The request header that makes `handle_inner` panic, in this crate's unit tests only.
+    pub(super) const PANIC_HEADER: &str = "x-schemagate-test-panic";
+
+    /// Collects formatted log lines.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn mock_gateway() -> (tempfile::TempDir, Arc<Shared>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mock.json"), r#"{"ok":true}"#).unwrap();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            "listeners:\n  - address: 127.0.0.1:0\n\
+             upstreams:\n  demo:\n    url: mock\n    mock: { status: 200, body_file: mock.json }\n\
+             routes:\n  - { name: r, method: GET, path: /x, upstream: demo }\n",
+        )
+        .unwrap();
+        let snapshot = Snapshot::load(&config).unwrap();
+        (dir, Shared::new(snapshot))
+    }
+
+    /// A current-thread runtime, so the thread's log subscriber sees every task.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panic_is_a_500_for_that_request_only() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let (_dir, shared) = mock_gateway();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let downstream = Downstream {
+                peer: peer.ip(),
+                tls: false,
+                client_subject: None,
+            };
+            let service =
+                service_fn(move |request| handle(Arc::clone(&server), downstream.clone(), request));
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+        });
+
+        // Three requests on one connection: two panic, then one is served as usual.
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for panics in [true, true, false] {
+            let mut request = Request::builder().uri("/x").header("host", "gw");
+            if panics {
+                request = request.header(PANIC_HEADER, "1");
+            }
+            let request = request.body(Full::new(Bytes::new())).unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            assert!(response.headers().contains_key(&X_REQUEST_ID));
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            if panics {
+                assert_eq!(status, 500);
+                assert_eq!(
+                    &body[..],
+                    br#"{"statusCode":500,"message":"the gateway failed while handling this request","error":"Internal Server Error"}"#
+                );
+            } else {
+                assert_eq!((status, &body[..]), (200, &br#"{"ok":true}"#[..]));
+            }
+        }
+
+        let count = |status| {
+            shared
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: "r".into(),
+                    method: "GET".into(),
+                    status,
+                })
+                .get()
+        };
+        assert_eq!((count(500), count(200)), (2, 1));
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let panicked: Vec<_> = logs
+            .lines()
+            .filter(|l| l.contains("request handling panicked"))
+            .collect();
+        assert_eq!(panicked.len(), 2, "{logs}");
+        assert!(panicked[0].contains("ERROR"), "{logs}");
+        assert!(panicked[0].contains("test panic requested"), "{logs}");
+        assert_eq!(
+            logs.lines()
+                .filter(|l| l.contains("status=500") && l.contains("reason=\"internal\""))
+                .count(),
+            2,
+            "{logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_panic_passes_output_through_and_catches_string_payloads() {
+        assert_eq!(catch_panic(async { 7 }).await.ok(), Some(7));
+        let payload = catch_panic(async {
+            tokio::task::yield_now().await;
+            panic!("after {} polls", 2)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(panic_message(payload.as_ref()), "after 2 polls");
+    }
 }

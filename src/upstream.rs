@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{DownstreamBodyError, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Target};
 
@@ -186,6 +186,16 @@ impl Upstream {
             Ok(Err(error)) => return Err(classify(&self.name, &error)),
             Ok(Ok(response)) => response,
         };
+        // The gateway never forwards `Upgrade` (it is hop-by-hop), so a 101 breaks RFC 9110
+        // §15.2.2; relaying it would end the client's HTTP exchange with no tunnel behind it.
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(GatewayError::UpstreamUnavailable {
+                reason: format!(
+                    "upstream {} switched protocols without being asked",
+                    self.name
+                ),
+            });
+        }
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(
@@ -209,12 +219,18 @@ fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
 }
 
 /// Turns a client error into 502 or 504. A connect that timed out is a 504; every other
-/// failure (refused, reset, not HTTP) is a 502.
+/// failure (refused, reset, not HTTP) is a 502. When it was the client's streamed body that
+/// failed, the answer is the client's 400.
 fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> GatewayError {
     // The client's streamed body broke its limit while being sent: that is the client's 413
     // or 408, not the upstream's fault.
     if let Some(limit) = crate::body::BodyLimit::find(error) {
         return limit.to_error();
+    }
+    if source_chain(error).any(|e| e.is::<DownstreamBodyError>()) {
+        return GatewayError::Malformed {
+            message: "the request body could not be read",
+        };
     }
     let timed_out = source_chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>()

@@ -2,11 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(target_os = "linux")]
+mod accept;
 mod admin;
 mod cli;
 mod config_errors;
 mod core;
+mod faults;
+mod hostile;
 mod limits;
+mod raw;
 mod reload;
 mod support;
 mod tenants;

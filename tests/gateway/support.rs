@@ -26,6 +26,8 @@ pub struct Seen {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body arrived whole (a cut or malformed body is recorded with what arrived).
+    pub body_ok: bool,
 }
 
 /// What the recording upstream answers.
@@ -52,6 +54,7 @@ impl Default for Answer {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -60,8 +63,11 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let record = Arc::clone(&record);
                 let answer = answer.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
@@ -69,16 +75,13 @@ impl Upstream {
                     let answer = answer.clone();
                     async move {
                         let (parts, body) = request.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
+                        let body = body.collect().await.map(|b| b.to_bytes());
                         record.lock().unwrap().push(Seen {
                             method: parts.method.to_string(),
                             target: parts.uri.to_string(),
                             headers: parts.headers,
-                            body,
+                            body_ok: body.is_ok(),
+                            body: body.unwrap_or_default(),
                         });
                         tokio::time::sleep(answer.delay).await;
                         let mut response =
@@ -97,7 +100,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -106,6 +113,11 @@ impl Upstream {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
