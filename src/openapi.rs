@@ -43,6 +43,11 @@ use crate::upstream::UpstreamTarget;
 /// The OpenAPI version written.
 pub const OPENAPI_VERSION: &str = "3.1.0";
 
+/// The methods an OpenAPI 3.1 path item can hold.
+const OPENAPI_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
 /// How deep `$ref`/`allOf` chains are followed to find a schema's properties: a stop for
 /// reference cycles, far beyond any real schema.
 const MAX_PROPERTY_DEPTH: usize = 16;
@@ -97,7 +102,13 @@ pub fn document(snapshot: &Snapshot, docs: &SchemaDocs) -> Result<Value, ExportE
     let mut components = Components::new(docs);
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut tags = BTreeSet::new();
+    let mut unlisted = Vec::new();
     for route in &snapshot.routes {
+        let method = route.method.as_str().to_ascii_lowercase();
+        if !OPENAPI_METHODS.contains(&method.as_str()) {
+            unlisted.push(format!("{} {} ({})", route.method, route.path, route.name));
+            continue;
+        }
         let operation = operation(route, &mut components)?;
         if let Some(tag) = vendor(route) {
             tags.insert(tag.to_string());
@@ -105,7 +116,7 @@ pub fn document(snapshot: &Snapshot, docs: &SchemaDocs) -> Result<Value, ExportE
         paths
             .entry(openapi_path(&route.path))
             .or_default()
-            .insert(route.method.as_str().to_ascii_lowercase(), operation);
+            .insert(method, operation);
     }
     let servers: Vec<Value> = snapshot
         .listeners
@@ -125,6 +136,18 @@ pub fn document(snapshot: &Snapshot, docs: &SchemaDocs) -> Result<Value, ExportE
             })
         })
         .collect();
+    let mut description = "The routes schemagate serves. Requests are validated against the \
+        schemas below before they reach the upstream; an invalid request is answered by the \
+        gateway itself with the error responses documented for each operation. Other query \
+        parameters, headers and body fields are allowed and forwarded unless a schema says \
+        otherwise."
+        .to_string();
+    if !unlisted.is_empty() {
+        description.push_str(&format!(
+            " Routes whose method OpenAPI 3.1 cannot describe are not listed: {}.",
+            unlisted.join(", ")
+        ));
+    }
     let mut document = Map::new();
     document.insert("openapi".into(), json!(OPENAPI_VERSION));
     document.insert(
@@ -132,11 +155,7 @@ pub fn document(snapshot: &Snapshot, docs: &SchemaDocs) -> Result<Value, ExportE
         json!({
             "title": "schemagate",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The routes schemagate serves. Requests are validated against the \
-                schemas below before they reach the upstream; an invalid request is answered by \
-                the gateway itself with the error responses documented for each operation. \
-                Other query parameters, headers and body fields are allowed and forwarded \
-                unless a schema says otherwise.",
+            "description": description,
         }),
     );
     if !servers.is_empty() {
@@ -1267,11 +1286,12 @@ fn top_level_id(value: &Value, rel: &str) -> Option<String> {
     Some(text.split('#').next().unwrap_or(text).to_string())
 }
 
-/// The JSON pointer of the subschema declaring `$anchor: name`, if any.
+/// The JSON pointer of the subschema declaring `$anchor` (or `$dynamicAnchor`) `name`.
 fn find_anchor(value: &Value, name: &str, at: String) -> Option<String> {
     match value {
         Value::Object(map) => {
-            if map.get("$anchor").and_then(Value::as_str) == Some(name) {
+            let declares = |keyword| map.get(keyword).and_then(Value::as_str) == Some(name);
+            if declares("$anchor") || declares("$dynamicAnchor") {
                 return Some(at);
             }
             map.iter().find_map(|(key, member)| {

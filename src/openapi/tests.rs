@@ -45,6 +45,10 @@ routes:
     path: /files/{*rest}
     upstream: backend
     auth: credentials
+  - name: purge
+    method: PURGE
+    path: /open
+    upstream: backend
   - name: open
     method: POST
     path: /open
@@ -285,6 +289,10 @@ fn paths_and_operations_follow_the_routes() {
     assert_eq!(paths["/v1/items/{id}"]["put"]["operationId"], "items.put");
     assert_eq!(paths["/v1/items/{id}"]["get"]["tags"], json!(["items"]));
     assert_eq!(doc["openapi"], "3.1.0");
+    // A method OpenAPI 3.1 has no field for is named, not written as an invalid key.
+    assert_eq!(paths["/open"].as_object().unwrap().len(), 1);
+    let description = doc["info"]["description"].as_str().unwrap();
+    assert!(description.contains("PURGE /open (purge)"), "{description}");
     assert_eq!(doc["servers"][0]["url"], "http://localhost:8080");
     // The catch-all is a plain, required path parameter.
     let rest = parameter(&paths["/files/{rest}"]["get"], "path", "rest").unwrap();
