@@ -30,3 +30,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+
+# Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by
+# `schemagate openapi`; it installs what it needs and stops what it starts.
+tests/schemathesis/run.sh

@@ -353,6 +353,9 @@ pub struct RawSchemas {
     pub query: Option<Spanned<Text>>,
     pub headers: Option<Spanned<Text>>,
     pub path: Option<Spanned<Text>>,
+    /// The upstream's documented success body. Compiled at load like the others, but never
+    /// applied to traffic (answers stream through untouched): `schemagate openapi` publishes it.
+    pub response: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

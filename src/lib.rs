@@ -14,6 +14,7 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

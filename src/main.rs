@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, default_value = "config/gateway.yaml")]
         config: PathBuf,
     },
+    /// Print an OpenAPI 3.1 document of the configured routes (JSON, on stdout).
+    Openapi {
+        /// Config file.
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+    },
     /// Print the SHA-256 of an API key read from stdin, for `api_keys[].sha256`.
     HashKey,
     /// Check one request offline and print the status and body the gateway would answer.
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
     match command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Openapi { config } => openapi(&config),
         Command::HashKey => hash_key(),
         Command::Validate {
             config,
@@ -220,6 +227,49 @@ fn check(config: &std::path::Path) -> ExitCode {
                 eprintln!("error: {error}");
             }
             eprintln!("{}: {} error(s)", config.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config as `check` does (same errors, same exit code 1), then prints the
+/// OpenAPI document of its routes.
+fn openapi(config: &std::path::Path) -> ExitCode {
+    let snapshot = match Snapshot::load(config) {
+        Ok(snapshot) => snapshot,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!("{}: {} error(s)", config.display(), errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let docs = match &snapshot.schema_dir {
+        Some(dir) => match schemagate::schema::SchemaDir::scan(dir) {
+            Ok(scanned) => schemagate::openapi::SchemaDocs::from_dir(&scanned),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => schemagate::openapi::SchemaDocs::default(),
+    };
+    match schemagate::openapi::document(&snapshot, &docs) {
+        Ok(document) => {
+            use std::io::Write;
+            let text = schemagate::openapi::render(&document);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: cannot write the document: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

@@ -107,6 +107,27 @@ impl SchemaDir {
         hasher.finish()
     }
 
+    /// Every file the scan could parse, by its path relative to the directory with `/`
+    /// between segments, for tools that publish the schemas (`schemagate openapi`).
+    pub fn documents(&self) -> Vec<(String, Arc<Value>)> {
+        let mut documents: Vec<(String, Arc<Value>)> = self
+            .scanned
+            .by_uri
+            .values()
+            .filter_map(|doc| {
+                let value = doc.parsed.as_ref().ok()?;
+                let segments: Vec<String> = doc
+                    .rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                Some((segments.join("/"), Arc::clone(value)))
+            })
+            .collect();
+        documents.sort_by(|a, b| a.0.cmp(&b.0));
+        documents
+    }
+
     /// Compiles `file`, a path inside the directory (as given to `scan`, or absolute).
     /// Errors name `file` as the caller wrote it.
     pub fn compile(&self, file: &Path) -> Result<CompiledSchema, SchemaError> {

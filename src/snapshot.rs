@@ -129,6 +129,9 @@ pub struct RouteSchemas {
     pub query: Option<CompiledSchema>,
     pub headers: Option<CompiledSchema>,
     pub path: Option<CompiledSchema>,
+    /// The upstream's documented success body: checked at load, used only by the OpenAPI
+    /// export, never on the request path.
+    pub response: Option<CompiledSchema>,
 }
 
 /// How the path sent upstream is derived from the client's path.
@@ -343,7 +346,11 @@ fn compile(
     let schema_path = base_dir.join(raw.schema_dir.as_deref().unwrap_or("schemas"));
     let any_schema = raw.routes.iter().any(|r| {
         let s = &r.value.schemas;
-        s.body.is_some() || s.query.is_some() || s.headers.is_some() || s.path.is_some()
+        s.body.is_some()
+            || s.query.is_some()
+            || s.headers.is_some()
+            || s.path.is_some()
+            || s.response.is_some()
     });
     let schema_dir = match any_schema.then(|| SchemaDir::scan(&schema_path)) {
         Some(Ok(dir)) => Some(dir),
@@ -677,6 +684,7 @@ fn schema_files(schema_path: &Path, raw: &RawSchemas) -> Vec<SchemaFile> {
         ("query", &raw.query),
         ("headers", &raw.headers),
         ("path", &raw.path),
+        ("response", &raw.response),
     ];
     named
         .into_iter()
@@ -724,6 +732,7 @@ fn compile_schemas(
         query: load("query", &raw.query),
         headers: load("headers", &raw.headers),
         path: load("path", &raw.path),
+        response: load("response", &raw.response),
     };
     if errors.is_empty() {
         Ok(schemas)

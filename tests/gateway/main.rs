@@ -11,6 +11,7 @@ mod core;
 mod faults;
 mod hostile;
 mod limits;
+mod openapi;
 mod raw;
 mod reload;
 mod support;
