@@ -63,9 +63,10 @@ impl fmt::Display for BodyLimit {
 impl std::error::Error for BodyLimit {}
 
 pin_project! {
-    /// A request body held to its route's limits: at most `limit` bytes, no pause longer than
-    /// `idle`, the whole of it within `total`. Breaking one ends the body with a [`BodyLimit`]
-    /// error. The timers cost nothing until the body first has to wait for data.
+    /// A body held to limits: at most `limit` bytes, no pause longer than `idle`, the whole
+    /// of it within `total`. Breaking one ends the body with a [`BodyLimit`] error. Request
+    /// bodies get their route's limits; upstream response bodies only the pause limit. The
+    /// timers cost nothing until the body first has to wait for data.
     pub struct Guarded<B> {
         #[pin]
         inner: B,
@@ -75,12 +76,13 @@ pin_project! {
         #[pin]
         idle_timer: Sleep,
         #[pin]
-        total_timer: Sleep,
+        total_timer: Option<Sleep>,
     }
 }
 
 impl<B> Guarded<B> {
-    pub fn new(inner: B, limit: u64, idle: Duration, total: Duration) -> Self {
+    /// `total: None` sets no bound on the whole body (an upstream's response may be long).
+    pub fn new(inner: B, limit: u64, idle: Duration, total: Option<Duration>) -> Self {
         let now = Instant::now();
         Guarded {
             inner,
@@ -88,7 +90,7 @@ impl<B> Guarded<B> {
             limit,
             idle,
             idle_timer: tokio::time::sleep_until(now + idle),
-            total_timer: tokio::time::sleep_until(now + total),
+            total_timer: total.map(|total| tokio::time::sleep_until(now + total)),
         }
     }
 }
@@ -119,13 +121,11 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            // A failure of the client's own stream (bad chunking, a reset) is marked as such.
-            Poll::Ready(Some(Err(error))) => {
-                Poll::Ready(Some(Err(Box::new(DownstreamBodyError(error.into())))))
-            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if this.total_timer.poll(cx).is_ready() {
+                let total = this.total_timer.as_pin_mut();
+                if total.is_some_and(|timer| timer.poll(cx).is_ready()) {
                     return Poll::Ready(Some(Err(Box::new(BodyLimit::Total))));
                 }
                 if this.idle_timer.poll(cx).is_ready() {
@@ -184,7 +184,7 @@ mod tests {
             chunks(parts),
             10,
             Duration::from_secs(1),
-            Duration::from_secs(3),
+            Some(Duration::from_secs(3)),
         );
         match guarded.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),

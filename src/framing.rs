@@ -152,7 +152,7 @@ mod tests {
     async fn size_limit() {
         let guarded = |limit| {
             let body = http_body_util::Full::new(Bytes::from_static(b"12345"));
-            crate::body::Guarded::new(body, limit, Duration::from_secs(1), Duration::from_secs(1))
+            crate::body::Guarded::new(body, limit, Duration::from_secs(1), None)
         };
         assert_eq!(read_body(guarded(5)).await.unwrap(), "12345");
         assert!(matches!(

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::auth;
-use crate::body::{Guarded, RequestBody, ResponseBody};
+use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
@@ -346,13 +346,15 @@ async fn handle_inner(
     // A route with a body schema reads the body whole (within its limit, 413 above it) to
     // parse it; what goes upstream is those same bytes. Other bodies stream through.
     // Every body is held to the route's size limit and body timeouts (413, 408), whether it
-    // is read here or streamed upstream.
-    let guarded = |body| {
+    // is read here or streamed upstream. A failure of the client's own stream (bad chunking,
+    // a reset) is marked as such, so it is answered as the client's 400, never a 502.
+    let guarded = |body: Incoming| {
+        let marked = body.map_err(|e| DownstreamBodyError(Box::new(e)));
         Guarded::new(
-            body,
+            marked,
             route.limits.body,
             route.body_idle_timeout,
-            route.body_timeout,
+            Some(route.body_timeout),
         )
     };
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {

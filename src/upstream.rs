@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{DownstreamBodyError, RequestBody, ResponseBody};
+use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Target};
 
@@ -198,10 +198,11 @@ impl Upstream {
         }
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(Into::into).boxed_unsync(),
-        ))
+        // An upstream that stops sending mid-body for as long as it may take to send its
+        // headers is cut off: the client's connection is aborted, never left hanging or
+        // handed a short body that looks complete.
+        let body = Guarded::new(body, u64::MAX, response_headers_timeout, None);
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 }
 

@@ -384,3 +384,31 @@ async fn recovers_as_soon_as_the_upstream_is_back() {
     assert_eq!(answer.statuses(), [200], "{}", answer.text());
     assert_eq!(rogue.heads(), 1);
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off() {
+    // Headers and ten bytes of a hundred, then silence with the connection held open.
+    let rogue = Rogue::start(|mut stream, _, heads| async move {
+        if read_request(&mut stream, &heads).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                .await;
+            tokio::time::sleep(Duration::from_secs(8)).await;
+        }
+    })
+    .await;
+    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
+    let started = std::time::Instant::now();
+    let answer = get(&gw).await;
+    let took = started.elapsed();
+    assert_eq!(answer.statuses(), [200], "{}", answer.text());
+    assert!(answer.closed, "connection left open");
+    let start = find(&answer.bytes, b"\r\n\r\n").unwrap() + 4;
+    assert!(answer.bytes[start..].len() < 100, "{}", answer.text());
+    // Cut off after a pause as long as the response-header timeout, not when the upstream
+    // finally gives up.
+    assert!(
+        took >= RESPONSE_HEADERS_TIMEOUT && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
