@@ -527,22 +527,22 @@ fn error_statuses(route: &Route) -> Vec<(StatusCode, bool)> {
     let enforced_limit = route.limiter.as_ref().is_some_and(|l| !l.report_only());
     let enforced = !route.report_only;
     let http_upstream = matches!(route.upstream.target, UpstreamTarget::Http(_));
-    let tenant_rejects = route.tenant.as_ref().is_some_and(|rule| {
-        !rule.shared_when_missing || matches!(rule.source, crate::tenant::TenantSource::Header(_))
-    });
     let key_binding = route.auth == AuthMode::ApiKey
         && route
             .tenant
             .as_ref()
             .is_some_and(|rule| rule.source != crate::tenant::TenantSource::Key);
     let has_params = !crate::forward::template_params(&route.path).is_empty();
+    // Every body, validated or streamed, is held to the size limit and the body timeouts.
+    let may_have_body = body
+        || matches!(
+            route.method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        );
     let candidates = [
-        // Empty, unparseable or too deep JSON, two Content-Types; a missing or doubled tenant.
-        (
-            StatusCode::BAD_REQUEST,
-            (body && enforced) || tenant_rejects,
-            false,
-        ),
+        // Ambiguous HTTP (Host, Transfer-Encoding), on every route; empty, unparseable or too
+        // deep JSON, two Content-Types; a missing or doubled tenant.
+        (StatusCode::BAD_REQUEST, true, false),
         (
             StatusCode::UNAUTHORIZED,
             route.auth != AuthMode::None,
@@ -551,8 +551,11 @@ fn error_statuses(route: &Route) -> Vec<(StatusCode, bool)> {
         (StatusCode::FORBIDDEN, key_binding, false),
         // An empty path parameter leaves no route to match.
         (StatusCode::NOT_FOUND, has_params, false),
-        (StatusCode::REQUEST_TIMEOUT, body, false),
-        (StatusCode::PAYLOAD_TOO_LARGE, body, false),
+        (StatusCode::REQUEST_TIMEOUT, may_have_body, false),
+        (StatusCode::PAYLOAD_TOO_LARGE, may_have_body, false),
+        // The head limits and the in-flight cap apply before a route is known.
+        (StatusCode::URI_TOO_LONG, true, false),
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, true, false),
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, body && enforced, false),
         (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -562,6 +565,7 @@ fn error_statuses(route: &Route) -> Vec<(StatusCode, bool)> {
         (StatusCode::TOO_MANY_REQUESTS, enforced_limit, true),
         (StatusCode::BAD_GATEWAY, http_upstream, limited),
         (StatusCode::GATEWAY_TIMEOUT, http_upstream, limited),
+        (StatusCode::SERVICE_UNAVAILABLE, true, false),
     ];
     candidates
         .into_iter()
@@ -618,7 +622,7 @@ fn responses(route: &Route, components: &mut Components<'_>) -> Result<Value, Ex
     for (status, after_limit) in error_statuses(route) {
         let name = components.error_schema(status, route.error_style);
         let mut extra: Vec<&str> = Vec::new();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             extra.push("Retry-After");
         }
         let media_type = match route.error_style {
@@ -694,8 +698,20 @@ fn error_description(status: StatusCode) -> &'static str {
         403 => "Forbidden: the API key may not act for this tenant.",
         404 => "Not Found: no route has this path (an empty path parameter).",
         405 => "Method Not Allowed: the path exists for other methods (see `Allow`).",
-        408 => "Request Timeout: the body did not arrive within 30 s.",
+        408 => {
+            "Request Timeout: the body paused longer than `timeouts.body_idle` or took longer \
+            than `timeouts.body`."
+        }
         413 => "Payload Too Large: the body is over the route's limit.",
+        414 => "URI Too Long: the request target is over `limits.uri`.",
+        431 => {
+            "Request Header Fields Too Large: more header fields than `limits.headers`, or \
+            more bytes of them than `limits.header_bytes`."
+        }
+        503 => {
+            "Service Unavailable: more requests in flight than `limits.in_flight`; retry \
+            after `Retry-After` seconds."
+        }
         415 => {
             "Unsupported Media Type: a body whose Content-Type is not application/json or \
             application/*+json, or a body without Content-Type."

@@ -390,7 +390,12 @@ fn responses_are_those_the_route_can_give() {
     let Exported { doc, .. } = export();
     let paths = &doc["paths"];
     let get = &paths["/v1/items/{id}"]["get"];
-    assert_eq!(statuses(get), ["201", "401", "404", "422", "429"]);
+    // 400 (ambiguous HTTP), 414, 431 and 503 can answer on every route.
+    assert_eq!(
+        statuses(get),
+        ["201", "400", "401", "404", "414", "422", "429", "431", "503"]
+    );
+    assert!(get["responses"]["503"]["headers"]["Retry-After"].is_object());
     let success = &get["responses"]["201"];
     assert_eq!(
         success["content"]["application/json"]["schema"]["$ref"],
@@ -417,7 +422,7 @@ fn responses_are_those_the_route_can_give() {
     let put = &paths["/v1/items/{id}"]["put"];
     assert_eq!(
         statuses(put),
-        ["201", "400", "401", "403", "404", "408", "413", "415", "422"]
+        ["201", "400", "401", "403", "404", "408", "413", "414", "415", "422", "431", "503"]
     );
     assert_eq!(
         put["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"],
@@ -426,10 +431,16 @@ fn responses_are_those_the_route_can_give() {
 
     // A real upstream: any 2XX, and 502/504 when it fails.
     let files = &paths["/files/{rest}"]["get"];
-    assert_eq!(statuses(files), ["2XX", "401", "404", "502", "504"]);
+    assert_eq!(
+        statuses(files),
+        ["2XX", "400", "401", "404", "414", "431", "502", "503", "504"]
+    );
     // Report-only: nothing is rejected for its content, but 413 still holds.
     let open = &paths["/open"]["post"];
-    assert_eq!(statuses(open), ["2XX", "408", "413", "502", "504"]);
+    assert_eq!(
+        statuses(open),
+        ["2XX", "400", "408", "413", "414", "431", "502", "503", "504"]
+    );
 
     let responses = &doc["components"]["responses"];
     assert!(responses["MethodNotAllowed"]["headers"]["Allow"].is_object());
