@@ -10,50 +10,12 @@ Usage: idle_conns.py HOST PORT COUNT PID [PID...]
 """
 
 import json
-import os
 import resource
 import socket
 import sys
 import time
 
-
-def request(host, port):
-    body = os.environ["BENCH_BODY_VALID"].encode()
-    head = (
-        "POST /v1/conversations HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Authorization: Bearer {os.environ['BENCH_TOKEN']}\r\n"
-        f"X-Tenant: {os.environ['BENCH_TENANT']}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def read_response(sock):
-    """Reads one response with a Content-Length body; returns its status code."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the response headers")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-        if name.strip().lower() == "transfer-encoding":
-            raise ValueError("chunked answers are not expected here")
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the middle of the body")
-        rest += chunk
-    return status
+from httpreq import Reader, request
 
 
 def vm_rss_kib(pid):
@@ -77,7 +39,7 @@ def main():
         for _ in range(count):
             sock = socket.create_connection((host, port), timeout=10)
             sock.sendall(payload)
-            status = read_response(sock)
+            status = Reader(sock).response()
             statuses[status] = statuses.get(status, 0) + 1
             sockets.append(sock)
         # Let the proxy settle (timers, buffers) before reading its memory.

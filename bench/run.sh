@@ -34,6 +34,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-10}
@@ -47,34 +49,8 @@ SCENARIOS=${BENCH_SCENARIOS:-valid mixed}
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
 
-# The request (bench/wrk.lua and bench/idle_conns.py read these): Flextell's
-# POST /v1/conversations with an 83-byte body; the invalid body has channel_id 0 (minimum 1).
-export BENCH_BODY_VALID='{"channel_id":7,"address":"+18095550100","first_name":"Ada","last_name":"Lovelace"}'
-export BENCH_BODY_INVALID='{"channel_id":0,"address":"+18095550100","first_name":"Ada","last_name":"Lovelace"}'
-export BENCH_TOKEN='bench-token-0123456789abcdef'
-export BENCH_TENANT='42'
-# What the upstream answers to everything.
-UPSTREAM_BODY='{"success":"true","data":{"id":123,"display_name":"Ada Lovelace","address":"+18095550100","unread_count":"0"}}'
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-
 # --- tools -------------------------------------------------------------------------------
-install_tools() {
-  local missing=()
-  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-  command -v python3 >/dev/null 2>&1 || missing+=(python3)
-  command -v curl >/dev/null 2>&1 || missing+=(curl)
-  [ ${#missing[@]} -eq 0 ] && return
-  log "installing ${missing[*]} (apt)"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
-}
-install_tools
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+install_tools nginx:nginx wrk:wrk python3:python3 curl:curl pgrep:procps
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
@@ -83,125 +59,7 @@ fi
 GATEWAY_BIN=$ROOT/target/release/schemagate
 
 # --- processes ---------------------------------------------------------------------------
-STARTED=()
-cleanup() {
-  # Only the processes this script started, by PID.
-  for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${STARTED[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
 trap cleanup EXIT
-
-free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "nothing listens on port $1"
-  return 1
-}
-
-# nginx.conf for the upstream (`return 200`) or the proxy (`proxy_pass` with a keepalive
-# pool). Both: one worker, no access log, keep-alive connections never retired by count.
-nginx_conf() {
-  local kind=$1 dir=$2 port=$3 upstream_port=${4:-}
-  mkdir -p "$dir/tmp"
-  {
-    cat <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  keepalive_requests 100000000;
-  keepalive_timeout 120s;
-EOF
-    if [ "$kind" = upstream ]; then
-      cat <<EOF
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      default_type application/json;
-      return 200 '$UPSTREAM_BODY';
-    }
-  }
-}
-EOF
-    else
-      cat <<EOF
-  upstream backend {
-    server 127.0.0.1:$upstream_port;
-    keepalive 128;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-  }
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-    fi
-  } >"$dir/nginx.conf"
-}
-
-# Starts nginx in the foreground (`daemon off`), so `$!` is its master; sets LAST_PID.
-start_nginx() {
-  local dir=$1
-  "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >/dev/null 2>&1 &
-  LAST_PID=$!
-  STARTED+=("$LAST_PID")
-}
-
-# The master's PID and its children's (nginx: the one worker).
-family() {
-  local pid=$1
-  echo "$pid" $(pgrep -P "$pid" || true)
-}
-
-# utime + stime, in clock ticks, summed over the given PIDs (fields 14 and 15 of
-# /proc/PID/stat; the command name may hold spaces, so fields are counted after its `)`).
-cpu_ticks() {
-  local total=0 pid rest
-  for pid in "$@"; do
-    rest=$(sed 's/^.*) //' "/proc/$pid/stat")
-    read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-
-vm_rss_kib() {
-  local total=0 pid
-  for pid in "$@"; do
-    total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
-  done
-  echo "$total"
-}
-
 read -r P_UP P_NGX P_GW P_ADMIN <<<"$(free_ports 4)"
 UP_DIR=$OUT/nginx-upstream
 NGX_DIR=$OUT/nginx-proxy
@@ -229,11 +87,6 @@ log "pids: upstream ${PIDS[upstream]}; nginx ${PIDS[nginx]}; schemagate ${PIDS[s
 
 # --- preflight: every target answers the valid request with 200; schemagate answers the
 # invalid one with 422 (so the mixed scenario measures rejections, not errors).
-status_of() {
-  curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$1/v1/conversations" \
-    -H 'Content-Type: application/json' -H "Authorization: Bearer $BENCH_TOKEN" \
-    -H "X-Tenant: $BENCH_TENANT" --data-binary "$2"
-}
 for target in upstream nginx schemagate; do
   got=$(status_of "${PORT[$target]}" "$BENCH_BODY_VALID")
   [ "$got" = 200 ] || { log "$target answered $got to the valid request"; exit 1; }
@@ -314,7 +167,7 @@ cat >"$META" <<EOF
   "wrk_threads": $WRK_THREADS,
   "gateway_threads": $GW_THREADS,
   "rust_log": "$GW_LOG",
-  "nginx": "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')",
+  "nginx": "$("$(nginx_bin)" -v 2>&1 | sed 's/.*nginx\///')",
   "wrk": "$(wrk -v 2>&1 | head -1 | awk '{print $2}')",
   "request": "POST /v1/conversations, ${#BENCH_BODY_VALID}-byte JSON body, Authorization: Bearer, X-Tenant",
   "labels": {
