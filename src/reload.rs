@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
+use notify_debouncer_mini::notify::event::{AccessKind, AccessMode, Event, EventKind};
+use notify_debouncer_mini::notify::{
+    self, EventHandler, RecommendedWatcher, RecursiveMode, Watcher, WatcherKind,
+};
+use notify_debouncer_mini::{new_debouncer_opt, DebounceEventResult};
 
 use crate::config::ConfigError;
 use crate::proxy::Shared;
@@ -206,13 +210,15 @@ impl Reloader {
     /// been quiet for `debounce`. The watch lasts as long as the returned handle.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<Watch, String> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-            if result.is_ok_and(|events| !events.is_empty()) {
-                // A full channel already holds a pending reload, which will see this change.
-                let _ = tx.try_send(());
-            }
-        })
-        .map_err(|e| format!("cannot watch files: {e}"))?;
+        let config = notify_debouncer_mini::Config::default().with_timeout(debounce);
+        let mut debouncer =
+            new_debouncer_opt::<_, ChangesOnly>(config, move |result: DebounceEventResult| {
+                if result.is_ok_and(|events| !events.is_empty()) {
+                    // A full channel already holds a pending reload, which will see this change.
+                    let _ = tx.try_send(());
+                }
+            })
+            .map_err(|e| format!("cannot watch files: {e}"))?;
         for dir in self.watched_dirs() {
             debouncer
                 .watcher()
@@ -246,6 +252,45 @@ impl Reloader {
             }
         }
         dirs
+    }
+}
+
+/// The platform's file watcher without the events that change nothing: a file opened or
+/// read. Linux's watcher reports every open (`IN_OPEN`), and a reload opens every file it
+/// watches, so unfiltered each reload would trigger the next, every debounce interval,
+/// forever. Writes, creations, renames, removals and attribute changes pass through.
+struct ChangesOnly(RecommendedWatcher);
+
+impl Watcher for ChangesOnly {
+    fn new<F: EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
+        let filter = move |event: notify::Result<Event>| {
+            let reads_only = event.as_ref().is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Access(
+                        AccessKind::Open(_)
+                            | AccessKind::Read
+                            | AccessKind::Close(AccessMode::Read)
+                    )
+                )
+            });
+            if !reads_only {
+                handler.handle_event(event);
+            }
+        };
+        RecommendedWatcher::new(filter, config).map(ChangesOnly)
+    }
+
+    fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn kind() -> WatcherKind {
+        RecommendedWatcher::kind()
     }
 }
 

@@ -77,6 +77,29 @@ async fn new_route_and_tightened_schema_take_effect_after_a_write() {
 }
 
 #[tokio::test]
+async fn reading_the_watched_files_does_not_reload() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let files = [("schemas/s.json", SCHEMA_MIN_1)];
+    let (gw, reload) = TestGateway::start_reloadable(&config(&upstream.url(), ""), &files).await;
+    let attempts = reload.reloader.attempts();
+    // Reading is what a reload itself does to every watched file: were it taken for a change,
+    // each reload would trigger the next, forever.
+    for _ in 0..3 {
+        std::fs::read(gw.dir().join("gateway.yaml")).unwrap();
+        std::fs::read(gw.dir().join("schemas/s.json")).unwrap();
+    }
+    // Nothing to wait for but time: ten debounce intervals.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(*attempts.borrow(), 0, "a read triggered a reload");
+    // A write still does, once.
+    std::fs::write(gw.dir().join("schemas/s.json"), SCHEMA_MIN_5).unwrap();
+    reload.wait_generation(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(*attempts.borrow(), 1, "the reload triggered another");
+    assert_eq!(post_n(&gw, 2).await, 422);
+}
+
+#[tokio::test]
 async fn broken_config_schema_and_remote_ref_are_refused_and_the_old_snapshot_serves() {
     let upstream = Upstream::start(Answer::default()).await;
     let files = [("schemas/s.json", SCHEMA_MIN_1)];
