@@ -6,6 +6,7 @@
 #
 #   - schemagate, valid requests (auth + tenant + rate limit + validation + forward)
 #   - schemagate, invalid requests (rejected with 422 before the upstream)
+#   - schemagate, the same request on a route that checks nothing (the HTTP plumbing alone)
 #   - nginx as a plain reverse proxy (proxy_pass, upstream keepalive pool, one process)
 #   - the nginx upstream itself (`return 200`), for calibration against BENCHMARKING.md
 #
@@ -79,6 +80,8 @@ for target in $TARGETS; do
       [ "$(status_of "$P_GW" "$BENCH_BODY_VALID")" = 200 ] || { log "schemagate: not 200"; exit 1; }
       count schemagate "$P_GW" "$pid"
       count schemagate-invalid "$P_GW" "$pid" --invalid
+      # The floor: the same request on a route that checks nothing (bench.plain).
+      BENCH_PATH=/bench/plain count schemagate-plain "$P_GW" "$pid"
       stop_pid "$pid"
       ;;
     nginx)
@@ -128,13 +131,14 @@ labels = {
     "nginx": "nginx proxy_pass (keepalive pool)",
     "schemagate": "schemagate, valid (forwarded)",
     "schemagate-invalid": "schemagate, invalid (422)",
+    "schemagate-plain": "schemagate, route with no checks (floor)",
 }
 print()
 print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")
 print()
 print("| process | instructions per request | repeats | × nginx proxy |")
 print("|---|---|---|---|")
-for name in ("upstream", "nginx", "schemagate", "schemagate-invalid"):
+for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain"):
     r = results.get(name)
     if not r:
         continue

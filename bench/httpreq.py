@@ -8,10 +8,11 @@ import os
 
 
 def request(host, port, invalid=False):
-    """`POST /v1/conversations` with the valid (or the invalid) body, keep-alive."""
+    """`POST /v1/conversations` (or BENCH_PATH) with the valid (or the invalid) body."""
     body = os.environ["BENCH_BODY_INVALID" if invalid else "BENCH_BODY_VALID"].encode()
+    path = os.environ.get("BENCH_PATH", "/v1/conversations")
     head = (
-        "POST /v1/conversations HTTP/1.1\r\n"
+        f"POST {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
         "Content-Type: application/json\r\n"
         f"Authorization: Bearer {os.environ['BENCH_TOKEN']}\r\n"
