@@ -27,6 +27,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 
+# The benchmark harness is not run in CI (it takes minutes and needs nginx and wrk); CI
+# only checks that its scripts parse.
+for script in bench/*.sh; do bash -n "$script"; done
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

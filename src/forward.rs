@@ -35,18 +35,28 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
 
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are collected first, since removing Connection loses them.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Most messages carry none: one pass over the names (standard names compare as enums)
+    // is cheaper than seven hashed removals.
+    let fixed = fixed_hop_by_hop();
+    if !headers.keys().any(|name| fixed.contains(&name)) {
+        return;
     }
-    for name in fixed_hop_by_hop() {
+    // Names listed in Connection: the values are taken out first (removing Connection would
+    // lose them), then each named field is removed by its text, with no name allocated.
+    if let http::header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+        let (_, mut values) = entry.remove_entry_mult();
+        // Usually one line: the first is held apart so the common case allocates nothing.
+        let first = values.next();
+        let rest: Vec<HeaderValue> = values.collect();
+        for value in first.iter().chain(&rest) {
+            let Ok(text) = value.to_str() else { continue };
+            // A name that is not a valid field name matches nothing and removes nothing.
+            for name in text.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for name in fixed {
         headers.remove(name);
     }
 }
@@ -87,28 +97,17 @@ pub fn upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    let path = parts.uri.path();
-    let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 32);
-    path_and_query.push_str(target.base_path);
-    match forward {
-        ForwardPath::Same => path_and_query.push_str(path),
-        ForwardPath::StripPrefix(prefix) => {
-            let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-            if !rest.starts_with('/') {
-                path_and_query.push('/');
-            }
-            path_and_query.push_str(rest);
-        }
-        ForwardPath::Rewrite(template) => fill_template(template, params, &mut path_and_query),
-    }
-    if let Some(query) = parts.uri.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
-    }
+    let unchanged = target.base_path.is_empty() && matches!(forward, ForwardPath::Same);
+    let path_and_query = match parts.uri.path_and_query() {
+        // The common case: the upstream sees the client's path and query as they are, so
+        // the parsed value is reused (a reference count, not a copy and a re-parse).
+        Some(original) if unchanged => original.clone(),
+        _ => PathAndQuery::try_from(rewritten_path(&parts.uri, target, forward, params))?,
+    };
     parts.uri = Uri::builder()
         .scheme(target.scheme.clone())
         .authority(target.authority.clone())
-        .path_and_query(PathAndQuery::try_from(path_and_query)?)
+        .path_and_query(path_and_query)
         .build()?;
     // The upstream pool speaks HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
@@ -135,18 +134,71 @@ pub fn upstream_request(
     Ok(())
 }
 
+/// The upstream path and query for a rewritten or prefixed route.
+fn rewritten_path(
+    uri: &Uri,
+    target: &Target<'_>,
+    forward: &ForwardPath,
+    params: &matchit::Params<'_, '_>,
+) -> String {
+    let path = uri.path();
+    let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 32);
+    path_and_query.push_str(target.base_path);
+    match forward {
+        ForwardPath::Same => path_and_query.push_str(path),
+        ForwardPath::StripPrefix(prefix) => {
+            let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+            if !rest.starts_with('/') {
+                path_and_query.push('/');
+            }
+            path_and_query.push_str(rest);
+        }
+        ForwardPath::Rewrite(template) => fill_template(template, params, &mut path_and_query),
+    }
+    if let Some(query) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    path_and_query
+}
+
 /// Appends the peer address to any `X-Forwarded-For` the client sent (all lines joined).
 fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut value = String::new();
+    let mut value = Vec::with_capacity(64);
     for existing in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(text) = existing.to_str() {
-            value.push_str(text.trim());
-            value.push_str(", ");
+            value.extend_from_slice(text.trim().as_bytes());
+            value.extend_from_slice(b", ");
         }
     }
-    value.push_str(&peer.to_string());
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    write_ip(&mut value, peer);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// Writes `ip` as text; IPv4 without the formatting machinery (the usual case), IPv6
+/// through `Display`.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let _ = write!(out, "{ip}");
+        }
     }
 }
 
@@ -202,8 +254,22 @@ fn generate_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}-{n:08x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // `{prefix:016x}-{n:08x}`, written by hand: this runs for every request without an id.
+    let mut text = Vec::with_capacity(33);
+    push_hex(&mut text, prefix, 16);
+    text.push(b'-');
+    let digits = (64 - (n | 0xffff_ffff).leading_zeros()).div_ceil(4) as usize;
+    push_hex(&mut text, n, digits);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Appends the low `digits` hex digits of `value`, most significant first.
+fn push_hex(out: &mut Vec<u8>, value: u64, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +302,48 @@ mod tests {
         let generated = request_id(&h);
         assert_ne!(generated, "has space");
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn generated_ids_and_peer_addresses_read_as_before() {
+        let mut out = Vec::new();
+        push_hex(&mut out, 0xab, 16);
+        assert_eq!(out, b"00000000000000ab");
+        let id = generate_request_id();
+        let text = id.to_str().unwrap();
+        let (prefix, n) = text.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 16);
+        assert!(n.len() >= 8 && u64::from_str_radix(n, 16).is_ok(), "{text}");
+        for ip in [
+            "127.0.0.1",
+            "10.0.200.9",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::1",
+        ] {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_named_twice_or_in_several_lines_go() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-B ,, bad name"),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert("x-c", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // Nothing hop-by-hop: untouched.
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! used only for tenants named in config (tiers); all others are folded into `other`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -213,6 +214,61 @@ impl Default for Metrics {
     }
 }
 
+/// Statuses whose request counter a route keeps resolved; others go through the family.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 202, 204, 400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 502, 504,
+];
+
+/// One route's series, resolved from the families the first time each is used and then
+/// reused: no label strings allocated, hashed or compared, and no family lock taken per
+/// request. A route's name and method are fixed (the router matched both), so only the
+/// status varies. Series appear in the exposition exactly when they would through the
+/// families, on their first observation. Held by the snapshot's `Route`, so a reloaded
+/// route resolves again (to the same series, which the families keep).
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    statuses: [OnceLock<Counter>; COMMON_STATUSES.len()],
+    duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    /// Counts one answered request of route `name` (served for `method`) with `status`.
+    pub fn count(&self, metrics: &Metrics, name: &str, method: &http::Method, status: u16) {
+        let labels = || RequestLabels {
+            route: name.to_string(),
+            method: method.to_string(),
+            status,
+        };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.statuses[i]
+                .get_or_init(|| metrics.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => metrics.requests.get_or_create(&labels()).inc(),
+        };
+    }
+
+    /// The whole-request latency histogram of route `name`.
+    pub fn duration(&self, metrics: &Metrics, name: &str) -> &Histogram {
+        self.duration.get_or_init(|| {
+            let labels = RouteLabels {
+                route: name.to_string(),
+            };
+            metrics.duration.get_or_create(&labels).clone()
+        })
+    }
+
+    /// The upstream latency histogram of route `name`.
+    pub fn upstream_duration(&self, metrics: &Metrics, name: &str) -> &Histogram {
+        self.upstream_duration.get_or_init(|| {
+            let labels = RouteLabels {
+                route: name.to_string(),
+            };
+            metrics.upstream_duration.get_or_create(&labels).clone()
+        })
+    }
+}
+
 /// Decrements the in-flight gauge when dropped (also when a request is cancelled).
 pub struct InFlight<'a>(&'a Metrics, i64);
 
@@ -256,6 +312,33 @@ mod tests {
         );
         assert_eq!(field_label("query", "/status/0"), "query.status[*]");
         assert_eq!(field_label("body", ""), "body");
+    }
+
+    #[test]
+    fn route_series_are_the_family_series() {
+        let metrics = Metrics::new();
+        let series = RouteSeries::default();
+        let text = metrics.encode();
+        assert!(
+            !text.contains("route=\"r\""),
+            "no series before use:\n{text}"
+        );
+        for status in [200, 200, 422, 299] {
+            series.count(&metrics, "r", &http::Method::POST, status);
+        }
+        series.duration(&metrics, "r").observe(0.001);
+        // A second handle (a reloaded route) reaches the same series.
+        RouteSeries::default().count(&metrics, "r", &http::Method::POST, 200);
+        let text = metrics.encode();
+        for line in [
+            "schemagate_requests_total{route=\"r\",method=\"POST\",status=\"200\"} 3",
+            "schemagate_requests_total{route=\"r\",method=\"POST\",status=\"422\"} 1",
+            "schemagate_requests_total{route=\"r\",method=\"POST\",status=\"299\"} 1",
+            "schemagate_request_duration_seconds_count{route=\"r\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("schemagate_upstream_duration_seconds_count{route=\"r\"}"));
     }
 
     #[test]

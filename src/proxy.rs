@@ -206,28 +206,38 @@ fn record(
     started: Instant,
     trace: &Trace,
 ) {
-    let name = route.map_or("-", |r| r.name.as_str()).to_string();
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: name.clone(),
-            method: method.to_string(),
-            status,
-        })
-        .inc();
-    let labels = RouteLabels {
-        route: name.clone(),
-    };
-    metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    if let Some(upstream) = trace.upstream_latency {
-        metrics
-            .upstream_duration
-            .get_or_create(&labels)
-            .observe(upstream.as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    match route {
+        Some(route) => {
+            // The route's own series, resolved once: no label allocated or hashed.
+            let series = &route.series;
+            series.count(metrics, &route.name, method, status);
+            series.duration(metrics, &route.name).observe(elapsed);
+            if let Some(upstream) = trace.upstream_latency {
+                series
+                    .upstream_duration(metrics, &route.name)
+                    .observe(upstream.as_secs_f64());
+            }
+        }
+        None => {
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: "-".to_string(),
+                    method: method.to_string(),
+                    status,
+                })
+                .inc();
+            let labels = RouteLabels {
+                route: "-".to_string(),
+            };
+            metrics.duration.get_or_create(&labels).observe(elapsed);
+        }
     }
+    if !trace.throttled && trace.reported.is_empty() {
+        return;
+    }
+    let name = route.map_or("-", |r| r.name.as_str()).to_string();
     if trace.throttled {
         let named = match (
             route.and_then(|r| r.limiter.as_ref()),

@@ -105,6 +105,8 @@ pub struct Route {
     pub tenant: Option<TenantRule>,
     pub limiter: Option<Arc<RouteLimiter>>,
     pub schema_files: Vec<SchemaFile>,
+    /// This route's metric series, resolved on first use (see `metrics::RouteSeries`).
+    pub series: crate::metrics::RouteSeries,
 }
 
 /// Where the admin listener is and who may use it.
@@ -510,6 +512,7 @@ fn compile(
             tenant,
             limiter,
             schema_files: schema_files(&schema_path, &raw_route.schemas),
+            series: Default::default(),
         });
     }
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Instructions per request, the figure that holds on a shared machine (BENCHMARKING.md):
+# the server under test runs under `valgrind --tool=callgrind` in front of a native nginx
+# upstream; on one keep-alive connection, after a warm-up, the counters are zeroed, N
+# requests sent and the counters dumped, three times; the median Ir / N is reported for:
+#
+#   - schemagate, valid requests (auth + tenant + rate limit + validation + forward)
+#   - schemagate, invalid requests (rejected with 422 before the upstream)
+#   - schemagate, the same request on a route that checks nothing (the HTTP plumbing alone)
+#   - nginx as a plain reverse proxy (proxy_pass, upstream keepalive pool, one process)
+#   - the nginx upstream itself (`return 200`), for calibration against BENCHMARKING.md
+#
+#   bench/callgrind.sh      # ~2 minutes after the build; results in target/bench/callgrind/
+#
+# schemagate runs with TOKIO_WORKER_THREADS=1 (the runtime's worker count; valgrind runs
+# one thread at a time anyway) and RUST_LOG=warn (nginx runs with access_log off). The
+# release profile keeps line tables, so `callgrind_annotate` names functions and lines;
+# CALLGRIND_FULL_DEBUG=1 builds with full debug info (CARGO_PROFILE_RELEASE_DEBUG=true,
+# which rebuilds every dependency) for inlined frames.
+#
+# Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
+#           CALLGRIND_TARGETS="schemagate nginx upstream" BENCH_SKIP_BUILD=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+N=${CALLGRIND_REQUESTS:-2000}
+WARM=${CALLGRIND_WARMUP:-300}
+REPEATS=${CALLGRIND_REPEATS:-3}
+TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream}
+OUT=$ROOT/target/bench/callgrind
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+install_tools nginx:nginx valgrind:valgrind python3:python3 curl:curl pgrep:procps
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building schemagate --release"
+  if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi
+  cargo build --release --locked --bin schemagate >&2
+fi
+GATEWAY_BIN=$ROOT/target/release/schemagate
+
+trap cleanup EXIT
+read -r P_UP P_UPCG P_NGX P_GW P_ADMIN <<<"$(free_ports 5)"
+nginx_conf upstream "$OUT/nginx-upstream" "$P_UP"
+start_nginx "$OUT/nginx-upstream"
+wait_port "$P_UP"
+
+# callgrind VG_ARGS... : the valgrind command line for one server, dumps under $OUT/NAME.
+vg() {
+  echo valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.out" --dump-instr=no \
+    --collect-jumps=no
+}
+
+# count NAME PORT PID [--invalid]: runs the client, appends its JSON to $OUT/raw.jsonl.
+count() {
+  local name=$1 port=$2 pid=$3
+  shift 3
+  local result
+  result=$(python3 bench/callgrind_client.py 127.0.0.1 "$port" "$pid" "$OUT/${name%%-*}.out" \
+    --warmup "$WARM" --count "$N" --repeats "$REPEATS" "$@")
+  log "$name: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f Ir/request (repeats: %s)" % (r["median"], ", ".join("%.0f" % x for x in r["ir_per_request"])))' "$result")"
+  printf '{"target":"%s","result":%s}\n' "$name" "$result" >>"$OUT/raw.jsonl"
+}
+
+for target in $TARGETS; do
+  case $target in
+    schemagate)
+      log "schemagate under callgrind on $P_GW"
+      # shellcheck disable=SC2046
+      BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN \
+        BENCH_UPSTREAM=http://127.0.0.1:$P_UP TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
+        $(vg schemagate) "$GATEWAY_BIN" serve --config bench/gateway.yaml \
+        >"$OUT/schemagate.log" 2>&1 &
+      pid=$!
+      STARTED+=("$pid")
+      wait_port "$P_GW" 120
+      [ "$(status_of "$P_GW" "$BENCH_BODY_VALID")" = 200 ] || { log "schemagate: not 200"; exit 1; }
+      count schemagate "$P_GW" "$pid"
+      count schemagate-invalid "$P_GW" "$pid" --invalid
+      # The floor: the same request on a route that checks nothing (bench.plain).
+      BENCH_PATH=/bench/plain count schemagate-plain "$P_GW" "$pid"
+      stop_pid "$pid"
+      ;;
+    nginx)
+      log "nginx proxy under callgrind on $P_NGX"
+      nginx_conf proxy "$OUT/nginx-proxy" "$P_NGX" "$P_UP" off
+      # shellcheck disable=SC2046
+      start_nginx "$OUT/nginx-proxy" $(vg nginx)
+      wait_port "$P_NGX" 120
+      count nginx "$P_NGX" "$LAST_PID"
+      stop_pid "$LAST_PID"
+      ;;
+    upstream)
+      log "nginx upstream under callgrind on $P_UPCG"
+      nginx_conf upstream "$OUT/nginx-upstream-cg" "$P_UPCG" "" off
+      # shellcheck disable=SC2046
+      start_nginx "$OUT/nginx-upstream-cg" $(vg upstream)
+      wait_port "$P_UPCG" 120
+      count upstream "$P_UPCG" "$LAST_PID"
+      stop_pid "$LAST_PID"
+      ;;
+    *) log "unknown target $target"; exit 1 ;;
+  esac
+done
+
+# The annotated profile of schemagate's last valid repeat, for finding what to remove.
+dump=$(python3 -c 'import json,sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["target"] == "schemagate": print(r["result"]["dumps"][-1])' "$OUT/raw.jsonl" || true)
+if [ -n "$dump" ]; then
+  callgrind_annotate --inclusive=no "$dump" >"$OUT/schemagate.self.txt" 2>/dev/null || true
+  callgrind_annotate --inclusive=yes "$dump" >"$OUT/schemagate.inclusive.txt" 2>/dev/null || true
+fi
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT+dirty"
+python3 - "$OUT/raw.jsonl" "$OUT/../callgrind.json" "$COMMIT" "$N" "$REPEATS" <<'PY'
+import datetime, json, sys
+raw, out, commit, n, repeats = sys.argv[1:6]
+results = {}
+for line in open(raw):
+    r = json.loads(line)
+    results[r["target"]] = r["result"]
+ref = results.get("nginx", {}).get("median")
+labels = {
+    "upstream": "nginx upstream (`return 200`)",
+    "nginx": "nginx proxy_pass (keepalive pool)",
+    "schemagate": "schemagate, valid (forwarded)",
+    "schemagate-invalid": "schemagate, invalid (422)",
+    "schemagate-plain": "schemagate, route with no checks (floor)",
+}
+print()
+print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")
+print()
+print("| process | instructions per request | repeats | × nginx proxy |")
+print("|---|---|---|---|")
+for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain"):
+    r = results.get(name)
+    if not r:
+        continue
+    reps = ", ".join(f"{x:,.0f}" for x in r["ir_per_request"])
+    ratio = f"{r['median'] / ref:.2f}" if ref else "-"
+    print(f"| {labels[name]} | {r['median']:,.0f} | {reps} | {ratio} |")
+doc = {
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "commit": commit,
+    "requests_per_repeat": int(n),
+    "results": results,
+    "ratio_to_nginx": {k: v["median"] / ref for k, v in results.items()} if ref else None,
+}
+json.dump(doc, open(out, "w"), indent=2)
+print()
+print(f"JSON: {out}")
+PY

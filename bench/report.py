@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw measurements into the results table and JSON.
+
+Usage: report.py RAW_JSONL META_JSON OUT_JSON
+
+RAW_JSONL has one line per measured wrk run: scenario, target, round, the wrk summary
+(`BENCH_RESULT` from bench/wrk.lua) and the proxy's CPU ticks (utime + stime summed over
+its processes, from /proc/PID/stat) during that run. META_JSON holds the settings and the
+RSS figures. The table gives, per scenario and target, the median over rounds and the
+spread (min-max), and each median as a ratio to nginx's in the same scenario.
+"""
+
+import json
+import statistics
+import sys
+
+NGINX = "nginx"
+
+
+def spread(values):
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "rounds": values,
+    }
+
+
+def summarise(runs):
+    """Per-round figures, then median and spread per figure."""
+    per_round = {"rps": [], "p50_us": [], "p99_us": [], "cpu_us_per_req": []}
+    non_2xx, requests, errors = 0, 0, 0
+    for run in runs:
+        wrk = run["wrk"]
+        seconds = wrk["duration_us"] / 1e6
+        per_round["rps"].append(wrk["requests"] / seconds)
+        per_round["p50_us"].append(wrk["p50_us"])
+        per_round["p99_us"].append(wrk["p99_us"])
+        cpu_s = run["cpu_ticks"] / run["clk_tck"]
+        per_round["cpu_us_per_req"].append(cpu_s * 1e6 / max(wrk["requests"], 1))
+        non_2xx += wrk["non_2xx"]
+        requests += wrk["requests"]
+        errors += (
+            wrk["connect_errors"]
+            + wrk["read_errors"]
+            + wrk["write_errors"]
+            + wrk["timeouts"]
+        )
+    out = {k: spread(v) for k, v in per_round.items()}
+    out["requests"] = requests
+    out["non_2xx"] = non_2xx
+    out["socket_errors"] = errors
+    return out
+
+
+def fmt_spread(s, digits=0):
+    median, lo, hi = s["median"], s["min"], s["max"]
+    if digits == 0:
+        return f"{median:,.0f} ({lo:,.0f}–{hi:,.0f})"
+    return f"{median:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def ratio(value, reference):
+    return value / reference if reference else float("nan")
+
+
+def main():
+    raw_path, meta_path, out_path = sys.argv[1:4]
+    with open(raw_path) as f:
+        raw = [json.loads(line) for line in f if line.strip()]
+    with open(meta_path) as f:
+        meta = json.load(f)
+
+    scenarios = {}
+    for run in raw:
+        scenarios.setdefault(run["scenario"], {}).setdefault(run["target"], []).append(run)
+
+    results = {}
+    for scenario, targets in scenarios.items():
+        results[scenario] = {t: summarise(runs) for t, runs in targets.items()}
+        ref = results[scenario].get(NGINX)
+        for target, s in results[scenario].items():
+            if ref is None:
+                continue
+            s["vs_nginx"] = {
+                k: ratio(s[k]["median"], ref[k]["median"])
+                for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req")
+            }
+
+    # Rejection versus forwarding: the mixed scenario's CPU per request is a blend of the two;
+    # with the forwarded cost taken from the all-valid scenario, the rejected cost follows.
+    verdict = None
+    valid = results.get("valid", {}).get("schemagate")
+    mixed = results.get("mixed", {}).get("schemagate")
+    if valid and mixed and mixed["requests"]:
+        share = mixed["non_2xx"] / mixed["requests"]
+        forward = valid["cpu_us_per_req"]["median"]
+        blend = mixed["cpu_us_per_req"]["median"]
+        rejected = (blend - (1 - share) * forward) / share if share else float("nan")
+        verdict = {
+            "invalid_share": share,
+            "cpu_us_per_forwarded": forward,
+            "cpu_us_per_mixed": blend,
+            "cpu_us_per_rejected_derived": rejected,
+            "rejected_over_forwarded": rejected / forward if forward else float("nan"),
+            "rejection_cheaper": rejected < forward,
+        }
+
+    document = {"meta": meta, "results": results, "rejection": verdict}
+    with open(out_path, "w") as f:
+        json.dump(document, f, indent=2)
+
+    print()
+    print(
+        f"{meta['date']}  commit {meta['commit']}  {meta['cpus']} CPUs  "
+        f"wrk -t{meta['wrk_threads']} -c{meta['connections']} -d{meta['duration_s']}s "
+        f"(warm-up {meta['warmup_s']}s), {meta['rounds']} interleaved rounds; "
+        f"schemagate TOKIO_WORKER_THREADS={meta['gateway_threads']}, "
+        f"RUST_LOG={meta['rust_log']}; nginx worker_processes 1"
+    )
+    for scenario, targets in results.items():
+        print()
+        print(f"Scenario `{scenario}`: {meta['scenarios'][scenario]}")
+        print()
+        print(
+            "| target | requests/s | p50 µs | p99 µs | non-2xx | proxy CPU µs/req "
+            "| ×nginx rps | ×nginx p50 | ×nginx p99 | ×nginx CPU |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for target in ("upstream", "nginx", "schemagate"):
+            s = targets.get(target)
+            if s is None:
+                continue
+            r = s.get("vs_nginx", {})
+            cpu = fmt_spread(s["cpu_us_per_req"], 1)
+            print(
+                f"| {meta['labels'][target]} | {fmt_spread(s['rps'])} "
+                f"| {fmt_spread(s['p50_us'])} | {fmt_spread(s['p99_us'])} "
+                f"| {s['non_2xx']:,} of {s['requests']:,} | {cpu} "
+                f"| {r.get('rps', float('nan')):.2f} | {r.get('p50_us', float('nan')):.2f} "
+                f"| {r.get('p99_us', float('nan')):.2f} "
+                f"| {r.get('cpu_us_per_req', float('nan')):.2f} |"
+            )
+    if verdict:
+        print()
+        print(
+            f"Rejection vs forwarding (schemagate): {verdict['invalid_share']:.0%} invalid; "
+            f"forwarded {verdict['cpu_us_per_forwarded']:.1f} µs CPU/req, "
+            f"rejected (derived) {verdict['cpu_us_per_rejected_derived']:.1f} µs CPU/req "
+            f"(×{verdict['rejected_over_forwarded']:.2f}): "
+            + ("rejection is cheaper" if verdict["rejection_cheaper"] else "REJECTION COSTS MORE")
+        )
+    rss = meta.get("rss", {})
+    if rss:
+        print()
+        idle = next(iter(rss.values()))["idle"]["connections"]
+        print(f"| process | RSS after load | RSS holding {idle:,} idle keep-alive connections |")
+        print("|---|---|---|")
+        for target in ("nginx", "schemagate"):
+            r = rss.get(target)
+            if not r:
+                continue
+            held = r["idle"]
+            print(
+                f"| {meta['labels'][target]} | {r['after_load_kib'] / 1024:.1f} MiB "
+                f"| {held['rss_held_kib'] / 1024:.1f} MiB "
+                f"({held['still_open']} of {held['connections']} still open) |"
+            )
+    print()
+    print(f"JSON: {out_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Wall-clock benchmark: the same load against a fast upstream directly, nginx as a plain
+# reverse proxy, and schemagate (validation, bearer auth, X-Tenant tenant and a rate limit on).
+#
+#   bench/run.sh            # ~4 minutes; results in target/bench/
+#
+# What it does (see README, "Performance"):
+#   1. installs nginx, wrk, python3 and curl from Debian's packages when missing;
+#   2. builds schemagate --release;
+#   3. starts, on free loopback ports: the upstream (nginx, worker_processes 1, answering a
+#      fixed JSON body), nginx as a plain reverse proxy (proxy_pass with an upstream keepalive
+#      pool, worker_processes 1, access_log off) and schemagate with bench/gateway.yaml (the
+#      shipped routes and schemas, rate limits far above the load);
+#   4. for each scenario, runs interleaved rounds (target order rotated each round): a
+#      warm-up, then wrk with fixed connections and duration, reading the proxy's utime +
+#      stime from /proc/PID/stat (nginx: master + worker) before and after;
+#   5. reads schemagate's and nginx's VmRSS after the load and while holding 1 000 idle
+#      keep-alive connections (bench/idle_conns.py);
+#   6. prints the table (medians, min-max spread, ratios to nginx) and writes
+#      target/bench/results.json (and a dated copy).
+#
+# Scenarios: `valid` sends only the valid request; `mixed` sends every second request with
+# an invalid body (422 from schemagate) to show that rejecting costs less than forwarding.
+#
+# Settings (environment):
+#   BENCH_ROUNDS=3 BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_CONNS=64 BENCH_WRK_THREADS=1
+#   BENCH_GATEWAY_THREADS=1   tokio worker threads for schemagate (nginx runs 1 worker)
+#   BENCH_RUST_LOG=warn       schemagate's log filter (nginx runs with access_log off)
+#   BENCH_IDLE_CONNS=1000     idle keep-alive connections for the RSS figure
+#   BENCH_SCENARIOS="valid mixed"   BENCH_SKIP_BUILD=1 to use the existing release binary
+#
+# The machine is small and shared (see BENCHMARKING.md): requests/s and latency move a lot
+# between runs; CPU per request is steadier; bench/callgrind.sh gives the figure that holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+CONNS=${BENCH_CONNS:-64}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+GW_THREADS=${BENCH_GATEWAY_THREADS:-1}
+GW_LOG=${BENCH_RUST_LOG:-warn}
+IDLE=${BENCH_IDLE_CONNS:-1000}
+SCENARIOS=${BENCH_SCENARIOS:-valid mixed}
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+
+# --- tools -------------------------------------------------------------------------------
+install_tools nginx:nginx wrk:wrk python3:python3 curl:curl pgrep:procps
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building schemagate --release"
+  cargo build --release --locked --bin schemagate >&2
+fi
+GATEWAY_BIN=$ROOT/target/release/schemagate
+
+# --- processes ---------------------------------------------------------------------------
+trap cleanup EXIT
+read -r P_UP P_NGX P_GW P_ADMIN <<<"$(free_ports 4)"
+UP_DIR=$OUT/nginx-upstream
+NGX_DIR=$OUT/nginx-proxy
+nginx_conf upstream "$UP_DIR" "$P_UP"
+nginx_conf proxy "$NGX_DIR" "$P_NGX" "$P_UP"
+log "upstream nginx on $P_UP, nginx proxy on $P_NGX, schemagate on $P_GW (admin $P_ADMIN)"
+start_nginx "$UP_DIR"
+UP_PID=$LAST_PID
+wait_port "$P_UP"
+start_nginx "$NGX_DIR"
+NGX_PID=$LAST_PID
+wait_port "$P_NGX"
+
+BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN BENCH_UPSTREAM=http://127.0.0.1:$P_UP \
+  TOKIO_WORKER_THREADS=$GW_THREADS RUST_LOG=$GW_LOG \
+  "$GATEWAY_BIN" serve --config bench/gateway.yaml >"$OUT/schemagate.log" 2>&1 &
+GW_PID=$!
+STARTED+=("$GW_PID")
+wait_port "$P_GW"
+sleep 0.5
+
+declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW)
+declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID)
+log "pids: upstream ${PIDS[upstream]}; nginx ${PIDS[nginx]}; schemagate ${PIDS[schemagate]}"
+
+# --- preflight: every target answers the valid request with 200; schemagate answers the
+# invalid one with 422 (so the mixed scenario measures rejections, not errors).
+for target in upstream nginx schemagate; do
+  got=$(status_of "${PORT[$target]}" "$BENCH_BODY_VALID")
+  [ "$got" = 200 ] || { log "$target answered $got to the valid request"; exit 1; }
+done
+got=$(status_of "$P_GW" "$BENCH_BODY_INVALID")
+[ "$got" = 422 ] || { log "schemagate answered $got to the invalid request"; exit 1; }
+
+# --- load --------------------------------------------------------------------------------
+RAW=$OUT/raw.jsonl
+: >"$RAW"
+CLK_TCK=$(getconf CLK_TCK)
+
+measure() {
+  local scenario=$1 target=$2 round=$3 every=0 before after out result
+  [ "$scenario" = mixed ] && every=2
+  local url="http://127.0.0.1:${PORT[$target]}"
+  # shellcheck disable=SC2086
+  BENCH_INVALID_EVERY=$every wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" \
+    -s bench/wrk.lua "$url" >/dev/null
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks ${PIDS[$target]})
+  out=$(BENCH_INVALID_EVERY=$every wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" \
+    -s bench/wrk.lua "$url")
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks ${PIDS[$target]})
+  result=$(sed -n 's/^BENCH_RESULT //p' <<<"$out")
+  [ -n "$result" ] || { log "wrk printed no result:"; echo "$out" >&2; exit 1; }
+  printf '{"scenario":"%s","target":"%s","round":%d,"cpu_ticks":%d,"clk_tck":%d,"wrk":%s}\n' \
+    "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$result" >>"$RAW"
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); tck = int(sys.argv[3])
+rps = r["requests"] / (r["duration_us"] / 1e6)
+cpu = ticks / tck * 1e6 / max(r["requests"], 1)
+line = "[bench] {:7} round {} {:10} {:9.0f} req/s  p50 {:6d} us  p99 {:6d} us  non-2xx {:7d}  cpu {:6.1f} us/req"
+print(line.format(sys.argv[4], sys.argv[5], sys.argv[6], rps, r["p50_us"], r["p99_us"], r["non_2xx"], cpu), file=sys.stderr)' \
+    "$result" "$((after - before))" "$CLK_TCK" "$scenario" "$round" "$target"
+}
+
+for scenario in $SCENARIOS; do
+  case $scenario in
+    valid) targets=(upstream nginx schemagate) ;;
+    mixed) targets=(nginx schemagate) ;;
+    *) log "unknown scenario $scenario"; exit 1 ;;
+  esac
+  for round in $(seq 1 "$ROUNDS"); do
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do
+      # Rotate the order each round, so no target always runs right after another.
+      measure "$scenario" "${targets[$(((i + round - 1) % n))]}" "$round"
+    done
+  done
+done
+
+# --- memory ------------------------------------------------------------------------------
+GW_RSS_END=$(vm_rss_kib "$GW_PID")
+# shellcheck disable=SC2086
+NGX_RSS_END=$(vm_rss_kib ${PIDS[nginx]})
+log "holding $IDLE idle keep-alive connections to schemagate, then to nginx"
+GW_IDLE=$(python3 bench/idle_conns.py 127.0.0.1 "$P_GW" "$IDLE" "$GW_PID")
+# shellcheck disable=SC2086
+NGX_IDLE=$(python3 bench/idle_conns.py 127.0.0.1 "$P_NGX" "$IDLE" ${PIDS[nginx]})
+
+# --- report ------------------------------------------------------------------------------
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench 2>/dev/null || COMMIT="$COMMIT+dirty"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+META=$OUT/meta.json
+cat >"$META" <<EOF
+{
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "commit": "$COMMIT",
+  "cpus": $(nproc),
+  "rounds": $ROUNDS,
+  "duration_s": $DURATION,
+  "warmup_s": $WARMUP,
+  "connections": $CONNS,
+  "wrk_threads": $WRK_THREADS,
+  "gateway_threads": $GW_THREADS,
+  "rust_log": "$GW_LOG",
+  "nginx": "$("$(nginx_bin)" -v 2>&1 | sed 's/.*nginx\///')",
+  "wrk": "$(wrk -v 2>&1 | head -1 | awk '{print $2}')",
+  "request": "POST /v1/conversations, ${#BENCH_BODY_VALID}-byte JSON body, Authorization: Bearer, X-Tenant",
+  "labels": {
+    "upstream": "upstream (nginx return 200, direct)",
+    "nginx": "nginx proxy_pass (keepalive pool)",
+    "schemagate": "schemagate (auth + tenant + limit + validation)"
+  },
+  "scenarios": {
+    "valid": "every request valid (200 from the upstream)",
+    "mixed": "every second request has an invalid body (422 from schemagate; nginx forwards all)"
+  },
+  "rss": {
+    "schemagate": {"after_load_kib": $GW_RSS_END, "idle": $GW_IDLE},
+    "nginx": {"after_load_kib": $NGX_RSS_END, "idle": $NGX_IDLE}
+  }
+}
+EOF
+python3 bench/report.py "$RAW" "$META" "$OUT/results.json" | tee "$OUT/results.md"
+cp "$OUT/results.json" "$OUT/results-$STAMP.json"
