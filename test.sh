@@ -20,5 +20,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --locked --all-targets -- -D warnings
+# The fuzz targets (fuzz/, its own workspace) are built, not run, so that they do not rot;
+# `cargo test` replays their corpus (tests/fuzz_corpus.rs). A plain build needs neither nightly
+# nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
+CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
 cargo test --locked

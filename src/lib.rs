@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
