@@ -144,7 +144,8 @@ pub fn config(data: &[u8]) {
         return;
     };
     let path = repo().join("config/fuzz.yaml");
-    let lines = text.lines().count() as u64 + 1;
+    // YAML breaks lines at LF, CRLF and a lone CR (which `str::lines` does not count).
+    let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() as u64 + 1;
     let check_error = |error: &config::ConfigError| {
         assert_eq!(error.file, path);
         assert!(!error.message.is_empty(), "{error:?}");
