@@ -32,7 +32,12 @@ fi
 for script in bench/*.sh; do bash -n "$script"; done
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --locked --all-targets -- -D warnings
+# The fuzz targets (fuzz/, its own workspace) are built, not run, so that they do not rot;
+# `cargo test` replays their corpus (tests/fuzz_corpus.rs). A plain build needs neither nightly
+# nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
+CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
 cargo test --locked
 
 # Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by

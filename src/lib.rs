@@ -13,6 +13,8 @@ pub mod conformance;
 pub mod error;
 pub mod forward;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

@@ -203,9 +203,21 @@ impl Snapshot {
                 format!("cannot read config file: {e}"),
             )]
         })?;
-        let raw = config::parse_with_env(path, &text, env).map_err(|e| vec![e])?;
+        Snapshot::from_text(path, &text, env, clock)
+    }
+
+    /// Like [`Snapshot::load_with`], from config text already read: `path` names the file in
+    /// errors, and relative paths (schema directory, mock bodies) resolve against its
+    /// directory, which is still read. The fuzz targets use this to avoid a file per input.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String> + 'static,
+        clock: &GatewayClock,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
+        let raw = config::parse_with_env(path, text, env).map_err(|e| vec![e])?;
         let mut snapshot = compile(path, raw, clock)?;
-        snapshot.fingerprint = fingerprint(&text, &snapshot);
+        snapshot.fingerprint = fingerprint(text, &snapshot);
         Ok(snapshot)
     }
 
