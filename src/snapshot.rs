@@ -197,12 +197,16 @@ impl Snapshot {
         env: impl Fn(&str) -> Option<String> + 'static,
         clock: &GatewayClock,
     ) -> Result<Snapshot, Vec<ConfigError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![ConfigError::file(
-                path,
-                format!("cannot read config file: {e}"),
-            )]
-        })?;
+        let text = config::read_capped(path, config::MAX_CONFIG_FILE)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_string())
+            })
+            .map_err(|e| {
+                vec![ConfigError::file(
+                    path,
+                    format!("cannot read config file: {e}"),
+                )]
+            })?;
         Snapshot::from_text(path, &text, env, clock)
     }
 
@@ -807,8 +811,7 @@ fn compile_upstream(
         let at_file =
             |message: String| at_line(mock.body_file.referenced, "mock.body_file", message);
         let file = base_dir.join(&*mock.body_file.value);
-        let body = std::fs::read(&file)
-            .map_err(|e| at_file(format!("cannot read {}: {e}", file.display())))?;
+        let body = config::read_capped(&file, config::MAX_DATA_FILE).map_err(at_file)?;
         serde_json::from_slice::<serde_json::Value>(&body)
             .map_err(|e| at_file(format!("{} is not valid JSON: {e}", file.display())))?;
         let status = StatusCode::from_u16(mock.status.unwrap_or(200)).map_err(|_| {

@@ -51,8 +51,7 @@ pub struct Material {
 
 impl Material {
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = crate::config::read_capped(path, crate::config::MAX_TLS_FILE)?;
         path.hash(&mut self.hasher);
         bytes.hash(&mut self.hasher);
         self.files.push(path.to_path_buf());

@@ -47,6 +47,13 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "cannot read",
     ),
     (
+        // An endless file is refused at its size cap, not read until memory runs out.
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  m: { url: mock, mock: { body_file: /dev/zero } }\nroutes: []\n",
+        4,
+        "upstreams.m.mock.body_file",
+        "/dev/zero is larger than 16777216 bytes",
+    ),
+    (
         "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - { name: r, method: GET, path: '/x/{id}', upstream: b, rewrite: '/y/{other}' }\n",
         6,
         "routes[0].rewrite",
