@@ -239,8 +239,14 @@ async fn status_reflects_reloads_and_post_reload_triggers_one() {
     );
 
     // Repaired; POST /reload also works (and is idempotent on unchanged files).
-    std::fs::write(gw.dir().join("schemas/s.json"), SCHEMA.replace("1}", "2}")).unwrap();
+    // Written by rename, so the watcher sees one change, and given time to settle, so that
+    // no late file event's reload lands after the POST and renames the trigger.
+    let schema = gw.dir().join("schemas/s.json");
+    let temp = schema.with_extension("tmp-write");
+    std::fs::write(&temp, SCHEMA.replace("1}", "2}")).unwrap();
+    std::fs::rename(&temp, &schema).unwrap();
     reload.wait_generation(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let got = send(admin, request("POST", "/reload", &[], b"")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["generation"], 2);
