@@ -89,10 +89,20 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // A clone of the parsed URI shares its bytes: the path is kept for the access line and
+    // the router without copying it.
+    let uri = request.uri().clone();
     let mut trace = Trace::default();
 
-    let result = handle_inner(&snapshot, downstream, &request_id, &mut trace, request).await;
+    let result = handle_inner(
+        &snapshot,
+        downstream,
+        &request_id,
+        &mut trace,
+        &uri,
+        request,
+    )
+    .await;
     let route = trace.route.and_then(|i| snapshot.routes.get(i));
     let route_name = route.map_or("-", |r| r.name.as_str());
     let (mut response, reason) = match result {
@@ -128,7 +138,7 @@ pub async fn handle(
         route = route_name,
         tenant = trace.tenant.as_deref().unwrap_or("-"),
         %method,
-        path,
+        path = uri.path(),
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
@@ -244,6 +254,9 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
 /// The longest a client may take to send a validated body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The limiter key of requests without a tenant ([`tenant::SHARED`]), owned once.
+static SHARED_TENANT: String = String::new();
+
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -256,6 +269,7 @@ async fn handle_inner(
     downstream: Downstream,
     request_id: &HeaderValue,
     trace: &mut Trace,
+    uri: &http::Uri,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, body) = request.into_parts();
@@ -263,8 +277,7 @@ async fn handle_inner(
     // connection: they are removed before anything looks at the headers, so what is checked
     // is exactly what is forwarded.
     forward::strip_hop_by_hop(&mut parts.headers);
-    let path = parts.uri.path().to_owned();
-    let found = snapshot.router.find(&parts.method, &path)?;
+    let found = snapshot.router.find(&parts.method, uri.path())?;
     trace.route = Some(found.route);
     let route = snapshot
         .routes
@@ -321,8 +334,8 @@ async fn handle_inner(
         None => None,
     };
     if let Some(limiter) = &route.limiter {
-        let who = tenant.as_deref().unwrap_or(tenant::SHARED);
-        match limiter.check(who) {
+        let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
+        match limiter.check_owned(who) {
             ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
             ratelimit::Outcome::Throttled {
                 info,
@@ -336,7 +349,7 @@ async fn handle_inner(
                 }
                 tracing::warn!(
                     route = route.name,
-                    tenant = who,
+                    tenant = who.as_str(),
                     "report-only: request would have been rate limited"
                 );
             }
