@@ -28,12 +28,17 @@ pub fn check_media_type(headers: &HeaderMap) -> Result<bool, GatewayError> {
         .to_str()
         .ok()
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
+        .map(str::trim)
         .unwrap_or_default();
-    let json = essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub.len() > 5 && sub.ends_with("+json"));
+    // Media types are case-insensitive; compared without lowercasing a copy.
+    let json = essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > "application/".len() + "+json".len()
+            && essence
+                .get(..12)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+            && essence
+                .get(essence.len() - 5..)
+                .is_some_and(|s| s.eq_ignore_ascii_case("+json")));
     if json {
         Ok(true)
     } else {
@@ -111,6 +116,7 @@ mod tests {
             "Application/JSON; charset=utf-8",
             "application/vnd.api+json",
             "application/merge-patch+json;x=1",
+            "APPLICATION/VND.API+JSON",
         ] {
             assert_eq!(
                 check_media_type(&headers(&[("content-type", ok)])).ok(),
@@ -123,6 +129,8 @@ mod tests {
             "application/xml",
             "application/+json",
             "application/jsonx",
+            "application/é+json",
+            "text/vnd.x+json",
             "multipart/form-data",
         ] {
             assert!(

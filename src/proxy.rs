@@ -92,7 +92,9 @@ pub async fn handle(
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
     let version = request.version();
-    let path = request.uri().path().to_owned();
+    // A clone of the parsed URI shares its bytes: the path is kept for the access line and
+    // the router without copying it.
+    let uri = request.uri().clone();
     let mut trace = Trace::default();
 
     // Over the in-flight cap: refused at once, never queued.
@@ -101,14 +103,21 @@ pub async fn handle(
             retry_after_secs: 1,
         })
     } else {
-        let inner = handle_inner(&snapshot, &downstream, &request_id, &mut trace, request);
+        let inner = handle_inner(
+            &snapshot,
+            &downstream,
+            &request_id,
+            &mut trace,
+            &uri,
+            request,
+        );
         match catch_panic(inner).await {
             Ok(result) => result,
             Err(payload) => {
                 tracing::error!(
                     request_id = request_id.to_str().unwrap_or("-"),
                     %method,
-                    path,
+                    path = uri.path(),
                     panic = panic_message(payload.as_ref()),
                     "request handling panicked; answering 500"
                 );
@@ -159,7 +168,7 @@ pub async fn handle(
         route = route_name,
         tenant = trace.tenant.as_deref().unwrap_or("-"),
         %method,
-        path,
+        path = uri.path(),
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
@@ -300,6 +309,9 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
     }
 }
 
+/// The limiter key of requests without a tenant ([`tenant::SHARED`]), owned once.
+static SHARED_TENANT: String = String::new();
+
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -312,6 +324,7 @@ async fn handle_inner(
     downstream: &Downstream,
     request_id: &HeaderValue,
     trace: &mut Trace,
+    uri: &http::Uri,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let (mut parts, body) = request.into_parts();
@@ -323,8 +336,7 @@ async fn handle_inner(
     // is exactly what is forwarded.
     forward::strip_hop_by_hop(&mut parts.headers);
     check_head(&snapshot.server, &parts)?;
-    let path = parts.uri.path().to_owned();
-    let found = snapshot.router.find(&parts.method, &path)?;
+    let found = snapshot.router.find(&parts.method, uri.path())?;
     trace.route = Some(found.route);
     // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`
     // makes a stage panic. Never compiled into the gateway.
@@ -401,8 +413,8 @@ async fn handle_inner(
         None => None,
     };
     if let Some(limiter) = &route.limiter {
-        let who = tenant.as_deref().unwrap_or(tenant::SHARED);
-        match limiter.check(who) {
+        let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
+        match limiter.check_owned(who) {
             ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
             ratelimit::Outcome::Throttled {
                 info,
@@ -416,7 +428,7 @@ async fn handle_inner(
                 }
                 tracing::warn!(
                     route = route.name,
-                    tenant = who,
+                    tenant = who.as_str(),
                     "report-only: request would have been rate limited"
                 );
             }

@@ -228,13 +228,26 @@ impl RouteLimiter {
 
     /// Takes one request from `tenant`'s bucket (and the route ceiling, if any).
     pub fn check(&self, tenant: &str) -> Outcome {
+        self.check_with(tenant, None)
+    }
+
+    /// [`check`](Self::check) for a tenant the caller already owns (the request path's):
+    /// the keyed store is searched with it as it is, not with a copy.
+    pub fn check_owned(&self, tenant: &String) -> Outcome {
+        self.check_with(tenant, Some(tenant))
+    }
+
+    fn check_with(&self, tenant: &str, owned: Option<&String>) -> Outcome {
         let own = match self.tiers.get(tenant) {
             Some((_, limiter)) => limiter.check(),
             None => {
                 if self.keyed.len() >= self.settings.max_tenants {
                     self.sweep_if_due();
                 }
-                self.keyed.check_key(&tenant.to_string())
+                match owned {
+                    Some(key) => self.keyed.check_key(key),
+                    None => self.keyed.check_key(&tenant.to_string()),
+                }
             }
         };
         let outcome = self.outcome(own);
