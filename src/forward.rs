@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{request, Uri, Version};
 
 use crate::snapshot::ForwardPath;
@@ -68,9 +68,8 @@ pub struct Downstream {
     pub tls: bool,
 }
 
-/// Where to send a request: the upstream's authority and base path.
+/// How to address a request to the upstream: its `Host` and base path.
 pub struct Target<'a> {
-    pub authority: &'a Authority,
     pub host_header: &'a HeaderValue,
     /// The upstream URL's path without a trailing `/` (empty for none).
     pub base_path: &'a str,
@@ -101,11 +100,9 @@ pub fn upstream_request(
         Some(original) if unchanged => original.clone(),
         _ => PathAndQuery::try_from(rewritten_path(&parts.uri, target, forward, params))?,
     };
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()?;
+    // Origin form (`/path?query`): the upstream connection is already chosen by the pool,
+    // and HTTP/1.1 requests to an origin server carry only the path.
+    parts.uri = Uri::from(path_and_query);
     // The upstream pool speaks HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
 

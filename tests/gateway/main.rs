@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod core;
+mod pool;
 mod reload;
 mod support;
 mod tenants;
