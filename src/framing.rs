@@ -2,7 +2,7 @@
 //! decided from Content-Length before reading and enforced while streaming), and reading it
 //! whole so it can be parsed and forwarded byte for byte.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -71,15 +71,37 @@ where
         return Err(GatewayError::PayloadTooLarge { limit });
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+    let mut body = std::pin::pin!(Limited::new(body, limit_usize));
+    // A small body usually arrives as one frame: it is kept as it came, without the
+    // collecting buffer list; several frames are joined into one buffer.
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::BadRequest {
+                    message: "the request body could not be read".to_string(),
+                }
+            }
+        })?;
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut joined {
+            Some(buffer) => buffer.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buffer = BytesMut::with_capacity(whole.len() + data.len());
+                buffer.extend_from_slice(&whole);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
         }
-        Err(_) => Err(GatewayError::BadRequest {
-            message: "the request body could not be read".to_string(),
-        }),
     }
+    Ok(joined.map_or(whole, BytesMut::freeze))
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use std::sync::atomic::AtomicBool;
@@ -303,9 +305,16 @@ async fn handle_inner(
     // parse it; what goes upstream is those same bytes. Other bodies stream through.
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
         let read = framing::read_body(&parts.headers, body, route.limits.body);
-        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
-            .await
-            .map_err(|_| GatewayError::RequestTimeout)??;
+        let mut read = std::pin::pin!(read);
+        // A small body has usually arrived with the head: then it is read at once and no
+        // timer is armed. Otherwise the client has the timeout to send the rest.
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let bytes = match first {
+            Poll::Ready(result) => result?,
+            Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, read)
+                .await
+                .map_err(|_| GatewayError::RequestTimeout)??,
+        };
         let full = Full::new(bytes.clone()).map_err(|never| match never {});
         (Some(bytes), full.boxed_unsync())
     } else {
