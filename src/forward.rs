@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{request, Uri, Version};
 
 use crate::snapshot::ForwardPath;
@@ -35,10 +35,17 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
 
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (standard names compare as enums)
-    // is cheaper than seven hashed removals.
+    // Most messages carry none, and a response usually only `Connection: keep-alive`: one
+    // pass over the names (standard names compare as enums) finds which are present, and
+    // only those are removed, instead of seven hashed removals.
     let fixed = fixed_hop_by_hop();
-    if !headers.keys().any(|name| fixed.contains(&name)) {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = fixed.iter().position(|hop| *hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Names listed in Connection: the values are taken out first (removing Connection would
@@ -52,12 +59,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             let Ok(text) = value.to_str() else { continue };
             // A name that is not a valid field name matches nothing and removes nothing.
             for name in text.split(',') {
-                headers.remove(name.trim());
+                let name = name.trim();
+                if headers.remove(name).is_some() {
+                    // A fixed name listed in Connection is gone already.
+                    if let Some(i) = fixed
+                        .iter()
+                        .position(|hop| hop.as_str().eq_ignore_ascii_case(name))
+                    {
+                        present &= !(1 << i);
+                    }
+                }
             }
         }
     }
-    for name in fixed {
-        headers.remove(name);
+    for (i, name) in fixed.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -70,10 +88,8 @@ pub struct Downstream {
     pub client_subject: Option<std::sync::Arc<str>>,
 }
 
-/// Where to send a request: the upstream's authority and base path.
+/// How to address a request to the upstream: its `Host` and base path.
 pub struct Target<'a> {
-    pub scheme: &'a Scheme,
-    pub authority: &'a Authority,
     pub host_header: &'a HeaderValue,
     /// The upstream URL's path without a trailing `/` (empty for none).
     pub base_path: &'a str,
@@ -104,11 +120,9 @@ pub fn upstream_request(
         Some(original) if unchanged => original.clone(),
         _ => PathAndQuery::try_from(rewritten_path(&parts.uri, target, forward, params))?,
     };
-    parts.uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()?;
+    // Origin form (`/path?query`): the upstream connection is already chosen by the pool,
+    // and HTTP/1.1 requests to an origin server carry only the path.
+    parts.uri = Uri::from(path_and_query);
     // The upstream pool speaks HTTP/1.1 whatever the client used.
     parts.version = Version::HTTP_11;
 

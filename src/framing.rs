@@ -2,7 +2,7 @@
 //! decided from Content-Length before reading and enforced while streaming), and reading it
 //! whole so it can be parsed and forwarded byte for byte.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -77,20 +77,39 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
+    let mut body = std::pin::pin!(body);
+    // A small body usually arrives as one frame: it is kept as it came, without the
+    // collecting buffer list; several frames are joined into one buffer.
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
             let error: BoxError = error.into();
             // Broken chunked framing or a connection cut mid-body: nothing after it can be
             // read, so the answer is a 400 that closes the connection.
-            Err(BodyLimit::find(error.as_ref()).map_or(
+            BodyLimit::find(error.as_ref()).map_or(
                 GatewayError::Malformed {
                     message: "the request body could not be read",
                 },
                 BodyLimit::to_error,
-            ))
+            )
+        })?;
+        // Trailers carry no body bytes.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut joined {
+            Some(buffer) => buffer.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buffer = BytesMut::with_capacity(whole.len() + data.len());
+                buffer.extend_from_slice(&whole);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
         }
     }
+    Ok(joined.map_or(whole, BytesMut::freeze))
 }
 
 #[cfg(test)]

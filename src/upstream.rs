@@ -5,21 +5,31 @@
 //! Failures become 502 (refused, reset, not HTTP) or 504 (connect or response-header timeout),
 //! so a dead upstream never hangs a client.
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Target};
+
+/// Idle connections kept per plain upstream; a connection freed when this many wait is closed.
+/// Sized above any concurrency two cores serve, so steady load never reconnects.
+const POOL_MAX_IDLE: usize = 1024;
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -56,12 +66,72 @@ pub struct UpstreamTls {
     pub files_hash: u64,
 }
 
-/// One pooled client per upstream: plain TCP, or TLS with ALPN offering `h2` and `http/1.1`
-/// (HTTP/2 is used when the upstream picks it).
+/// The connections to one upstream.
 #[derive(Debug)]
 enum Pool {
-    Plain(Client<HttpConnector, RequestBody>),
-    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    /// `http://`: keep-alive HTTP/1.1 connections in our own pool (see [`ConnPool`]).
+    Plain(Arc<ConnPool>),
+    /// `https://`: hyper-util's client behind hyper-rustls, offering `h2` and `http/1.1` by
+    /// ALPN (HTTP/2 is used when the upstream picks it). It wants absolute-form URIs.
+    Tls(Box<Client<HttpsConnector<HttpConnector>, RequestBody>>),
+}
+
+/// Keep-alive HTTP/1.1 connections to one upstream, idle and ready for a request.
+///
+/// hyper's own low-level client connections, pooled here rather than through hyper-util's
+/// legacy client: that one hashes its pool key (scheme and authority, byte by byte) three
+/// times per request and spawns a task per response to return the connection, which cost
+/// more instructions than everything else the forwarding does. A connection returns to the
+/// pool when the upstream's response body has been read to its end; a response dropped
+/// earlier closes its connection. The lock is held only to push or pop one entry.
+struct ConnPool {
+    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    /// A connection idle longer than this is closed instead of reused.
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        f.debug_struct("ConnPool").field("idle", &idle).finish()
+    }
+}
+
+impl ConnPool {
+    fn new(idle_timeout: Duration) -> Self {
+        ConnPool {
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+        }
+    }
+
+    /// The most recently freed connection that is still open and not idle for too long.
+    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            // A panic while holding the lock left at worst a connection too many or too few.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
 }
 
 impl HttpUpstream {
@@ -72,16 +142,20 @@ impl HttpUpstream {
         pool_idle_timeout: Duration,
         tls: Option<UpstreamTls>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(pool_idle_timeout)
-            .pool_timer(hyper_util::rt::TokioTimer::new());
         let (scheme, tls_files, pool) = match tls {
-            None => (Scheme::HTTP, None, Pool::Plain(builder.build(connector))),
+            None => (
+                Scheme::HTTP,
+                None,
+                Pool::Plain(Arc::new(ConnPool::new(pool_idle_timeout))),
+            ),
             Some(tls) => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(connect_timeout));
+                connector.set_nodelay(true);
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(pool_idle_timeout)
+                    .pool_timer(hyper_util::rt::TokioTimer::new());
                 // The TLS connector also dials http:// URIs, but only https:// ones reach it.
                 connector.enforce_http(false);
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -92,7 +166,7 @@ impl HttpUpstream {
                 (
                     Scheme::HTTPS,
                     Some(tls.files_hash),
-                    Pool::Tls(builder.build(https)),
+                    Pool::Tls(Box::new(builder.build(https))),
                 )
             }
         };
@@ -112,11 +186,71 @@ impl HttpUpstream {
 
     pub fn target(&self) -> Target<'_> {
         Target {
-            scheme: &self.scheme,
-            authority: &self.authority,
             host_header: &self.host_header,
             base_path: &self.base_path,
         }
+    }
+
+    /// Sends `request` on a pooled connection, or a new one, and waits for the response head.
+    async fn exchange(
+        &self,
+        pool: &Arc<ConnPool>,
+        name: &str,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, GatewayError> {
+        while let Some(mut sender) = pool.checkout() {
+            // A connection is pooled once its last response was read; it is ready at once or
+            // closed (the upstream hung up while it was idle).
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(pooled(pool, sender, response)),
+                // Closed before the request was written: it goes on another connection, as
+                // nothing reached the upstream.
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(send_error(name, error.error())),
+                },
+            }
+        }
+        let mut sender = self.connect(name).await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(pooled(pool, sender, response)),
+            Err(error) => Err(send_error(name, error.error())),
+        }
+    }
+
+    /// Opens a new connection: 504 when the connect timeout passes, 502 when it fails.
+    async fn connect(&self, name: &str) -> Result<SendRequest<RequestBody>, GatewayError> {
+        let host = self.authority.host();
+        // `Authority::host` keeps the brackets of an IPv6 literal.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.authority.port_u16().unwrap_or(80);
+        let connecting = tokio::net::TcpStream::connect((host, port));
+        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout { phase: "connect" }),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(GatewayError::UpstreamTimeout { phase: "connect" })
+            }
+            Ok(Err(_)) => {
+                return Err(GatewayError::UpstreamUnavailable {
+                    reason: format!("could not connect to upstream {name}"),
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| invalid_response(name))?;
+        // The connection runs on its own task until either side closes it.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 
@@ -173,19 +307,41 @@ impl Upstream {
             UpstreamTarget::Http(http) => http,
             UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
         };
-        let pending = match &http.pool {
-            Pool::Plain(client) => client.request(request),
-            Pool::Tls(client) => client.request(request),
+        let timed_out = || GatewayError::UpstreamTimeout {
+            phase: "response headers",
         };
-        let response = match tokio::time::timeout(response_headers_timeout, pending).await {
-            Err(_) => {
-                return Err(GatewayError::UpstreamTimeout {
-                    phase: "response headers",
-                })
+        match &http.pool {
+            Pool::Plain(pool) => {
+                let exchange = http.exchange(pool, &self.name, request);
+                let response = tokio::time::timeout(response_headers_timeout, exchange)
+                    .await
+                    .map_err(|_| timed_out())??;
+                self.relay(response, response_headers_timeout)
             }
-            Ok(Err(error)) => return Err(classify(&self.name, &error)),
-            Ok(Ok(response)) => response,
-        };
+            Pool::Tls(client) => {
+                let (mut parts, body) = request.into_parts();
+                parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
+                let pending = client.request(Request::from_parts(parts, body));
+                let response = tokio::time::timeout(response_headers_timeout, pending)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|error| classify(&self.name, &error))?;
+                self.relay(response, response_headers_timeout)
+            }
+        }
+    }
+
+    /// The upstream's response as it goes to the client: hop-by-hop fields removed, the body
+    /// streamed under a pause limit.
+    fn relay<B>(
+        &self,
+        response: Response<B>,
+        response_headers_timeout: Duration,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         // The gateway never forwards `Upgrade` (it is hop-by-hop), so a 101 breaks RFC 9110
         // §15.2.2; relaying it would end the client's HTTP exchange with no tunnel behind it.
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -204,6 +360,105 @@ impl Upstream {
         let body = Guarded::new(body, u64::MAX, response_headers_timeout, None);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
+}
+
+fn invalid_response(upstream: &str) -> GatewayError {
+    GatewayError::UpstreamUnavailable {
+        reason: format!("upstream {upstream} closed the connection or sent an invalid response"),
+    }
+}
+
+/// An upstream response body that hands its connection back to the pool when it ends.
+struct PooledBody {
+    body: Incoming,
+    back: Option<(SendRequest<RequestBody>, Arc<ConnPool>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.back.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            // The end, announced or reached: the connection may serve the next request.
+            None => this.release(),
+            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
+            // An error mid-body leaves the connection unusable; it closes with the body.
+            Some(Err(_)) => this.back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Dropped unread (a HEAD or 204 answer, or a body of known length the server did not
+        // poll past its end) the connection is reusable only if nothing is left to read.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+/// The response, with a body that returns `sender` to the pool once read to its end.
+fn pooled(
+    pool: &Arc<ConnPool>,
+    sender: SendRequest<RequestBody>,
+    response: Response<Incoming>,
+) -> Response<PooledBody> {
+    response.map(|body| PooledBody {
+        body,
+        back: Some((sender, Arc::clone(pool))),
+    })
+}
+
+/// What a failed send on a pooled connection means: the client's body broke its limit (413,
+/// 408) or its own framing (400), or else the upstream closed or garbled the exchange (502).
+fn send_error(upstream: &str, error: &hyper::Error) -> GatewayError {
+    if let Some(limit) = crate::body::BodyLimit::find(error) {
+        return limit.to_error();
+    }
+    if source_chain(error).any(|e| e.is::<DownstreamBodyError>()) {
+        return GatewayError::Malformed {
+            message: "the request body could not be read",
+        };
+    }
+    invalid_response(upstream)
+}
+
+/// The absolute-form URI hyper-util's client routes by.
+fn absolute(scheme: &Scheme, authority: &Authority, uri: &Uri) -> Result<Uri, GatewayError> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| GatewayError::UpstreamUnavailable {
+            reason: format!("cannot build the upstream request: {e}"),
+        })
 }
 
 fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {

@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod openapi;
+mod pool;
 mod raw;
 mod reload;
 mod support;
