@@ -65,18 +65,22 @@ impl std::error::Error for BodyLimit {}
 pin_project! {
     /// A body held to limits: at most `limit` bytes, no pause longer than `idle`, the whole
     /// of it within `total`. Breaking one ends the body with a [`BodyLimit`] error. Request
-    /// bodies get their route's limits; upstream response bodies only the pause limit. The
-    /// timers cost nothing until the body first has to wait for data.
+    /// bodies get their route's limits; upstream response bodies only the pause limit.
+    ///
+    /// Cheap when nothing waits: no timer exists until the body first has to wait for data,
+    /// and data arriving only notes the time; the one timer is moved when it fires early.
     pub struct Guarded<B> {
         #[pin]
         inner: B,
         seen: u64,
         limit: u64,
         idle: Duration,
+        // When data last arrived (or the body started).
+        last: Instant,
+        // When the whole body must be done, if that is bounded.
+        deadline: Option<Instant>,
         #[pin]
-        idle_timer: Sleep,
-        #[pin]
-        total_timer: Option<Sleep>,
+        timer: Option<Sleep>,
     }
 }
 
@@ -89,8 +93,9 @@ impl<B> Guarded<B> {
             seen: 0,
             limit,
             idle,
-            idle_timer: tokio::time::sleep_until(now + idle),
-            total_timer: total.map(|total| tokio::time::sleep_until(now + total)),
+            last: now,
+            deadline: total.map(|total| now + total),
+            timer: None,
         }
     }
 }
@@ -116,22 +121,35 @@ where
                         let limit = *this.limit;
                         return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge { limit }))));
                     }
-                    let next = Instant::now() + *this.idle;
-                    this.idle_timer.as_mut().reset(next);
+                    *this.last = Instant::now();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let total = this.total_timer.as_pin_mut();
-                if total.is_some_and(|timer| timer.poll(cx).is_ready()) {
-                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Total))));
+                let idle_end = *this.last + *this.idle;
+                let wake = this.deadline.map_or(idle_end, |d| d.min(idle_end));
+                if this.timer.is_none() {
+                    this.timer.set(Some(tokio::time::sleep_until(wake)));
                 }
-                if this.idle_timer.poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Idle))));
+                loop {
+                    let Some(mut timer) = this.timer.as_mut().as_pin_mut() else {
+                        return Poll::Pending;
+                    };
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // The timer fired: a limit is broken, or data came since it was set.
+                    let now = Instant::now();
+                    if this.deadline.is_some_and(|d| now >= d) {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimit::Total))));
+                    }
+                    if now >= idle_end {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimit::Idle))));
+                    }
+                    timer.reset(wake);
                 }
-                Poll::Pending
             }
         }
     }

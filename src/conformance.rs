@@ -70,23 +70,47 @@ fn check_host(parts: &request::Parts) -> Result<(), GatewayError> {
             Ok(())
         };
     };
-    let parsed = std::str::from_utf8(host.as_bytes())
-        .ok()
-        .filter(|text| !text.contains('@'))
-        .and_then(|text| text.parse::<Authority>().ok());
-    let Some(host) = parsed else {
+    // The common `name[:port]` is checked in place; anything else (IP literals, percent
+    // escapes, odd ports) goes through the full authority parser, which allocates.
+    let valid = plain_host(host.as_bytes())
+        || std::str::from_utf8(host.as_bytes())
+            .ok()
+            .filter(|text| !text.contains('@'))
+            .is_some_and(|text| text.parse::<Authority>().is_ok());
+    if !valid {
         return Err(GatewayError::Malformed {
             message: "the Host header is not a valid host[:port]",
         });
-    };
+    }
     match parts.uri.authority() {
-        Some(target) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
+        Some(target)
+            if !target
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes()) =>
+        {
             Err(GatewayError::Malformed {
                 message: "the Host header names another host than the request target",
             })
         }
         _ => Ok(()),
     }
+}
+
+/// `name` or `name:port`: letters, digits, `-` and `.` in a non-empty name, and a port of one
+/// to five digits. Every such value is a valid authority, so no parse is needed for it.
+fn plain_host(bytes: &[u8]) -> bool {
+    let (name, port) = match bytes.iter().position(|&b| b == b':') {
+        Some(colon) => (&bytes[..colon], Some(&bytes[colon + 1..])),
+        None => (bytes, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit));
+    name_ok && port_ok
 }
 
 #[cfg(test)]
@@ -126,6 +150,29 @@ mod tests {
                 matches!(te(bad), Err(GatewayError::Malformed { .. })),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_fast_host_check_accepts_only_valid_authorities() {
+        for host in [
+            "x",
+            "a.b-c.example",
+            "X:1",
+            "x:65535",
+            "x:99999",
+            "1.2.3.4:80",
+            "-",
+            ".",
+            "a..b",
+        ] {
+            assert!(plain_host(host.as_bytes()), "{host}");
+            assert!(host.parse::<Authority>().is_ok(), "{host}");
+        }
+        for host in [
+            "", ":80", "x:", "x:123456", "x:8a", "[::1]:80", "x y", "x@y", "x/y", "x:1:2",
+        ] {
+            assert!(!plain_host(host.as_bytes()), "{host}");
         }
     }
 
