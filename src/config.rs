@@ -398,6 +398,9 @@ impl std::ops::Deref for Text {
     }
 }
 
+/// The longest duration a config may set.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A duration written as `5s`, `250ms`, `1m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -405,14 +408,20 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = Text::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map(Dur)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {:?} ({e}); write e.g. `5s` or `250ms`",
-                    text.0
-                ))
-            })
+        let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {:?} ({e}); write e.g. `5s` or `250ms`",
+                text.0
+            ))
+        })?;
+        // Deadlines are computed as `now + duration`; an absurd one would overflow there.
+        if duration > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration {:?} is longer than a year",
+                text.0
+            )));
+        }
+        Ok(Dur(duration))
     }
 }
 
@@ -604,6 +613,18 @@ mod tests {
             err.to_string()
                 .starts_with("gw.yaml:5: routes[0].mehtod: unknown field"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        let text = "listeners: []\nupstreams: {}\nroutes: []\ndefaults:\n  timeouts:\n    header_read: 10000000000000000000s\n";
+        let err = parse(Path::new("gw.yaml"), text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("defaults.timeouts.header_read"));
+        assert!(
+            err.message.contains("longer than a year"),
+            "{}",
+            err.message
         );
     }
 

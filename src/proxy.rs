@@ -331,11 +331,12 @@ async fn handle_inner(
     // What hyper let through but RFC 9112 does not (400, connection closed), while the
     // framing fields are still there to look at.
     crate::conformance::check(&parts)?;
+    // The head's size is judged as the client sent it, before anything is removed.
+    check_head(&snapshot.server, &parts)?;
     // Hop-by-hop fields (and every field `Connection` names) belong to the client's
     // connection: they are removed before anything looks at the headers, so what is checked
     // is exactly what is forwarded.
     forward::strip_hop_by_hop(&mut parts.headers);
-    check_head(&snapshot.server, &parts)?;
     let found = snapshot.router.find(&parts.method, uri.path())?;
     trace.route = Some(found.route);
     // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`
@@ -379,6 +380,7 @@ async fn handle_inner(
             Some(route.body_timeout),
         )
     };
+    let mut streamed = false;
     let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
         framing::check_declared_length(&parts.headers, route.limits.body)?;
         let bytes = framing::read_body(guarded(body)).await?;
@@ -388,6 +390,7 @@ async fn handle_inner(
         (None, body.map_err(Into::into).boxed_unsync())
     } else {
         framing::check_declared_length(&parts.headers, route.limits.body)?;
+        streamed = true;
         (None, guarded(body).boxed_unsync())
     };
     let view = validate::Parts {
@@ -470,13 +473,18 @@ async fn handle_inner(
             reason: format!("cannot build the upstream request: {e}"),
         })?;
     }
+    // The wait for the upstream's headers starts when the request does; a streamed body is
+    // still being sent for up to the body timeout, which is the client's time, not the
+    // upstream's (a slow upload past it is a 408 from the body guard, not a 504).
+    let wait = if streamed {
+        route.response_headers_timeout + route.body_timeout
+    } else {
+        route.response_headers_timeout
+    };
     let sent = Instant::now();
     let answer = route
         .upstream
-        .send(
-            Request::from_parts(parts, body),
-            route.response_headers_timeout,
-        )
+        .send(Request::from_parts(parts, body), wait)
         .await;
     trace.upstream_latency = Some(sent.elapsed());
     answer

@@ -34,7 +34,7 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Gateway {
     /// Each bound socket with the address it was configured as (to find its TLS settings in
     /// later snapshots).
-    listeners: Vec<(SocketAddr, TcpListener)>,
+    listeners: Vec<(SocketAddr, Option<Arc<ServerTls>>, TcpListener)>,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
@@ -48,7 +48,7 @@ impl Gateway {
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
-            listeners.push((addr, listener));
+            listeners.push((addr, configured.tls.clone(), listener));
         }
         let admin = match &snapshot.admin {
             Some(settings) => Some(TcpListener::bind(settings.address).await.map_err(|e| {
@@ -80,7 +80,7 @@ impl Gateway {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(_, l)| l.local_addr().ok())
+            .filter_map(|(_, _, l)| l.local_addr().ok())
             .collect()
     }
 
@@ -91,7 +91,7 @@ impl Gateway {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut accept_tasks = Vec::new();
         let open = Arc::new(OpenConnections::default());
-        for (configured, listener) in self.listeners {
+        for (configured, bound_tls, listener) in self.listeners {
             let shared = Arc::clone(&self.shared);
             let graceful = Arc::clone(&graceful);
             let open = Arc::clone(&open);
@@ -123,11 +123,13 @@ impl Gateway {
                     // renewed certificate applies to new connections, never to open ones.
                     // Limits and timeouts likewise come from the snapshot current at accept.
                     let snapshot = shared.snapshot.load();
-                    let tls = snapshot
-                        .listeners
-                        .iter()
-                        .find(|l| l.address == configured)
-                        .and_then(|l| l.tls.clone());
+                    // A reload that dropped or moved this listener (a restart applies that)
+                    // leaves it with the settings it was bound with: a TLS port never turns
+                    // plaintext by accident.
+                    let tls = match snapshot.listeners.iter().find(|l| l.address == configured) {
+                        Some(current) => current.tls.clone(),
+                        None => bound_tls.clone(),
+                    };
                     let limits = snapshot.server;
                     let connection = Connection {
                         shared: Arc::clone(&shared),
@@ -141,7 +143,7 @@ impl Gateway {
                         connection.shared.metrics.connections.inc();
                         let shared = Arc::clone(&connection.shared);
                         match tls {
-                            None => connection.serve(stream, None).await,
+                            None => connection.serve_plain(stream, limits.header_read).await,
                             Some(tls) => connection.serve_tls(stream, &tls).await,
                         }
                         shared.metrics.connections.dec();
@@ -163,6 +165,9 @@ impl Gateway {
                     let snapshot = shared.snapshot.load();
                     for limiter in snapshot.routes.iter().filter_map(|r| r.limiter.as_ref()) {
                         limiter.sweep();
+                    }
+                    for route in &snapshot.routes {
+                        route.upstream.evict_idle();
                     }
                 }
             })
@@ -259,7 +264,19 @@ impl Connection {
             .peer_certificates()
             .and_then(<[_]>::first)
             .and_then(crate::tls::client_subject);
-        self.serve(stream, Some(subject)).await;
+        // Over TLS the protocol was agreed by ALPN: h2, or else HTTP/1.1.
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve(stream, Some(subject), h2).await;
+    }
+
+    /// Tells HTTP/2 prior knowledge from HTTP/1 by the first bytes, within `within`: a client
+    /// that sends nothing (or only part of the HTTP/2 preface) is dropped then, instead of
+    /// holding one of the connection slots. (hyper-util's own detection has no deadline.)
+    async fn serve_plain(self, stream: WriteStall<TcpStream>, within: Duration) {
+        match sniff_h2(stream.get_ref(), within).await {
+            Some(h2) => self.serve(stream, None, h2).await,
+            None => tracing::debug!(peer = %self.peer, "no request within the header-read timeout"),
+        }
     }
 
     fn count_handshake_failure(&self, result: &str) {
@@ -272,7 +289,7 @@ impl Connection {
 
     /// Serves HTTP/1.1 or HTTP/2 on `io`. `tls` holds the client certificate's subject when
     /// the connection is TLS.
-    async fn serve<I>(self, io: I, tls: Option<Option<Arc<str>>>)
+    async fn serve<I>(self, io: I, tls: Option<Option<Arc<str>>>, h2: bool)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -285,8 +302,12 @@ impl Connection {
         let service = service_fn(move |request| {
             proxy::handle(Arc::clone(&shared), downstream.clone(), request)
         });
-        let connection = self
-            .builder
+        let builder = if h2 {
+            self.builder.http2_only()
+        } else {
+            self.builder.http1_only()
+        };
+        let connection = builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
         if let Err(error) = self.watcher.watch(connection).await {
@@ -367,6 +388,10 @@ pin_project! {
 }
 
 impl<I> WriteStall<I> {
+    fn get_ref(&self) -> &I {
+        &self.io
+    }
+
     fn new(io: I, limit: Duration) -> Self {
         WriteStall {
             io,
@@ -445,5 +470,34 @@ impl<I: AsyncWrite> AsyncWrite for WriteStall<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.guard(cx, |io, cx| io.poll_shutdown(cx))
+    }
+}
+
+/// Whether a plaintext client opens with the HTTP/2 preface (`Some(true)`), with anything
+/// else (`Some(false)`: HTTP/1), or sends nothing within `within` / closes (`None`). Peeks,
+/// so the bytes stay for hyper to read.
+async fn sniff_h2(stream: &TcpStream, within: Duration) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far; peeking again at once would see the same bytes.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -170,9 +170,11 @@ pub fn client(
 pub fn client_subject(certificate: &CertificateDer<'_>) -> Option<Arc<str>> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let subject = parsed.subject();
-    let name = match subject.iter_common_name().next() {
-        Some(cn) => cn.as_str().ok()?.to_string(),
-        None => subject.to_string(),
+    // A common name in an encoding x509-parser does not turn into text (BMPString, say)
+    // falls back to the whole subject, as one without a common name does.
+    let name = match subject.iter_common_name().next().map(|cn| cn.as_str()) {
+        Some(Ok(cn)) => cn.to_string(),
+        _ => subject.to_string(),
     };
     (!name.is_empty()).then(|| Arc::from(name))
 }

@@ -113,11 +113,25 @@ impl ConnPool {
             Err(poisoned) => poisoned.into_inner(),
         };
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
+            // Not ready means its last request body is still being sent (the upstream
+            // answered early): waiting for it could take as long as the client does. Dropped,
+            // it closes once that exchange ends.
+            if !sender.is_closed() && sender.is_ready() && since.elapsed() < self.idle_timeout {
                 return Some(sender);
             }
         }
         None
+    }
+
+    /// Closes the connections idle for longer than the idle timeout (the sweeper calls
+    /// this, so an upstream that keeps connections open does not keep them all forever).
+    fn evict_expired(&self) {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let timeout = self.idle_timeout;
+        idle.retain(|(sender, since)| !sender.is_closed() && since.elapsed() < timeout);
     }
 
     fn checkin(&self, sender: SendRequest<RequestBody>) {
@@ -255,6 +269,15 @@ impl HttpUpstream {
 }
 
 impl Upstream {
+    /// Closes pooled connections idle past the upstream's `pool_idle` (see the sweeper).
+    pub fn evict_idle(&self) {
+        if let UpstreamTarget::Http(http) = &self.target {
+            if let Pool::Plain(pool) = &http.pool {
+                pool.evict_expired();
+            }
+        }
+    }
+
     /// Whether `other` was built from the same settings, so a reload can keep this one (and
     /// its pool of open connections) instead.
     pub fn same_settings(&self, other: &Upstream) -> bool {

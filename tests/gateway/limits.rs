@@ -354,3 +354,34 @@ async fn limits_in_the_wrong_place_are_config_errors() {
         assert!(text.contains(needle), "{needle}:\n{text}\n{yaml}");
     }
 }
+
+#[tokio::test]
+async fn silent_clients_and_partial_h2_prefaces_are_dropped_after_header_read() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::start(
+        &config(&upstream.url(), "  timeouts: { header_read: 300ms }\n"),
+        &[SCHEMA],
+    )
+    .await;
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let mut partial = TcpStream::connect(gw.addr).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    for stream in [&mut silent, &mut partial] {
+        let started = Instant::now();
+        let answer = read_all(stream, Duration::from_secs(5)).await;
+        let waited = started.elapsed();
+        assert!(answer.is_empty(), "{answer}");
+        assert!(waited < Duration::from_secs(3), "held for {waited:?}");
+    }
+    // h2c prior knowledge and HTTP/1.1 are both still served.
+    assert_eq!(
+        send_h2(gw.addr, request("GET", "/g", &[], b""))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(gw.addr, request("GET", "/g", &[], b"")).await.status,
+        200
+    );
+}

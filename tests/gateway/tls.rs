@@ -786,3 +786,36 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     // Every generation's certificate was served to some new connection.
     assert_eq!(names.len(), 4, "{names:?}");
 }
+
+#[tokio::test]
+async fn a_reload_that_moves_a_tls_listener_keeps_the_bound_port_on_tls() {
+    let pki = Pki::new("test ca");
+    let leaf = pki.server(&["localhost"]);
+    let upstream = Upstream::start(Answer::default()).await;
+    let yaml = tls_config(&upstream.url(), "", "");
+    let (gw, reloading) = TestGateway::start_reloadable(
+        &yaml,
+        &[("certs/a.pem", &leaf.cert), ("certs/a.key", &leaf.key)],
+    )
+    .await;
+    // The new config names another address (applied only on restart).
+    let moved = yaml.replace("address: 127.0.0.1:0", "address: 127.0.0.1:1");
+    let path = gw.dir().join("gateway.yaml");
+    std::fs::write(path.with_extension("new"), moved).unwrap();
+    std::fs::rename(path.with_extension("new"), &path).unwrap();
+    reloading.wait_generation(2).await;
+    assert!(!reloading.reloader.status().restart_required.is_empty());
+    // The bound port still speaks TLS only.
+    let config = client_config(&pki.ca_pem, None, &[b"http/1.1"]);
+    assert_eq!(try_get(gw.addr, config, "/x").await.unwrap().status, 200);
+    let answer = send_raw(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !answer.starts_with("HTTP/1.1"),
+        "served plaintext: {answer}"
+    );
+    assert_eq!(upstream.seen().len(), 1);
+}
