@@ -425,13 +425,8 @@ fn compile(
             }
             continue;
         };
-        if let Err(message) = route_overrides(raw_route) {
-            errors.push(ConfigError::at(
-                path,
-                spanned.defined,
-                key("timeouts"),
-                message,
-            ));
+        if let Err((field, message)) = route_overrides(raw_route) {
+            errors.push(ConfigError::at(path, spanned.defined, key(field), message));
             continue;
         }
         let forward_path = match forward_path(raw_route) {
@@ -1006,17 +1001,22 @@ fn server_limits(
 }
 
 /// A route may override only what applies once it is known: its body and response timeouts,
-/// body size, JSON depth and violation count.
-fn route_overrides(route: &RawRoute) -> Result<(), String> {
+/// body size, JSON depth and violation count. An error names the key (`timeouts` or
+/// `limits`) that holds the misplaced setting.
+fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
     let t = &route.timeouts;
     if t.connect.is_some() || t.pool_idle.is_some() {
-        return Err("`connect` and `pool_idle` belong to the route's upstream".to_string());
+        return Err((
+            "timeouts",
+            "`connect` and `pool_idle` belong to the route's upstream".to_string(),
+        ));
     }
     if t.drain.is_some() || t.header_read.is_some() || t.write_stall.is_some() {
-        return Err(
+        return Err((
+            "timeouts",
             "`drain`, `header_read` and `write_stall` apply before a route is known: set them in defaults.timeouts"
                 .to_string(),
-        );
+        ));
     }
     let l = &route.limits;
     if l.headers.is_some()
@@ -1026,7 +1026,10 @@ fn route_overrides(route: &RawRoute) -> Result<(), String> {
         || l.in_flight.is_some()
         || l.h2_streams.is_some()
     {
-        return Err("a route's `limits` set only `body`, `json_depth` and `violations`; the others apply before a route is known: set them in defaults.limits".to_string());
+        return Err((
+            "limits",
+            "a route's `limits` set only `body`, `json_depth` and `violations`; the others apply before a route is known: set them in defaults.limits".to_string(),
+        ));
     }
     Ok(())
 }
