@@ -11,6 +11,12 @@ use schemagate::config::LogFormat;
 use schemagate::reload::{Loader, Reloader, Trigger};
 use schemagate::{Gateway, Snapshot};
 
+/// mimalloc instead of glibc's malloc: a request allocates a few dozen short-lived
+/// buffers (header maps, parsed JSON, futures), and glibc spent ~12 % of a forwarded
+/// request's instructions in malloc/free (bench/callgrind.sh); see ARCHITECTURE.md, Choices.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "schemagate",
