@@ -20,6 +20,7 @@
 #
 # Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
 #           CALLGRIND_TARGETS="schemagate nginx upstream" BENCH_SKIP_BUILD=1
+#           BENCH_GATEWAY_BIN=path (another schemagate binary, e.g. a baseline build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,7 +41,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi
   cargo build --release --locked --bin schemagate >&2
 fi
-GATEWAY_BIN=$ROOT/target/release/schemagate
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 
 trap cleanup EXIT
 read -r P_UP P_UPCG P_NGX P_GW P_ADMIN <<<"$(free_ports 5)"

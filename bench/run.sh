@@ -28,6 +28,7 @@
 #   BENCH_RUST_LOG=warn       schemagate's log filter (nginx runs with access_log off)
 #   BENCH_IDLE_CONNS=1000     idle keep-alive connections for the RSS figure
 #   BENCH_SCENARIOS="valid mixed"   BENCH_SKIP_BUILD=1 to use the existing release binary
+#   BENCH_GATEWAY_BIN=path          another schemagate binary (implies nothing about building)
 #
 # The machine is small and shared (see BENCHMARKING.md): requests/s and latency move a lot
 # between runs; CPU per request is steadier; bench/callgrind.sh gives the figure that holds.
@@ -56,7 +57,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
   cargo build --release --locked --bin schemagate >&2
 fi
-GATEWAY_BIN=$ROOT/target/release/schemagate
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 
 # --- processes ---------------------------------------------------------------------------
 trap cleanup EXIT

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -133,7 +132,7 @@ impl Gateway {
                     let limits = snapshot.server;
                     let connection = Connection {
                         shared: Arc::clone(&shared),
-                        builder: builder(&limits),
+                        limits,
                         watcher: graceful.watcher(),
                         peer,
                     };
@@ -235,7 +234,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
 /// One accepted connection, before its protocol (and TLS) is settled.
 struct Connection {
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    limits: ServerLimits,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
 }
@@ -302,37 +301,45 @@ impl Connection {
         let service = service_fn(move |request| {
             proxy::handle(Arc::clone(&shared), downstream.clone(), request)
         });
-        let builder = if h2 {
-            self.builder.http2_only()
+        // The protocol is known (sniffed or agreed by ALPN), so hyper's own connection types
+        // serve it directly: no version detection, no rewind buffer, no enum of both states.
+        let io = TokioIo::new(io);
+        let ended = if h2 {
+            let connection = http2(&self.limits).serve_connection(io, service);
+            self.watcher.watch(connection).await
         } else {
-            self.builder.http1_only()
+            let connection = http1(&self.limits).serve_connection(io, service);
+            self.watcher.watch(connection).await
         };
-        let connection = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        if let Err(error) = self.watcher.watch(connection).await {
+        if let Err(error) = ended {
             tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
         }
     }
 }
 
-/// The connection settings for `limits`: hyper's own parser limits sit above the gateway's
+/// The HTTP/1 settings for `limits`: hyper's own parser limits sit above the gateway's
 /// (twice the header count, twice the head size), so requests between the two get the
 /// envelope from `proxy::check_head`; only grossly oversized heads get hyper's bare answer.
-fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     let head = limits.header_bytes.saturating_add(limits.uri);
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
-        // hyper fills an array of this many entries for every request head it parses once the
-        // maximum is set (~6 instructions each: 2 x 100 costs ~2 500 per request, 4 x 100 cost
-        // ~5 100 in bench/callgrind.sh), so the margin above our own limit stays at 2 x.
+        // Once a maximum is set, hyper allocates and fills an array of that many entries for
+        // every request head, where its default (100) sits on the stack: 2 x 100 costs ~500
+        // instructions per request (bench/callgrind.sh, mimalloc), the price of envelopes up
+        // to 200 fields.
         .max_headers(limits.headers.saturating_mul(2).min(10_000))
         .max_buf_size(head.saturating_mul(2).max(8192));
     builder
-        .http2()
+}
+
+/// The HTTP/2 settings for `limits` (the header list is bounded in bytes, at twice the head).
+fn http2(limits: &ServerLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let head = limits.header_bytes.saturating_add(limits.uri);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_streams)
         .max_header_list_size(u32::try_from(head.saturating_mul(2)).unwrap_or(u32::MAX));
