@@ -141,9 +141,12 @@ impl Gateway {
                     tokio::spawn(async move {
                         connection.shared.metrics.connections.inc();
                         let shared = Arc::clone(&connection.shared);
+                        // The task's future is allocated for the connection's whole life, at
+                        // the size of its largest branch: TLS state (and HTTP/2's, below) is
+                        // boxed so that plaintext HTTP/1 connections do not carry its room.
                         match tls {
                             None => connection.serve_plain(stream, limits.header_read).await,
-                            Some(tls) => connection.serve_tls(stream, &tls).await,
+                            Some(tls) => Box::pin(connection.serve_tls(stream, &tls)).await,
                         }
                         shared.metrics.connections.dec();
                         drop(held);
@@ -306,7 +309,7 @@ impl Connection {
         let io = TokioIo::new(io);
         let ended = if h2 {
             let connection = http2(&self.limits).serve_connection(io, service);
-            self.watcher.watch(connection).await
+            Box::pin(self.watcher.watch(connection)).await
         } else {
             let connection = http1(&self.limits).serve_connection(io, service);
             self.watcher.watch(connection).await

@@ -228,7 +228,9 @@ impl HttpUpstream {
                 },
             }
         }
-        let mut sender = self.connect(name).await?;
+        // Boxed: a new connection is the rare case, and its future would otherwise enlarge
+        // every request's (see `proxy::handle`).
+        let mut sender = Box::pin(self.connect(name)).await?;
         match sender.try_send_request(request).await {
             Ok(response) => Ok(pooled(pool, sender, response)),
             Err(error) => Err(send_error(name, error.error())),
@@ -344,7 +346,9 @@ impl Upstream {
             Pool::Tls(client) => {
                 let (mut parts, body) = request.into_parts();
                 parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
-                let pending = client.request(Request::from_parts(parts, body));
+                // Boxed so that plain upstreams' requests do not carry room for the TLS
+                // client's future (see `proxy::handle`).
+                let pending = Box::pin(client.request(Request::from_parts(parts, body)));
                 let response = tokio::time::timeout(response_headers_timeout, pending)
                     .await
                     .map_err(|_| timed_out())?
