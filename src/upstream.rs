@@ -1,7 +1,8 @@
 //! The last stage: send the request upstream and stream the answer back.
 //!
 //! Architecture invariant: only this module opens outbound connections. Each HTTP upstream owns
-//! one pooled hyper-util client; the built-in mock answers in process without any socket.
+//! its pool: hyper HTTP/1.1 client connections for `http://` ([`ConnPool`]), hyper-util's
+//! client behind hyper-rustls for `https://`; the built-in mock answers without any socket.
 //! Failures become 502 (refused, reset, not HTTP) or 504 (connect or response-header timeout),
 //! so a dead upstream never hangs a client.
 
