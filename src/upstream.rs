@@ -230,7 +230,7 @@ impl HttpUpstream {
             }
         }
         // Boxed: a new connection is the rare case, and its future would otherwise enlarge
-        // every request's (see `proxy::handle`).
+        // every request's future, of which hyper keeps one slot per open HTTP/1 connection.
         let mut sender = Box::pin(self.connect(name)).await?;
         match sender.try_send_request(request).await {
             Ok(response) => Ok(pooled(pool, sender, response)),
@@ -347,8 +347,8 @@ impl Upstream {
             Pool::Tls(client) => {
                 let (mut parts, body) = request.into_parts();
                 parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
-                // Boxed so that plain upstreams' requests do not carry room for the TLS
-                // client's future (see `proxy::handle`).
+                // Boxed so that plain upstreams' request futures do not carry room for the
+                // TLS client's.
                 let pending = Box::pin(client.request(Request::from_parts(parts, body)));
                 let response = tokio::time::timeout(response_headers_timeout, pending)
                     .await
