@@ -293,10 +293,16 @@ fn serve(config: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(snapshot.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker (`TOKIO_WORKER_THREADS=1`, as bench/ runs it next to one nginx worker): the
+    // single-threaded scheduler, which is what one worker amounts to without the
+    // multi-threaded one's work-stealing queues, atomics and thread hand-offs.
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

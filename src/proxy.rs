@@ -8,7 +8,10 @@
 //! alone; the connection and the process carry on.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use std::sync::atomic::AtomicBool;
@@ -22,6 +25,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 
 use crate::auth;
 use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
@@ -81,13 +85,18 @@ struct Trace {
     reported: Vec<(&'static str, &'static str)>,
 }
 
-pub async fn handle(
+/// Answers one request.
+///
+/// Memory: hyper keeps one slot the size of this future for every open HTTP/1 connection,
+/// idle or not, so it is kept small. The request's own values are taken before the `async`
+/// block, which then holds them once: an `async fn` keeps each argument twice (as passed and
+/// as its local), and so do the functions this one awaits (`handle_inner`, `Upstream::send`).
+pub fn handle(
     shared: Arc<Shared>,
     downstream: Downstream,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     let started = Instant::now();
-    let in_flight = shared.metrics.track_in_flight();
     let snapshot = shared.snapshot.load_full();
     let request_id = forward::request_id(request.headers());
     let method = request.method().clone();
@@ -95,106 +104,122 @@ pub async fn handle(
     // A clone of the parsed URI shares its bytes: the path is kept for the access line and
     // the router without copying it.
     let uri = request.uri().clone();
-    let mut trace = Trace::default();
+    async move {
+        let in_flight = shared.metrics.track_in_flight();
+        let mut trace = Trace::default();
 
-    // Over the in-flight cap: refused at once, never queued.
-    let result = if in_flight.position() > snapshot.server.in_flight {
-        Err(GatewayError::Unavailable {
-            retry_after_secs: 1,
-        })
-    } else {
-        let inner = handle_inner(
-            &snapshot,
-            &downstream,
-            &request_id,
-            &mut trace,
-            &uri,
-            request,
-        );
-        match catch_panic(inner).await {
-            Ok(result) => result,
-            Err(payload) => {
-                tracing::error!(
-                    request_id = request_id.to_str().unwrap_or("-"),
-                    %method,
-                    path = uri.path(),
-                    panic = panic_message(payload.as_ref()),
-                    "request handling panicked; answering 500"
-                );
-                Err(GatewayError::Internal)
+        // Over the in-flight cap: refused at once, never queued.
+        let result = if in_flight.position() > snapshot.server.in_flight {
+            Err(GatewayError::Unavailable {
+                retry_after_secs: 1,
+            })
+        } else {
+            let inner = handle_inner(
+                &snapshot,
+                &downstream,
+                &request_id,
+                &mut trace,
+                &uri,
+                request,
+            );
+            match catch_panic(inner).await {
+                Ok(result) => result,
+                Err(payload) => {
+                    tracing::error!(
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        %method,
+                        path = uri.path(),
+                        panic = panic_message(payload.as_ref()),
+                        "request handling panicked; answering 500"
+                    );
+                    Err(GatewayError::Internal)
+                }
             }
-        }
-    };
-    let route = trace.route.and_then(|i| snapshot.routes.get(i));
-    let route_name = route.map_or("-", |r| r.name.as_str());
-    let (mut response, reason) = match result {
-        Ok(response) => (response, None),
-        Err(error) => {
-            let reason = error.reason();
-            count_rejection(&shared.metrics, route_name, &error);
-            let style = route.map(|r| r.error_style).unwrap_or_default();
-            // HTTP/2 has no `Connection` field; its streams do not share framing.
-            let close = error.closes_connection() && version <= http::Version::HTTP_11;
-            let mut response = error.into_response(style);
-            if close {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        };
+        let route = trace.route.and_then(|i| snapshot.routes.get(i));
+        let route_name = route.map_or("-", |r| r.name.as_str());
+        let (mut response, reason) = match result {
+            Ok(response) => (response, None),
+            Err(error) => {
+                let reason = error.reason();
+                count_rejection(&shared.metrics, route_name, &error);
+                let style = route.map(|r| r.error_style).unwrap_or_default();
+                // HTTP/2 has no `Connection` field; its streams do not share framing.
+                let close = error.closes_connection() && version <= http::Version::HTTP_11;
+                let mut response = error.into_response(style);
+                if close {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                (response, Some(reason))
             }
-            (response, Some(reason))
-        }
-    };
-    record(
-        &shared.metrics,
-        route,
-        &method,
-        response.status().as_u16(),
-        started,
-        &trace,
-    );
-    let headers = response.headers_mut();
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    if let Some(limit) = trace.limit {
-        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit.limit));
-        headers.insert(
-            RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(limit.remaining),
+        };
+        record(
+            &shared.metrics,
+            route,
+            &method,
+            response.status().as_u16(),
+            started,
+            &trace,
         );
-        headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(limit) = trace.limit {
+            headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit.limit));
+            headers.insert(
+                RATELIMIT_REMAINING.clone(),
+                HeaderValue::from(limit.remaining),
+            );
+            headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
+        }
+
+        tracing::info!(
+            target: "access",
+            route = route_name,
+            tenant = trace.tenant.as_deref().unwrap_or("-"),
+            %method,
+            path = uri.path(),
+            status = response.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
+            request_id = request_id.to_str().unwrap_or("-"),
+            reason = reason.unwrap_or("-"),
+        );
+        Ok(response)
     }
-
-    tracing::info!(
-        target: "access",
-        route = route_name,
-        tenant = trace.tenant.as_deref().unwrap_or("-"),
-        %method,
-        path = uri.path(),
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
-        request_id = request_id.to_str().unwrap_or("-"),
-        reason = reason.unwrap_or("-"),
-    );
-    Ok(response)
 }
 
-/// Polls `future`, turning a panic in any poll into `Err` with the panic's payload.
+/// Polls `inner`, turning a panic in any poll into `Err` with the panic's payload.
 ///
 /// Unwind safety is asserted: what a stage may leave half-done is its own request's state
 /// (the trace, the request parts), which is thrown away; shared state (snapshot, limiters,
 /// metrics) is only touched through atomics and locks that release on unwind.
-async fn catch_panic<F: std::future::Future>(
-    future: F,
-) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
-            Err(payload) => std::task::Poll::Ready(Err(payload)),
+fn catch_panic<F: Future>(inner: F) -> CatchPanic<F> {
+    CatchPanic { inner }
+}
+
+pin_project! {
+    /// See [`catch_panic`]. A future of its own rather than an `async fn`, which would hold
+    /// `inner` twice (its argument and the pinned local): 2.3 KB more in every connection's
+    /// request slot.
+    struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
         }
-    })
-    .await
+    }
 }
 
 /// The text of a panic payload (`panic!` with a literal or a format string), if it has one.
@@ -319,175 +344,178 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// The stages, in the order PRODUCT.md fixes: route (404/405), auth (401), tenant for
 /// non-body sources (400/403), body size (413), framing (415/400), tenant from the body,
 /// rate limit (429), schemas (422), then forward (502/504).
-async fn handle_inner(
-    snapshot: &Snapshot,
-    downstream: &Downstream,
-    request_id: &HeaderValue,
-    trace: &mut Trace,
-    uri: &http::Uri,
+fn handle_inner<'a>(
+    snapshot: &'a Snapshot,
+    downstream: &'a Downstream,
+    request_id: &'a HeaderValue,
+    trace: &'a mut Trace,
+    uri: &'a http::Uri,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, GatewayError> {
+) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + Send + 'a {
+    // Split before the `async` block, which then holds the parts once (see `handle`).
     let (mut parts, body) = request.into_parts();
-    // What hyper let through but RFC 9112 does not (400, connection closed), while the
-    // framing fields are still there to look at.
-    crate::conformance::check(&parts)?;
-    // The head's size is judged as the client sent it, before anything is removed.
-    check_head(&snapshot.server, &parts)?;
-    // Hop-by-hop fields (and every field `Connection` names) belong to the client's
-    // connection: they are removed before anything looks at the headers, so what is checked
-    // is exactly what is forwarded.
-    forward::strip_hop_by_hop(&mut parts.headers);
-    let found = snapshot.router.find(&parts.method, uri.path())?;
-    trace.route = Some(found.route);
-    // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`
-    // makes a stage panic. Never compiled into the gateway.
-    #[cfg(test)]
-    if parts.headers.contains_key(tests::PANIC_HEADER) {
-        panic!("test panic requested");
-    }
-    let route = snapshot
-        .routes
-        .get(found.route)
-        .ok_or(GatewayError::NotFound)?;
+    async move {
+        // What hyper let through but RFC 9112 does not (400, connection closed), while the
+        // framing fields are still there to look at.
+        crate::conformance::check(&parts)?;
+        // The head's size is judged as the client sent it, before anything is removed.
+        check_head(&snapshot.server, &parts)?;
+        // Hop-by-hop fields (and every field `Connection` names) belong to the client's
+        // connection: they are removed before anything looks at the headers, so what is checked
+        // is exactly what is forwarded.
+        forward::strip_hop_by_hop(&mut parts.headers);
+        let found = snapshot.router.find(&parts.method, uri.path())?;
+        trace.route = Some(found.route);
+        // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`
+        // makes a stage panic. Never compiled into the gateway.
+        #[cfg(test)]
+        if parts.headers.contains_key(tests::PANIC_HEADER) {
+            panic!("test panic requested");
+        }
+        let route = snapshot
+            .routes
+            .get(found.route)
+            .ok_or(GatewayError::NotFound)?;
 
-    let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
-    let tenant_inputs = |body| tenant::Inputs {
-        headers: &parts.headers,
-        query: parts.uri.query(),
-        params: &found.params,
-        body,
-        key,
-        client: downstream.client_subject.as_deref(),
-    };
-    let mut report = validate::Report::default();
-    let media = validate::enforce_or_report(
-        route,
-        validate::precheck(route, &parts.headers),
-        &mut report,
-    )?;
-
-    // A route with a body schema reads the body whole (within its limit, 413 above it) to
-    // parse it; what goes upstream is those same bytes. Other bodies stream through.
-    // Every body is held to the route's size limit and body timeouts (413, 408), whether it
-    // is read here or streamed upstream. A failure of the client's own stream (bad chunking,
-    // a reset) is marked as such, so it is answered as the client's 400, never a 502.
-    let guarded = |body: Incoming| {
-        let marked = body.map_err(|e| DownstreamBodyError(Box::new(e)));
-        Guarded::new(
-            marked,
-            route.limits.body,
-            route.body_idle_timeout,
-            Some(route.body_timeout),
-        )
-    };
-    let mut streamed = false;
-    let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
-        framing::check_declared_length(&parts.headers, route.limits.body)?;
-        let bytes = framing::read_body(guarded(body)).await?;
-        let full = Full::new(bytes.clone()).map_err(|never| match never {});
-        (Some(bytes), full.boxed_unsync())
-    } else if body.is_end_stream() {
-        (None, body.map_err(Into::into).boxed_unsync())
-    } else {
-        framing::check_declared_length(&parts.headers, route.limits.body)?;
-        streamed = true;
-        (None, guarded(body).boxed_unsync())
-    };
-    let view = validate::Parts {
-        headers: &parts.headers,
-        query: parts.uri.query(),
-        params: &found.params,
-        body: body_bytes.as_ref(),
-    };
-    let parsed = match media {
-        Some(had_content_type) => validate::enforce_or_report(
+        let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
+        let tenant_inputs = |body| tenant::Inputs {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            params: &found.params,
+            body,
+            key,
+            client: downstream.client_subject.as_deref(),
+        };
+        let mut report = validate::Report::default();
+        let media = validate::enforce_or_report(
             route,
-            validate::parse(route, &view, had_content_type),
+            validate::precheck(route, &parts.headers),
             &mut report,
-        )?
-        .flatten(),
-        None => None,
-    };
+        )?;
 
-    // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
-    // limit applies before the schemas (429 before 422).
-    let tenant = match &route.tenant {
-        Some(rule) => Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?),
-        None => None,
-    };
-    if let Some(limiter) = &route.limiter {
-        let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
-        match limiter.check_owned(who) {
-            ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
-            ratelimit::Outcome::Throttled {
-                info,
-                retry_after_secs,
-            } => {
-                trace.limit = Some(info);
-                trace.throttled = true;
-                if !limiter.report_only() {
-                    trace.tenant = tenant;
-                    return Err(GatewayError::TooManyRequests { retry_after_secs });
+        // A route with a body schema reads the body whole (within its limit, 413 above it) to
+        // parse it; what goes upstream is those same bytes. Other bodies stream through.
+        // Every body is held to the route's size limit and body timeouts (413, 408), whether it
+        // is read here or streamed upstream. A failure of the client's own stream (bad chunking,
+        // a reset) is marked as such, so it is answered as the client's 400, never a 502.
+        let guarded = |body: Incoming| {
+            let marked = body.map_err(|e| DownstreamBodyError(Box::new(e)));
+            Guarded::new(
+                marked,
+                route.limits.body,
+                route.body_idle_timeout,
+                Some(route.body_timeout),
+            )
+        };
+        let mut streamed = false;
+        let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
+            framing::check_declared_length(&parts.headers, route.limits.body)?;
+            let bytes = framing::read_body(guarded(body)).await?;
+            let full = Full::new(bytes.clone()).map_err(|never| match never {});
+            (Some(bytes), full.boxed_unsync())
+        } else if body.is_end_stream() {
+            (None, body.map_err(Into::into).boxed_unsync())
+        } else {
+            framing::check_declared_length(&parts.headers, route.limits.body)?;
+            streamed = true;
+            (None, guarded(body).boxed_unsync())
+        };
+        let view = validate::Parts {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            params: &found.params,
+            body: body_bytes.as_ref(),
+        };
+        let parsed = match media {
+            Some(had_content_type) => validate::enforce_or_report(
+                route,
+                validate::parse(route, &view, had_content_type),
+                &mut report,
+            )?
+            .flatten(),
+            None => None,
+        };
+
+        // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
+        // limit applies before the schemas (429 before 422).
+        let tenant = match &route.tenant {
+            Some(rule) => Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?),
+            None => None,
+        };
+        if let Some(limiter) = &route.limiter {
+            let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
+            match limiter.check_owned(who) {
+                ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
+                ratelimit::Outcome::Throttled {
+                    info,
+                    retry_after_secs,
+                } => {
+                    trace.limit = Some(info);
+                    trace.throttled = true;
+                    if !limiter.report_only() {
+                        trace.tenant = tenant;
+                        return Err(GatewayError::TooManyRequests { retry_after_secs });
+                    }
+                    tracing::warn!(
+                        route = route.name,
+                        tenant = who.as_str(),
+                        "report-only: request would have been rate limited"
+                    );
                 }
-                tracing::warn!(
-                    route = route.name,
-                    tenant = who.as_str(),
-                    "report-only: request would have been rate limited"
-                );
             }
         }
-    }
-    trace.tenant = tenant;
+        trace.tenant = tenant;
 
-    validate::conclude(
-        route,
-        validate::check(route, &view, parsed.as_ref()),
-        &mut report,
-    )?;
-    trace.reported = std::mem::take(&mut report.labels);
-    if !report.is_empty() {
-        // Report-only: forward untouched, but say what would have been rejected.
-        tracing::warn!(
-            route = route.name,
-            request_id = request_id.to_str().unwrap_or("-"),
-            problems = ?report.messages,
-            "report-only: request would have been rejected"
-        );
-        parts.headers.insert(
-            validate::REPORT_HEADER.clone(),
-            validate::report_value(&report),
-        );
-    }
+        validate::conclude(
+            route,
+            validate::check(route, &view, parsed.as_ref()),
+            &mut report,
+        )?;
+        trace.reported = std::mem::take(&mut report.labels);
+        if !report.is_empty() {
+            // Report-only: forward untouched, but say what would have been rejected.
+            tracing::warn!(
+                route = route.name,
+                request_id = request_id.to_str().unwrap_or("-"),
+                problems = ?report.messages,
+                "report-only: request would have been rejected"
+            );
+            parts.headers.insert(
+                validate::REPORT_HEADER.clone(),
+                validate::report_value(&report),
+            );
+        }
 
-    if let UpstreamTarget::Http(http) = &route.upstream.target {
-        forward::upstream_request(
-            &mut parts,
-            &http.target(),
-            &route.forward_path,
-            &found.params,
-            route.preserve_host,
-            downstream,
-            request_id,
-        )
-        .map_err(|e| GatewayError::UpstreamUnavailable {
-            reason: format!("cannot build the upstream request: {e}"),
-        })?;
+        if let UpstreamTarget::Http(http) = &route.upstream.target {
+            forward::upstream_request(
+                &mut parts,
+                &http.target(),
+                &route.forward_path,
+                &found.params,
+                route.preserve_host,
+                downstream,
+                request_id,
+            )
+            .map_err(|e| GatewayError::UpstreamUnavailable {
+                reason: format!("cannot build the upstream request: {e}"),
+            })?;
+        }
+        // The wait for the upstream's headers starts when the request does; a streamed body is
+        // still being sent for up to the body timeout, which is the client's time, not the
+        // upstream's (a slow upload past it is a 408 from the body guard, not a 504).
+        let wait = if streamed {
+            route.response_headers_timeout + route.body_timeout
+        } else {
+            route.response_headers_timeout
+        };
+        let sent = Instant::now();
+        let answer = route
+            .upstream
+            .send(Request::from_parts(parts, body), wait)
+            .await;
+        trace.upstream_latency = Some(sent.elapsed());
+        answer
     }
-    // The wait for the upstream's headers starts when the request does; a streamed body is
-    // still being sent for up to the body timeout, which is the client's time, not the
-    // upstream's (a slow upload past it is a 408 from the body guard, not a 504).
-    let wait = if streamed {
-        route.response_headers_timeout + route.body_timeout
-    } else {
-        route.response_headers_timeout
-    };
-    let sent = Instant::now();
-    let answer = route
-        .upstream
-        .send(Request::from_parts(parts, body), wait)
-        .await;
-    trace.upstream_latency = Some(sent.elapsed());
-    answer
 }
 
 /// Refuses request heads over the connection-level limits: too many header fields or header

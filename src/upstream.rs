@@ -6,6 +6,7 @@
 //! Failures become 502 (refused, reset, not HTTP) or 504 (connect or response-header timeout),
 //! so a dead upstream never hangs a client.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -207,34 +208,41 @@ impl HttpUpstream {
     }
 
     /// Sends `request` on a pooled connection, or a new one, and waits for the response head.
-    async fn exchange(
-        &self,
-        pool: &Arc<ConnPool>,
-        name: &str,
+    /// (Not an `async fn`, which would hold `request` twice; see `proxy::handle`.)
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    fn exchange<'a>(
+        &'a self,
+        pool: &'a Arc<ConnPool>,
+        name: &'a str,
         mut request: Request<RequestBody>,
-    ) -> Result<Response<PooledBody>, GatewayError> {
-        while let Some(mut sender) = pool.checkout() {
-            // A connection is pooled once its last response was read; it is ready at once or
-            // closed (the upstream hung up while it was idle).
-            if sender.ready().await.is_err() {
-                continue;
+    ) -> impl Future<Output = Result<Response<PooledBody>, GatewayError>> + Send + 'a {
+        async move {
+            while let Some(mut sender) = pool.checkout() {
+                // A connection is pooled once its last response was read; it is ready at once or
+                // closed (the upstream hung up while it was idle).
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(pooled(pool, sender, response)),
+                    // Closed before the request was written: it goes on another connection, as
+                    // nothing reached the upstream.
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(send_error(name, error.error())),
+                    },
+                }
             }
+            // Boxed: a new connection is the rare case, and its future would otherwise enlarge
+            // every request's future, of which hyper keeps one slot per open HTTP/1 connection.
+            let mut sender = Box::pin(self.connect(name)).await?;
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(pooled(pool, sender, response)),
-                // Closed before the request was written: it goes on another connection, as
-                // nothing reached the upstream.
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(send_error(name, error.error())),
-                },
+                Ok(response) => Ok(pooled(pool, sender, response)),
+                Err(error) => Err(send_error(name, error.error())),
             }
-        }
-        // Boxed: a new connection is the rare case, and its future would otherwise enlarge
-        // every request's future, of which hyper keeps one slot per open HTTP/1 connection.
-        let mut sender = Box::pin(self.connect(name)).await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(pooled(pool, sender, response)),
-            Err(error) => Err(send_error(name, error.error())),
         }
     }
 
@@ -324,37 +332,44 @@ impl Upstream {
 
     /// Sends `request` (already rewritten by `forward::upstream_request`) and returns the
     /// upstream's response with hop-by-hop headers removed and the body streamed.
-    pub async fn send(
+    /// (Not an `async fn`, which would hold `request` twice; see `proxy::handle`.)
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub fn send(
         &self,
         request: Request<RequestBody>,
         response_headers_timeout: Duration,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let http = match &self.target {
-            UpstreamTarget::Http(http) => http,
-            UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
-        };
-        let timed_out = || GatewayError::UpstreamTimeout {
-            phase: "response headers",
-        };
-        match &http.pool {
-            Pool::Plain(pool) => {
-                let exchange = http.exchange(pool, &self.name, request);
-                let response = tokio::time::timeout(response_headers_timeout, exchange)
-                    .await
-                    .map_err(|_| timed_out())??;
-                self.relay(response, response_headers_timeout)
-            }
-            Pool::Tls(client) => {
-                let (mut parts, body) = request.into_parts();
-                parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
-                // Boxed so that plain upstreams' request futures do not carry room for the
-                // TLS client's.
-                let pending = Box::pin(client.request(Request::from_parts(parts, body)));
-                let response = tokio::time::timeout(response_headers_timeout, pending)
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|error| classify(&self.name, &error))?;
-                self.relay(response, response_headers_timeout)
+    ) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + Send + '_ {
+        async move {
+            let http = match &self.target {
+                UpstreamTarget::Http(http) => http,
+                UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
+            };
+            let timed_out = || GatewayError::UpstreamTimeout {
+                phase: "response headers",
+            };
+            match &http.pool {
+                Pool::Plain(pool) => {
+                    let exchange = http.exchange(pool, &self.name, request);
+                    let response = tokio::time::timeout(response_headers_timeout, exchange)
+                        .await
+                        .map_err(|_| timed_out())??;
+                    self.relay(response, response_headers_timeout)
+                }
+                Pool::Tls(client) => {
+                    let (mut parts, body) = request.into_parts();
+                    parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
+                    // Boxed so that plain upstreams' request futures do not carry room for the
+                    // TLS client's.
+                    let pending = Box::pin(client.request(Request::from_parts(parts, body)));
+                    let response = tokio::time::timeout(response_headers_timeout, pending)
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|error| classify(&self.name, &error))?;
+                    self.relay(response, response_headers_timeout)
+                }
             }
         }
     }
