@@ -274,10 +274,25 @@ impl Connection {
     /// Tells HTTP/2 prior knowledge from HTTP/1 by the first bytes, within `within`: a client
     /// that sends nothing (or only part of the HTTP/2 preface) is dropped then, instead of
     /// holding one of the connection slots. (hyper-util's own detection has no deadline.)
-    async fn serve_plain(self, stream: WriteStall<TcpStream>, within: Duration) {
-        match sniff_h2(stream.get_ref(), within).await {
-            Some(h2) => self.serve(stream, None, h2).await,
-            None => tracing::debug!(peer = %self.peer, "no request within the header-read timeout"),
+    ///
+    /// This future and `serve`'s live as long as the connection, so neither is an `async fn`
+    /// (which stores every argument twice).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    fn serve_plain(
+        self,
+        stream: WriteStall<TcpStream>,
+        within: Duration,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            match sniff_h2(stream.get_ref(), within).await {
+                Some(h2) => self.serve(stream, None, h2).await,
+                None => {
+                    tracing::debug!(peer = %self.peer, "no request within the header-read timeout")
+                }
+            }
         }
     }
 
@@ -291,31 +306,43 @@ impl Connection {
 
     /// Serves HTTP/1.1 or HTTP/2 on `io`. `tls` holds the client certificate's subject when
     /// the connection is TLS.
-    async fn serve<I>(self, io: I, tls: Option<Option<Arc<str>>>, h2: bool)
+    fn serve<I>(
+        self,
+        io: I,
+        tls: Option<Option<Arc<str>>>,
+        h2: bool,
+    ) -> impl Future<Output = ()> + Send
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let Connection {
+            shared,
+            limits,
+            watcher,
+            peer,
+        } = self;
         let downstream = Downstream {
-            peer: self.peer.ip(),
+            peer: peer.ip(),
             tls: tls.is_some(),
             client_subject: tls.flatten(),
         };
-        let shared = self.shared;
         let service = service_fn(move |request| {
             proxy::handle(Arc::clone(&shared), downstream.clone(), request)
         });
         // The protocol is known (sniffed or agreed by ALPN), so hyper's own connection types
         // serve it directly: no version detection, no rewind buffer, no enum of both states.
         let io = TokioIo::new(io);
-        let ended = if h2 {
-            let connection = http2(&self.limits).serve_connection(io, service);
-            Box::pin(self.watcher.watch(connection)).await
-        } else {
-            let connection = http1(&self.limits).serve_connection(io, service);
-            self.watcher.watch(connection).await
-        };
-        if let Err(error) = ended {
-            tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
+        async move {
+            let ended = if h2 {
+                let connection = http2(&limits).serve_connection(io, service);
+                Box::pin(watcher.watch(connection)).await
+            } else {
+                let connection = http1(&limits).serve_connection(io, service);
+                watcher.watch(connection).await
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
         }
     }
 }
@@ -391,9 +418,9 @@ pin_project! {
         io: I,
         limit: Duration,
         armed: bool,
-        // Boxed so the stream stays `Unpin`, as hyper and rustls want; one allocation per
-        // connection.
-        timer: Pin<Box<Sleep>>,
+        // Made the first time a write stalls (most connections never see one), and boxed so
+        // the stream stays `Unpin`, as hyper and rustls want.
+        timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -407,7 +434,7 @@ impl<I> WriteStall<I> {
             io,
             limit,
             armed: false,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
         }
     }
 }
@@ -425,15 +452,21 @@ impl<I> WriteStall<I> {
                 if !*this.armed {
                     *this.armed = true;
                     let deadline = tokio::time::Instant::now() + *this.limit;
-                    this.timer.as_mut().reset(deadline);
+                    match this.timer {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                 }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the client stopped reading its response",
-                    ))),
-                    Poll::Pending => Poll::Pending,
+                // Armed just above if it was not, so the timer exists.
+                if let Some(timer) = this.timer.as_mut() {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the client stopped reading its response",
+                        )));
+                    }
                 }
+                Poll::Pending
             }
             ready => {
                 *this.armed = false;
