@@ -87,10 +87,10 @@ struct Trace {
 
 /// Answers one request.
 ///
-/// Memory: hyper keeps one slot the size of this future for every open HTTP/1 connection,
-/// idle or not, so it is kept small. The request's own values are taken before the `async`
-/// block, which then holds them once: an `async fn` keeps each argument twice (as passed and
-/// as its local), and so do the functions this one awaits (`handle_inner`, `Upstream::send`).
+/// Memory: this future is allocated for every request (`server` boxes it), so it is kept
+/// small. The request's own values are taken before the `async` block, which then holds them
+/// once: an `async fn` keeps each argument twice (as passed and as its local), and so do the
+/// functions this one awaits (`handle_inner`, `Upstream::send`).
 pub fn handle(
     shared: Arc<Shared>,
     downstream: Downstream,

@@ -326,8 +326,16 @@ impl Connection {
             tls: tls.is_some(),
             client_subject: tls.flatten(),
         };
+        // Boxed: hyper keeps a slot of the service future's size in every HTTP/1 connection
+        // for its whole life, so unboxed, each idle connection would hold the request
+        // future's 2.3 KB. Boxed, a request allocates it and frees it when answered: ~340
+        // instructions per request (0.5 %) for 2.2 MiB less at 1 000 idle connections.
         let service = service_fn(move |request| {
-            proxy::handle(Arc::clone(&shared), downstream.clone(), request)
+            Box::pin(proxy::handle(
+                Arc::clone(&shared),
+                downstream.clone(),
+                request,
+            ))
         });
         // The protocol is known (sniffed or agreed by ALPN), so hyper's own connection types
         // serve it directly: no version detection, no rewind buffer, no enum of both states.
