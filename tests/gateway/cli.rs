@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -270,9 +271,9 @@ fn sighup_reloads_the_config() {
             }
         }
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = None;
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(line) if line.contains("SIGHUP") => {
                 seen = Some(line);
@@ -288,4 +289,68 @@ fn sighup_reloads_the_config() {
         "{line}"
     );
     assert!(terminate(child).success());
+}
+
+/// `TOKIO_WORKER_THREADS=1` runs tokio's single-threaded runtime (how `bench/` runs the
+/// gateway): on its one thread it still serves requests side by side over HTTP/1.1 and h2,
+/// forwards and rejects, and drains an in-flight request on SIGTERM.
+#[tokio::test]
+async fn one_worker_serves_side_by_side_and_drains() {
+    let delay = Duration::from_millis(400);
+    let upstream = Upstream::start(Answer {
+        delay,
+        ..Answer::default()
+    })
+    .await;
+    let (child, addr) = serve(&[
+        ("FLEXTELL_UPSTREAM", upstream.url()),
+        ("TOKIO_WORKER_THREADS", "1".to_string()),
+    ]);
+    let post = |body: &'static [u8]| {
+        request(
+            "POST",
+            "/v1/conversations",
+            &[
+                ("authorization", "Bearer t"),
+                ("x-tenant", "7"),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let valid: &[u8] = br#"{"channel_id":2,"address":"a"}"#;
+    let invalid: &[u8] = br#"{"channel_id":0,"address":"a"}"#;
+
+    // Six forwarded requests (each waits `delay` upstream) and two rejected ones at once:
+    // one after another they would take 6 x 400 ms.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let body = if i % 4 == 3 { invalid } else { valid };
+        let request = post(body);
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                send(addr, request).await.status
+            } else {
+                send_h2(addr, request).await.status
+            }
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 422, 422]);
+    assert!(started.elapsed() < delay * 3, "{:?}", started.elapsed());
+    assert_eq!(upstream.seen().len(), 6);
+
+    // SIGTERM while a request waits on the upstream: it is answered, then the process exits 0.
+    let in_flight = tokio::spawn(send(addr, post(valid)));
+    tokio::time::sleep(delay / 4).await;
+    let status = tokio::task::spawn_blocking(move || terminate(child))
+        .await
+        .unwrap();
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
 }
