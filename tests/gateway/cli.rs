@@ -344,10 +344,20 @@ async fn one_worker_serves_side_by_side_and_drains() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 422, 422]);
     assert!(started.elapsed() < delay * 3, "{:?}", started.elapsed());
     assert_eq!(upstream.seen().len(), 6);
+    // And all of that on one thread: the multi-threaded runtime would have started a worker
+    // thread (tokio names them `tokio-rt-worker`; nothing here needed its blocking pool).
+    let threads = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    let workers = threads
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-"))
+        .count();
+    assert_eq!(workers, 0, "tokio worker threads in a one-worker gateway");
 
     // SIGTERM while a request waits on the upstream: it is answered, then the process exits 0.
     let in_flight = tokio::spawn(send(addr, post(valid)));
-    tokio::time::sleep(delay / 4).await;
+    while upstream.seen().len() < 7 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let status = tokio::task::spawn_blocking(move || terminate(child))
         .await
         .unwrap();
