@@ -271,6 +271,49 @@ async fn hung_after_accept_is_504_within_the_timeout() {
     assert_eq!(get(&gw).await.statuses(), [504]);
 }
 
+/// The response-header deadline holds on a reused (pooled) connection too, also on one that
+/// sat idle past the timeout before being reused (its timer came due in the pool).
+#[tokio::test]
+async fn a_pooled_connection_that_stops_answering_is_504_within_the_timeout() {
+    // Answers two requests, the second after an idle spell, then never answers the third.
+    let rogue = Rogue::start(|mut stream, _, heads| async move {
+        for _ in 0..2 {
+            if read_request(&mut stream, &heads).await.is_none() {
+                return;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+        let _ = read_request(&mut stream, &heads).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
+    assert_eq!(get(&gw).await.statuses(), [200]);
+    tokio::time::sleep(RESPONSE_HEADERS_TIMEOUT + Duration::from_millis(300)).await;
+    assert_eq!(get(&gw).await.statuses(), [200]);
+
+    let started = Instant::now();
+    let answer = get(&gw).await;
+    let took = started.elapsed();
+    assert_body(
+        &answer,
+        504,
+        r#"{"statusCode":504,"message":"upstream timed out (response headers)","error":"Gateway Timeout"}"#,
+    );
+    assert!(
+        took >= RESPONSE_HEADERS_TIMEOUT && took < RESPONSE_HEADERS_TIMEOUT * 2,
+        "{took:?}"
+    );
+    assert_eq!(rogue.heads(), 3);
+    assert_eq!(
+        rogue.connections.load(Ordering::SeqCst),
+        1,
+        "all three requests on one pooled connection"
+    );
+}
+
 /// An upstream that switches protocols although the gateway never asks it to (it strips
 /// `Upgrade`): a protocol violation, so a 502, and nothing it sends after is relayed.
 #[tokio::test]
