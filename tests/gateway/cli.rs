@@ -94,6 +94,20 @@ fn serve(envs: &[(&str, String)]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// Flextell's `POST /v1/conversations` with `body`, as the shipped config expects it.
+fn post_conversation(body: &[u8]) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    request(
+        "POST",
+        "/v1/conversations",
+        &[
+            ("authorization", "Bearer t"),
+            ("x-tenant", "7"),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+}
+
 fn terminate(mut child: Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -153,20 +167,7 @@ async fn serve_answers_with_documented_samples_and_env_picks_an_upstream() {
 
     // FLEXTELL_UPSTREAM points at our recording upstream instead of the mock.
     let body = br#"{"channel_id":2,"address":"a"}"#;
-    let got = send(
-        addr,
-        request(
-            "POST",
-            "/v1/conversations",
-            &[
-                ("authorization", "Bearer t"),
-                ("x-tenant", "7"),
-                ("content-type", "application/json"),
-            ],
-            body,
-        ),
-    )
-    .await;
+    let got = send(addr, post_conversation(body)).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json(), serde_json::json!({"ok": true}));
     assert_eq!(&upstream.seen()[0].body[..], body);
@@ -306,18 +307,6 @@ async fn one_worker_serves_side_by_side_and_drains() {
         ("FLEXTELL_UPSTREAM", upstream.url()),
         ("TOKIO_WORKER_THREADS", "1".to_string()),
     ]);
-    let post = |body: &'static [u8]| {
-        request(
-            "POST",
-            "/v1/conversations",
-            &[
-                ("authorization", "Bearer t"),
-                ("x-tenant", "7"),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
-    };
     let valid: &[u8] = br#"{"channel_id":2,"address":"a"}"#;
     let invalid: &[u8] = br#"{"channel_id":0,"address":"a"}"#;
 
@@ -327,7 +316,7 @@ async fn one_worker_serves_side_by_side_and_drains() {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let body = if i % 4 == 3 { invalid } else { valid };
-        let request = post(body);
+        let request = post_conversation(body);
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
                 send(addr, request).await.status
@@ -354,7 +343,7 @@ async fn one_worker_serves_side_by_side_and_drains() {
     assert_eq!(workers, 0, "tokio worker threads in a one-worker gateway");
 
     // SIGTERM while a request waits on the upstream: it is answered, then the process exits 0.
-    let in_flight = tokio::spawn(send(addr, post(valid)));
+    let in_flight = tokio::spawn(send(addr, post_conversation(valid)));
     while upstream.seen().len() < 7 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

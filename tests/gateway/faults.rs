@@ -244,12 +244,11 @@ async fn bodies_cut_short_abort_the_client_connection() {
     }
 }
 
-#[tokio::test]
-async fn hung_after_accept_is_504_within_the_timeout() {
-    let hung = silent_upstream().await;
-    let gw = TestGateway::start(&config(&format!("http://{hung}")), &[]).await;
+/// A GET through `gw` gets the response-header 504, once the timeout (and not much more) has
+/// passed.
+async fn assert_504_after_the_timeout(gw: &TestGateway) {
     let started = Instant::now();
-    let answer = get(&gw).await;
+    let answer = get(gw).await;
     let took = started.elapsed();
     assert_body(
         &answer,
@@ -260,6 +259,13 @@ async fn hung_after_accept_is_504_within_the_timeout() {
         took >= RESPONSE_HEADERS_TIMEOUT && took < RESPONSE_HEADERS_TIMEOUT * 2,
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn hung_after_accept_is_504_within_the_timeout() {
+    let hung = silent_upstream().await;
+    let gw = TestGateway::start(&config(&format!("http://{hung}")), &[]).await;
+    assert_504_after_the_timeout(&gw).await;
 
     // Reads the request and never answers: the same.
     let rogue = Rogue::start(|mut stream, _, heads| async move {
@@ -294,18 +300,7 @@ async fn a_pooled_connection_that_stops_answering_is_504_within_the_timeout() {
     tokio::time::sleep(RESPONSE_HEADERS_TIMEOUT + Duration::from_millis(300)).await;
     assert_eq!(get(&gw).await.statuses(), [200]);
 
-    let started = Instant::now();
-    let answer = get(&gw).await;
-    let took = started.elapsed();
-    assert_body(
-        &answer,
-        504,
-        r#"{"statusCode":504,"message":"upstream timed out (response headers)","error":"Gateway Timeout"}"#,
-    );
-    assert!(
-        took >= RESPONSE_HEADERS_TIMEOUT && took < RESPONSE_HEADERS_TIMEOUT * 2,
-        "{took:?}"
-    );
+    assert_504_after_the_timeout(&gw).await;
     assert_eq!(rogue.heads(), 3);
     assert_eq!(
         rogue.connections.load(Ordering::SeqCst),
