@@ -100,7 +100,7 @@ struct Conn {
     /// The response-headers deadline of the request on this connection: one tokio timer for
     /// the connection's life, moved to each request's deadline. Moving a filed timer later
     /// only updates its entry; a new timer per request (`tokio::time::timeout`) was filed in
-    /// the runtime's timer wheel and taken out again, ~1 300 instructions per request
+    /// the runtime's timer wheel and taken out again, ~500 instructions more per request
     /// (bench/callgrind.sh). A pooled connection's timer may come due while it is idle: a
     /// wake-up of a finished task, once.
     deadline: Pin<Box<Sleep>>,
