@@ -182,7 +182,7 @@ impl Plan {
             let Some(header) = &property.header else {
                 continue;
             };
-            let values: Vec<Raw<'_>> = headers
+            let mut lines = headers
                 .get_all(header)
                 .iter()
                 .map(|value| match value.to_str() {
@@ -194,18 +194,22 @@ impl Plan {
                         text: String::from_utf8_lossy(value.as_bytes()),
                         opaque: true,
                     },
-                })
-                .collect();
-            if values.is_empty() {
+                });
+            let Some(first) = lines.next() else {
                 continue;
-            }
-            let value = property_value(
-                Location::Header,
-                name,
-                Some(property.shape),
-                values,
-                &mut violations,
-            );
+            };
+            // Nearly always one line: the list is only gathered when there are more.
+            let shape = Some(property.shape);
+            let value = match lines.next() {
+                None => {
+                    let one = std::slice::from_ref(&first);
+                    property_value(Location::Header, name, shape, one, &mut violations)
+                }
+                Some(second) => {
+                    let all: Vec<Raw<'_>> = [first, second].into_iter().chain(lines).collect();
+                    property_value(Location::Header, name, shape, &all, &mut violations)
+                }
+            };
             object.insert(name.clone(), value);
         }
         (Value::Object(object), violations)
@@ -220,7 +224,7 @@ impl Plan {
         let mut violations = Vec::new();
         for (key, values) in grouped {
             let shape = self.properties.get(key.as_ref()).map(|p| p.shape);
-            let value = property_value(location, &key, shape, values, &mut violations);
+            let value = property_value(location, &key, shape, &values, &mut violations);
             object.insert(key.into_owned(), value);
         }
         (Value::Object(object), violations)
@@ -232,24 +236,24 @@ fn property_value(
     location: Location,
     key: &str,
     shape: Option<Shape>,
-    mut values: Vec<Raw<'_>>,
+    values: &[Raw<'_>],
     violations: &mut Vec<Violation>,
 ) -> Value {
     // A key the schema does not name is kept as sent, so that a strict schema
     // (`additionalProperties: false`) can reject it; repeating it is not this stage's business.
     let Some(shape) = shape else {
-        if values.len() == 1 {
-            return Value::String(values.swap_remove(0).text.into_owned());
+        if let [single] = values {
+            return Value::String(single.text.to_string());
         }
         return Value::Array(
             values
-                .into_iter()
-                .map(|raw| Value::String(raw.text.into_owned()))
+                .iter()
+                .map(|raw| Value::String(raw.text.to_string()))
                 .collect(),
         );
     };
     if shape.types.has(Types::ARRAY) {
-        if let [single] = values.as_slice() {
+        if let [single] = values {
             // A scalar type listed beside `array` takes a single occurrence as itself.
             let scalar = shape.types.without(Types::ARRAY);
             if !scalar.is_empty() {

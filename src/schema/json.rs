@@ -264,17 +264,21 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             // The duplicate is refused before its value is parsed: nothing after it matters.
-            if object.contains_key(&key) {
-                return Err(self.state.fail(Failure::Duplicate {
-                    reversed: vec![Segment::Key(key)],
-                }));
-            }
+            // One lookup per key: the vacant slot found here takes the value.
+            let slot = match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => slot,
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(self.state.fail(Failure::Duplicate {
+                        reversed: vec![Segment::Key(taken.key().clone())],
+                    }));
+                }
+            };
             match map.next_value_seed(inner) {
                 Ok(value) => {
-                    object.insert(key, value);
+                    slot.insert(value);
                 }
                 Err(error) => {
-                    self.state.unwind(|| Segment::Key(key));
+                    self.state.unwind(|| Segment::Key(slot.key().clone()));
                     return Err(error);
                 }
             }
