@@ -187,12 +187,17 @@ async fn readiness_flips_while_draining() {
             .await
             .status
     });
-    for _ in 0..200 {
-        if !upstream.seen().is_empty() {
-            break;
-        }
+    // Shut down only once the request is in flight (on a busy machine that can take a while):
+    // with nothing to drain, the admin port would close at once.
+    let started = std::time::Instant::now();
+    while upstream.seen().is_empty() && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the slow request never reached the upstream"
+    );
     let done = gw.shutdown();
     // Draining: not ready, but still alive and answering.
     let mut ready = 200;
