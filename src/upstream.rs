@@ -376,9 +376,6 @@ impl Upstream {
                 UpstreamTarget::Http(http) => http,
                 UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
             };
-            let timed_out = || GatewayError::UpstreamTimeout {
-                phase: "response headers",
-            };
             match &http.pool {
                 Pool::Plain(pool) => {
                     let wait = response_headers_timeout;
@@ -393,7 +390,7 @@ impl Upstream {
                     let pending = Box::pin(client.request(Request::from_parts(parts, body)));
                     let response = tokio::time::timeout(response_headers_timeout, pending)
                         .await
-                        .map_err(|_| timed_out())?
+                        .map_err(|_| headers_timed_out())?
                         .map_err(|error| classify(&self.name, &error))?;
                     self.relay(response, response_headers_timeout)
                 }
@@ -522,11 +519,16 @@ impl<F: Future> Future for Within<'_, F> {
             return Poll::Ready(Ok(output));
         }
         match this.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(GatewayError::UpstreamTimeout {
-                phase: "response headers",
-            })),
+            Poll::Ready(()) => Poll::Ready(Err(headers_timed_out())),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The 504 for an upstream that sent no response head within the route's timeout.
+fn headers_timed_out() -> GatewayError {
+    GatewayError::UpstreamTimeout {
+        phase: "response headers",
     }
 }
 
