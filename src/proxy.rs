@@ -519,8 +519,8 @@ fn handle_inner<'a>(
 }
 
 /// Refuses request heads over the connection-level limits: too many header fields or header
-/// bytes (431), a request target too long (414). hyper's own parser limits are set above
-/// these (see `server`), so the answer here is the envelope.
+/// bytes (431), a request target too long (414). hyper's own parser limits are at or above
+/// these (see `server::http1`), so the answer here is the envelope.
 fn check_head(limits: &ServerLimits, parts: &http::request::Parts) -> Result<(), GatewayError> {
     let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + parts.uri.authority().map_or(0, |a| a.as_str().len());

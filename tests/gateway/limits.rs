@@ -83,6 +83,34 @@ async fn oversized_heads_get_431_and_414_envelopes() {
     assert_eq!(upstream.seen().len(), 1);
 }
 
+/// hyper's own cap on header fields (100 by default) must not undercut a higher configured
+/// limit: 120 fields pass a limit of 150, and 151 get the envelope, not hyper's bare 431.
+/// (The built-in mock answers: a test upstream built on hyper would refuse 120 fields.)
+#[tokio::test]
+async fn a_header_limit_above_hypers_default_is_the_gateways() {
+    let gw = TestGateway::start(
+        "listeners:\n  - address: 127.0.0.1:0\n\
+         defaults:\n  limits: { headers: 150 }\n\
+         upstreams:\n  m: { url: mock, mock: { status: 200, body_file: ok.json } }\n\
+         routes:\n  - { name: r.g, method: GET, path: /g, upstream: m }\n",
+        &[("ok.json", r#"{"ok":true}"#)],
+    )
+    .await;
+    let fields = |n: usize| -> String { (0..n).map(|i| format!("x-h{i}: v\r\n")).collect() };
+    // Host, Connection and 118 more: 120 fields.
+    let within = format!(
+        "GET /g HTTP/1.1\r\nhost: t\r\nconnection: close\r\n{}\r\n",
+        fields(118)
+    );
+    let answer = send_raw(gw.addr, within.as_bytes()).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    // Host and 150 more: 151 fields.
+    let over = format!("GET /g HTTP/1.1\r\nhost: t\r\n{}\r\n", fields(150));
+    let answer = send_raw(gw.addr, over.as_bytes()).await;
+    assert_eq!(status_of(&answer), 431, "{answer}");
+    assert_eq!(envelope_of(&answer)["statusCode"], 431, "{answer}");
+}
+
 #[tokio::test]
 async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     let upstream = Upstream::start(Answer::default()).await;
