@@ -4,7 +4,7 @@
 //! `api_key` looks the bearer token up among keys configured as SHA-256 hashes. Messages never
 //! echo what the client sent.
 
-use http::header::{HeaderMap, AUTHORIZATION, COOKIE};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -75,8 +75,10 @@ pub fn check<'k>(
     headers: &HeaderMap,
     keys: &'k [ApiKey],
 ) -> Result<Option<&'k ApiKey>, GatewayError> {
+    // One lookup: every check below reads the first value.
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    if let Some(first) = values.next() {
+    let authorization = values.next();
+    if let Some(first) = authorization {
         if values.any(|other| other != first) {
             return Err(GatewayError::BadRequest {
                 message: "the request has two different Authorization headers".to_string(),
@@ -85,10 +87,9 @@ pub fn check<'k>(
     }
     match mode {
         AuthMode::ApiKey => {
-            check_presence(AuthMode::Bearer, headers)?;
+            check_presence(AuthMode::Bearer, authorization, headers)?;
             // A well-formed bearer value is `Bearer` (6 bytes), spaces, then the token.
-            let token = headers
-                .get(AUTHORIZATION)
+            let token = authorization
                 .and_then(|v| v.as_bytes().get(6..))
                 .map(<[u8]>::trim_ascii)
                 .unwrap_or_default();
@@ -98,7 +99,7 @@ pub fn check<'k>(
                     message: "unknown API key",
                 })
         }
-        other => check_presence(other, headers).map(|()| None),
+        other => check_presence(other, authorization, headers).map(|()| None),
     }
 }
 
@@ -115,15 +116,17 @@ fn find_key<'k>(keys: &'k [ApiKey], token: &[u8]) -> Option<&'k ApiKey> {
     found
 }
 
-fn check_presence(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayError> {
+fn check_presence(
+    mode: AuthMode,
+    authorization: Option<&HeaderValue>,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
     match mode {
         AuthMode::None | AuthMode::ApiKey => Ok(()),
         AuthMode::Bearer => {
-            let value = headers
-                .get(AUTHORIZATION)
-                .ok_or(GatewayError::Unauthorized {
-                    message: "missing Authorization header: send `Authorization: Bearer <token>`",
-                })?;
+            let value = authorization.ok_or(GatewayError::Unauthorized {
+                message: "missing Authorization header: send `Authorization: Bearer <token>`",
+            })?;
             if is_bearer(value.as_bytes()) {
                 Ok(())
             } else {
@@ -133,13 +136,11 @@ fn check_presence(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayErro
             }
         }
         AuthMode::Credentials => {
-            let present = |name| {
-                headers
-                    .get(name)
-                    .is_some_and(|v: &http::HeaderValue| !v.as_bytes().trim_ascii().is_empty())
+            let present = |value: Option<&HeaderValue>| {
+                value.is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
             };
             // Any scheme is accepted, but `Bearer` with no token is malformed (PRODUCT.md).
-            let empty_bearer = headers.get(AUTHORIZATION).is_some_and(|v| {
+            let empty_bearer = authorization.is_some_and(|v| {
                 let value = v.as_bytes().trim_ascii();
                 value.len() >= 6
                     && value[..6].eq_ignore_ascii_case(b"bearer")
@@ -149,7 +150,7 @@ fn check_presence(mode: AuthMode, headers: &HeaderMap) -> Result<(), GatewayErro
                 Err(GatewayError::Unauthorized {
                     message: "malformed Authorization header: `Bearer` needs a token",
                 })
-            } else if present(AUTHORIZATION) || present(COOKIE) {
+            } else if present(authorization) || present(headers.get(COOKIE)) {
                 Ok(())
             } else {
                 Err(GatewayError::Unauthorized {

@@ -33,6 +33,11 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
     ]
 }
 
+/// Whether `name` is as long as one of [`fixed_hop_by_hop`].
+fn has_fixed_length(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17)
+}
+
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, and a response usually only `Connection: keep-alive`: one
@@ -41,6 +46,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let fixed = fixed_hop_by_hop();
     let mut present = 0u8;
     for name in headers.keys() {
+        // The fixed names are 2, 7, 10, 16 or 17 bytes long: most fields are ruled out by
+        // their length alone.
+        if !has_fixed_length(name) {
+            continue;
+        }
         if let Some(i) = fixed.iter().position(|hop| *hop == name) {
             present |= 1 << i;
         }
@@ -60,15 +70,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             // A name that is not a valid field name matches nothing and removes nothing.
             for name in text.split(',') {
                 let name = name.trim();
-                if headers.remove(name).is_some() {
-                    // A fixed name listed in Connection is gone already.
-                    if let Some(i) = fixed
-                        .iter()
-                        .position(|hop| hop.as_str().eq_ignore_ascii_case(name))
-                    {
-                        present &= !(1 << i);
-                    }
+                // A fixed name (usually `keep-alive`) is removed below if present: no need to
+                // parse and hash it here.
+                if fixed
+                    .iter()
+                    .any(|hop| hop.as_str().eq_ignore_ascii_case(name))
+                {
+                    continue;
                 }
+                headers.remove(name);
             }
         }
     }
@@ -268,21 +278,24 @@ fn generate_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // `{prefix:016x}-{n:08x}`, written by hand: this runs for every request without an id.
-    let mut text = Vec::with_capacity(33);
-    push_hex(&mut text, prefix, 16);
-    text.push(b'-');
+    // `{prefix:016x}-{n:08x}`, written by hand on the stack and copied once into the value:
+    // this runs for every request without an id.
+    let mut text = [0u8; 33];
+    write_hex(&mut text[..16], prefix);
+    text[16] = b'-';
     let digits = (64 - (n | 0xffff_ffff).leading_zeros()).div_ceil(4) as usize;
-    push_hex(&mut text, n, digits);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+    write_hex(&mut text[17..17 + digits], n);
+    HeaderValue::from_bytes(&text[..17 + digits])
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Appends the low `digits` hex digits of `value`, most significant first.
-fn push_hex(out: &mut Vec<u8>, value: u64, digits: usize) {
+/// Fills `out` with the low `out.len()` hex digits of `value`, most significant first.
+fn write_hex(out: &mut [u8], value: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
+    let digits = out.len();
+    for (i, byte) in out.iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *byte = HEX[((value >> shift) & 0xf) as usize];
     }
 }
 
@@ -320,9 +333,9 @@ mod tests {
 
     #[test]
     fn generated_ids_and_peer_addresses_read_as_before() {
-        let mut out = Vec::new();
-        push_hex(&mut out, 0xab, 16);
-        assert_eq!(out, b"00000000000000ab");
+        let mut out = [0u8; 16];
+        write_hex(&mut out, 0xab);
+        assert_eq!(&out, b"00000000000000ab");
         let id = generate_request_id();
         let text = id.to_str().unwrap();
         let (prefix, n) = text.split_once('-').unwrap();
@@ -358,6 +371,16 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+        assert!(fixed_hop_by_hop().into_iter().all(has_fixed_length));
+        // Fixed names listed in Connection (any case) go, with what Connection names beside.
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, x-c"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]
