@@ -9,6 +9,8 @@
 #   - schemagate, the same request on a route that checks nothing (the HTTP plumbing alone)
 #   - nginx as a plain reverse proxy (proxy_pass, upstream keepalive pool, one process)
 #   - the nginx upstream itself (`return 200`), for calibration against BENCHMARKING.md
+#   - hyper-floor (examples/hyper_floor.rs): hyper's HTTP/1 server and client joined with
+#     nothing else, on the gateway's runtime and allocator; what the HTTP library alone costs
 #
 #   bench/callgrind.sh      # ~2 minutes after the build; results in target/bench/callgrind/
 #
@@ -22,7 +24,7 @@
 # which rebuilds every dependency) for inlined frames.
 #
 # Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
-#           CALLGRIND_TARGETS="schemagate nginx upstream" BENCH_SKIP_BUILD=1
+#           CALLGRIND_TARGETS="schemagate nginx upstream hyper-floor" BENCH_SKIP_BUILD=1
 #           BENCH_GATEWAY_BIN=path (another schemagate binary, e.g. a baseline build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,7 @@ source bench/lib.sh
 N=${CALLGRIND_REQUESTS:-2000}
 WARM=${CALLGRIND_WARMUP:-300}
 REPEATS=${CALLGRIND_REPEATS:-3}
-TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream}
+TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream hyper-floor}
 OUT=$ROOT/target/bench/callgrind
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -43,11 +45,14 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
   if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi
   cargo build --release --locked --bin schemagate >&2
+  case " $TARGETS " in
+    *" hyper-floor "*) cargo build --release --locked --example hyper_floor >&2 ;;
+  esac
 fi
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 
 trap cleanup EXIT
-read -r P_UP P_UPCG P_NGX P_GW P_ADMIN <<<"$(free_ports 5)"
+read -r P_UP P_UPCG P_NGX P_GW P_ADMIN P_FLOOR <<<"$(free_ports 6)"
 nginx_conf upstream "$OUT/nginx-upstream" "$P_UP"
 start_nginx "$OUT/nginx-upstream"
 wait_port "$P_UP"
@@ -106,6 +111,18 @@ for target in $TARGETS; do
       count upstream "$P_UPCG" "$LAST_PID"
       stop_pid "$LAST_PID"
       ;;
+    hyper-floor)
+      log "hyper-floor under callgrind on $P_FLOOR"
+      floor_bin=${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
+      # shellcheck disable=SC2046
+      $(vg hyper) "$floor_bin" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UP" \
+        >"$OUT/hyper-floor.log" 2>&1 &
+      pid=$!
+      STARTED+=("$pid")
+      wait_port "$P_FLOOR" 120
+      count hyper-floor "$P_FLOOR" "$pid"
+      stop_pid "$pid"
+      ;;
     *) log "unknown target $target"; exit 1 ;;
   esac
 done
@@ -137,14 +154,15 @@ labels = {
     "nginx": "nginx proxy_pass (keepalive pool)",
     "schemagate": "schemagate, valid (forwarded)",
     "schemagate-invalid": "schemagate, invalid (422)",
-    "schemagate-plain": "schemagate, route with no checks (floor)",
+    "schemagate-plain": "schemagate, route with no checks",
+    "hyper-floor": "hyper server + hyper client, nothing else (examples/hyper_floor.rs)",
 }
 print()
 print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")
 print()
 print("| process | instructions per request | repeats | × nginx proxy |")
 print("|---|---|---|---|")
-for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain"):
+for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain", "hyper-floor"):
     r = results.get(name)
     if not r:
         continue
