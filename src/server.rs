@@ -371,8 +371,9 @@ fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     // hyper's field cap is left at its default (100) unless the gateway's limit is above it:
     // once a cap is set, hyper allocates and fills two arrays of that many entries for every
     // request head, where the default ones sit on the stack uninitialised. Setting 2 x 100
-    // cost ~2 550 instructions per request, 4 % (bench/callgrind.sh). So with the default
-    // limit (100), a head of 101 fields or more gets hyper's bare 431.
+    // cost ~540 instructions per request, 1 % (bench/callgrind.sh, fat LTO; ~2 550 without
+    // LTO). So with the default limit (100), a head of 101 fields or more gets hyper's bare
+    // 431.
     if limits.headers > HYPER_DEFAULT_MAX_HEADERS {
         builder.max_headers(limits.headers.saturating_mul(2).min(10_000));
     }
