@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Wall-clock benchmark: the same load against a fast upstream directly, nginx as a plain
-# reverse proxy, and schemagate (validation, bearer auth, X-Tenant tenant and a rate limit on).
+# reverse proxy, schemagate (validation, bearer auth, X-Tenant tenant and a rate limit on),
+# and hyper-floor (examples/hyper_floor.rs: hyper's HTTP/1 server and client joined with
+# nothing else, what the HTTP library alone costs).
 #
 #   bench/run.sh            # ~4 minutes; results in target/bench/
 #
@@ -55,13 +57,14 @@ install_tools nginx:nginx wrk:wrk python3:python3 curl:curl pgrep:procps
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
-  cargo build --release --locked --bin schemagate >&2
+  cargo build --release --locked --bin schemagate --example hyper_floor >&2
 fi
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
+FLOOR_BIN=${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
 
 # --- processes ---------------------------------------------------------------------------
 trap cleanup EXIT
-read -r P_UP P_NGX P_GW P_ADMIN <<<"$(free_ports 4)"
+read -r P_UP P_NGX P_GW P_ADMIN P_FLOOR <<<"$(free_ports 5)"
 UP_DIR=$OUT/nginx-upstream
 NGX_DIR=$OUT/nginx-proxy
 nginx_conf upstream "$UP_DIR" "$P_UP"
@@ -80,15 +83,20 @@ BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN BENCH_UPSTREAM=http:
 GW_PID=$!
 STARTED+=("$GW_PID")
 wait_port "$P_GW"
+"$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UP" >"$OUT/hyper-floor.log" 2>&1 &
+FLOOR_PID=$!
+STARTED+=("$FLOOR_PID")
+wait_port "$P_FLOOR"
 sleep 0.5
 
-declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW)
-declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID)
+declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW [hyper-floor]=$P_FLOOR)
+declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID
+  [hyper-floor]=$FLOOR_PID)
 log "pids: upstream ${PIDS[upstream]}; nginx ${PIDS[nginx]}; schemagate ${PIDS[schemagate]}"
 
 # --- preflight: every target answers the valid request with 200; schemagate answers the
 # invalid one with 422 (so the mixed scenario measures rejections, not errors).
-for target in upstream nginx schemagate; do
+for target in upstream nginx schemagate hyper-floor; do
   got=$(status_of "${PORT[$target]}" "$BENCH_BODY_VALID")
   [ "$got" = 200 ] || { log "$target answered $got to the valid request"; exit 1; }
 done
@@ -129,7 +137,7 @@ print(line.format(sys.argv[4], sys.argv[5], sys.argv[6], rps, r["p50_us"], r["p9
 
 for scenario in $SCENARIOS; do
   case $scenario in
-    valid) targets=(upstream nginx schemagate) ;;
+    valid) targets=(upstream nginx schemagate hyper-floor) ;;
     mixed) targets=(nginx schemagate) ;;
     *) log "unknown scenario $scenario"; exit 1 ;;
   esac
@@ -174,7 +182,8 @@ cat >"$META" <<EOF
   "labels": {
     "upstream": "upstream (nginx return 200, direct)",
     "nginx": "nginx proxy_pass (keepalive pool)",
-    "schemagate": "schemagate (auth + tenant + limit + validation)"
+    "schemagate": "schemagate (auth + tenant + limit + validation)",
+    "hyper-floor": "hyper-floor (hyper server + client, nothing else)"
   },
   "scenarios": {
     "valid": "every request valid (200 from the upstream)",
