@@ -11,6 +11,8 @@
 #   - the nginx upstream itself (`return 200`), for calibration against BENCHMARKING.md
 #   - hyper-floor (examples/hyper_floor.rs): hyper's HTTP/1 server and client joined with
 #     nothing else, on the gateway's runtime and allocator; what the HTTP library alone costs
+#   - relay-floor (examples/relay_floor.rs): a hand-written HTTP/1.1 relay on tokio (httparse
+#     for the heads, bytes copied across); the least a hand-written HTTP/1 path could cost
 #
 #   bench/callgrind.sh      # ~2 minutes after the build; results in target/bench/callgrind/
 #
@@ -24,7 +26,8 @@
 # which rebuilds every dependency) for inlined frames.
 #
 # Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
-#           CALLGRIND_TARGETS="schemagate nginx upstream hyper-floor" BENCH_SKIP_BUILD=1
+#           CALLGRIND_TARGETS="schemagate nginx upstream hyper-floor relay-floor"
+#           BENCH_SKIP_BUILD=1
 #           BENCH_GATEWAY_BIN=path (another schemagate binary, e.g. a baseline build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +38,7 @@ source bench/lib.sh
 N=${CALLGRIND_REQUESTS:-2000}
 WARM=${CALLGRIND_WARMUP:-300}
 REPEATS=${CALLGRIND_REPEATS:-3}
-TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream hyper-floor}
+TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream hyper-floor relay-floor}
 OUT=$ROOT/target/bench/callgrind
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -46,13 +49,15 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi
   cargo build --release --locked --bin schemagate >&2
   case " $TARGETS " in
-    *" hyper-floor "*) cargo build --release --locked --example hyper_floor >&2 ;;
+    *" hyper-floor "* | *" relay-floor "*)
+      cargo build --release --locked --example hyper_floor --example relay_floor >&2
+      ;;
   esac
 fi
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 
 trap cleanup EXIT
-read -r P_UP P_UPCG P_NGX P_GW P_ADMIN P_FLOOR <<<"$(free_ports 6)"
+read -r P_UP P_UPCG P_NGX P_GW P_ADMIN P_FLOOR P_RELAY <<<"$(free_ports 7)"
 nginx_conf upstream "$OUT/nginx-upstream" "$P_UP"
 start_nginx "$OUT/nginx-upstream"
 wait_port "$P_UP"
@@ -123,6 +128,18 @@ for target in $TARGETS; do
       count hyper-floor "$P_FLOOR" "$pid"
       stop_pid "$pid"
       ;;
+    relay-floor)
+      log "relay-floor under callgrind on $P_RELAY"
+      relay_bin=${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}
+      # shellcheck disable=SC2046
+      $(vg relay) "$relay_bin" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_UP" \
+        >"$OUT/relay-floor.log" 2>&1 &
+      pid=$!
+      STARTED+=("$pid")
+      wait_port "$P_RELAY" 120
+      count relay-floor "$P_RELAY" "$pid"
+      stop_pid "$pid"
+      ;;
     *) log "unknown target $target"; exit 1 ;;
   esac
 done
@@ -156,13 +173,15 @@ labels = {
     "schemagate-invalid": "schemagate, invalid (422)",
     "schemagate-plain": "schemagate, route with no checks",
     "hyper-floor": "hyper server + hyper client, nothing else (examples/hyper_floor.rs)",
+    "relay-floor": "hand-written HTTP/1.1 relay, httparse + tokio (examples/relay_floor.rs)",
 }
 print()
 print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")
 print()
 print("| process | instructions per request | repeats | × nginx proxy |")
 print("|---|---|---|---|")
-for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain", "hyper-floor"):
+for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain",
+             "hyper-floor", "relay-floor"):
     r = results.get(name)
     if not r:
         continue

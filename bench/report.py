@@ -127,7 +127,7 @@ def main():
             "| ×nginx rps | ×nginx p50 | ×nginx p99 | ×nginx CPU |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for target in ("upstream", "nginx", "schemagate", "hyper-floor"):
+        for target in ("upstream", "nginx", "schemagate", "hyper-floor", "relay-floor"):
             s = targets.get(target)
             if s is None:
                 continue

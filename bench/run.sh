@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Wall-clock benchmark: the same load against a fast upstream directly, nginx as a plain
 # reverse proxy, schemagate (validation, bearer auth, X-Tenant tenant and a rate limit on),
-# and hyper-floor (examples/hyper_floor.rs: hyper's HTTP/1 server and client joined with
-# nothing else, what the HTTP library alone costs).
+# hyper-floor (examples/hyper_floor.rs: hyper's HTTP/1 server and client joined with nothing
+# else, what the HTTP library alone costs) and relay-floor (examples/relay_floor.rs: a
+# hand-written HTTP/1.1 relay on tokio and httparse, the least a hand-written path could cost).
 #
 #   bench/run.sh            # ~4 minutes; results in target/bench/
 #
@@ -57,14 +58,15 @@ install_tools nginx:nginx wrk:wrk python3:python3 curl:curl pgrep:procps
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
-  cargo build --release --locked --bin schemagate --example hyper_floor >&2
+  cargo build --release --locked --bin schemagate --example hyper_floor --example relay_floor >&2
 fi
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 FLOOR_BIN=${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
+RELAY_BIN=${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}
 
 # --- processes ---------------------------------------------------------------------------
 trap cleanup EXIT
-read -r P_UP P_NGX P_GW P_ADMIN P_FLOOR <<<"$(free_ports 5)"
+read -r P_UP P_NGX P_GW P_ADMIN P_FLOOR P_RELAY <<<"$(free_ports 6)"
 UP_DIR=$OUT/nginx-upstream
 NGX_DIR=$OUT/nginx-proxy
 nginx_conf upstream "$UP_DIR" "$P_UP"
@@ -87,16 +89,21 @@ wait_port "$P_GW"
 FLOOR_PID=$!
 STARTED+=("$FLOOR_PID")
 wait_port "$P_FLOOR"
+"$RELAY_BIN" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_UP" >"$OUT/relay-floor.log" 2>&1 &
+RELAY_PID=$!
+STARTED+=("$RELAY_PID")
+wait_port "$P_RELAY"
 sleep 0.5
 
-declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW [hyper-floor]=$P_FLOOR)
+declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW [hyper-floor]=$P_FLOOR
+  [relay-floor]=$P_RELAY)
 declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID
-  [hyper-floor]=$FLOOR_PID)
+  [hyper-floor]=$FLOOR_PID [relay-floor]=$RELAY_PID)
 log "pids: upstream ${PIDS[upstream]}; nginx ${PIDS[nginx]}; schemagate ${PIDS[schemagate]}"
 
 # --- preflight: every target answers the valid request with 200; schemagate answers the
 # invalid one with 422 (so the mixed scenario measures rejections, not errors).
-for target in upstream nginx schemagate hyper-floor; do
+for target in upstream nginx schemagate hyper-floor relay-floor; do
   got=$(status_of "${PORT[$target]}" "$BENCH_BODY_VALID")
   [ "$got" = 200 ] || { log "$target answered $got to the valid request"; exit 1; }
 done
@@ -137,7 +144,7 @@ print(line.format(sys.argv[4], sys.argv[5], sys.argv[6], rps, r["p50_us"], r["p9
 
 for scenario in $SCENARIOS; do
   case $scenario in
-    valid) targets=(upstream nginx schemagate hyper-floor) ;;
+    valid) targets=(upstream nginx schemagate hyper-floor relay-floor) ;;
     mixed) targets=(nginx schemagate) ;;
     *) log "unknown scenario $scenario"; exit 1 ;;
   esac
@@ -183,7 +190,8 @@ cat >"$META" <<EOF
     "upstream": "upstream (nginx return 200, direct)",
     "nginx": "nginx proxy_pass (keepalive pool)",
     "schemagate": "schemagate (auth + tenant + limit + validation)",
-    "hyper-floor": "hyper-floor (hyper server + client, nothing else)"
+    "hyper-floor": "hyper-floor (hyper server + client, nothing else)",
+    "relay-floor": "relay-floor (hand-written HTTP/1.1 relay, httparse)"
   },
   "scenarios": {
     "valid": "every request valid (200 from the upstream)",
