@@ -25,6 +25,9 @@ use crate::forward::Downstream;
 use crate::proxy::{self, Shared};
 use crate::snapshot::{ServerLimits, Snapshot};
 use crate::tls::ServerTls;
+use deadline::{Activity, HeadDeadline, Tracked};
+
+mod deadline;
 
 /// How often idle rate-limit state is swept.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -130,13 +133,15 @@ impl Gateway {
                         None => bound_tls.clone(),
                     };
                     let limits = snapshot.server;
+                    let activity = Activity::new();
                     let connection = Connection {
                         shared: Arc::clone(&shared),
                         limits,
                         watcher: graceful.watcher(),
                         peer,
+                        activity: Arc::clone(&activity),
                     };
-                    let stream = WriteStall::new(stream, limits.write_stall);
+                    let stream = WriteStall::new(stream, limits.write_stall, activity);
                     let held = open.hold();
                     tokio::spawn(async move {
                         connection.shared.metrics.connections.inc();
@@ -240,6 +245,8 @@ struct Connection {
     limits: ServerLimits,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    /// Shared with the stream's `WriteStall`, for HTTP/1's head deadline.
+    activity: Arc<Activity>,
 }
 
 impl Connection {
@@ -320,6 +327,7 @@ impl Connection {
             limits,
             watcher,
             peer,
+            activity,
         } = self;
         let downstream = Downstream {
             peer: peer.ip(),
@@ -330,12 +338,22 @@ impl Connection {
         // for its whole life, so unboxed, each idle connection would hold the request
         // future's 2.3 KB. Boxed, a request allocates it and frees it when answered: ~340
         // instructions per request (0.5 %) for 2.2 MiB less at 1 000 idle connections.
+        // HTTP/1 counts each request in flight until its response body is dropped, for the
+        // head deadline; HTTP/2 has none.
+        let track = (!h2).then(|| Arc::clone(&activity));
         let service = service_fn(move |request| {
-            Box::pin(proxy::handle(
+            let in_flight = track.as_ref().map(Activity::begin);
+            let handling = Box::pin(proxy::handle(
                 Arc::clone(&shared),
                 downstream.clone(),
                 request,
-            ))
+            ));
+            async move {
+                let response = handling.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked::new(body, in_flight)),
+                )
+            }
         });
         // The protocol is known (sniffed or agreed by ALPN), so hyper's own connection types
         // serve it directly: no version detection, no rewind buffer, no enum of both states.
@@ -345,8 +363,17 @@ impl Connection {
                 let connection = http2(&limits).serve_connection(io, service);
                 Box::pin(watcher.watch(connection)).await
             } else {
+                // The head is due within header_read of now (after the TLS handshake or the
+                // HTTP/2 sniff), then of each response's end.
                 let connection = http1(&limits).serve_connection(io, service);
-                watcher.watch(connection).await
+                let serving = watcher.watch(connection);
+                match HeadDeadline::new(serving, activity, limits.header_read).await {
+                    Some(ended) => ended,
+                    None => {
+                        tracing::debug!(%peer, "no request head within the header-read timeout");
+                        Ok(())
+                    }
+                }
             };
             if let Err(error) = ended {
                 tracing::debug!(%error, %peer, "connection ended with an error");
@@ -365,8 +392,9 @@ fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     let head = limits.header_bytes.saturating_add(limits.uri);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
+        // Our own head deadline replaces hyper's (see `deadline`); without this, hyper would
+        // apply a default of its own once a timer is set.
+        .header_read_timeout(None)
         .max_buf_size(head.saturating_mul(2).max(8192));
     // hyper's field cap is left at its default (100) unless the gateway's limit is above it:
     // once a cap is set, hyper allocates and fills two arrays of that many entries for every
@@ -436,6 +464,8 @@ pin_project! {
         // Made the first time a write stalls (most connections never see one), and boxed so
         // the stream stays `Unpin`, as hyper and rustls want.
         timer: Option<Pin<Box<Sleep>>>,
+        // Told when a stalled write goes on: a connection flushing a response is busy.
+        activity: Arc<Activity>,
     }
 }
 
@@ -444,12 +474,13 @@ impl<I> WriteStall<I> {
         &self.io
     }
 
-    fn new(io: I, limit: Duration) -> Self {
+    fn new(io: I, limit: Duration, activity: Arc<Activity>) -> Self {
         WriteStall {
             io,
             limit,
             armed: false,
             timer: None,
+            activity,
         }
     }
 }
@@ -484,6 +515,12 @@ impl<I> WriteStall<I> {
                 Poll::Pending
             }
             ready => {
+                if *this.armed {
+                    // A stalled write went on: flushing a response keeps the connection
+                    // busy (see `deadline`). Writes that never wait need no note: they
+                    // follow the end of a response, which is noted.
+                    this.activity.touch();
+                }
                 *this.armed = false;
                 ready
             }

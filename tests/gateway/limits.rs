@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::raw::{dechunk, find};
 use crate::support::*;
 
 /// A gateway with two routes (POST /v with a body schema, POST /s streamed) and `defaults`.
@@ -143,6 +144,108 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(upstream.seen().len(), 1);
+}
+
+/// Reads one answer to a keep-alive request to the default upstream (its body ends the
+/// answer); `None` when the connection closes or nothing comes within 3 s.
+async fn read_ok(stream: &mut TcpStream) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !out.ends_with(br#"{"ok":true}"#) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The head deadline counts from the end of the last response, not from the connection's
+/// start: three requests 200 ms apart on one connection pass a 300 ms `header_read`, and
+/// the connection closes once it stays idle.
+#[tokio::test]
+async fn the_head_deadline_restarts_after_each_response() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::start(
+        &config(&upstream.url(), "  timeouts: { header_read: 300ms }\n"),
+        &[SCHEMA],
+    )
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stream
+            .write_all(b"GET /g HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_ok(&mut stream).await;
+        let answer = answer.unwrap_or_else(|| panic!("request {i}: no answer"));
+        assert_eq!(status_of(&answer), 200, "request {i}: {answer}");
+    }
+    let started = Instant::now();
+    let rest = read_all(&mut stream, Duration::from_secs(5)).await;
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(upstream.seen().len(), 3);
+}
+
+/// A response that streams for longer than `header_read`, pausing longer than it between
+/// pieces, is not cut off by the head deadline: the connection is busy until the response's
+/// body ends, written or not.
+#[tokio::test]
+async fn a_response_streamed_for_longer_than_header_read_arrives_whole() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while find(&head, b"\r\n\r\n").is_none() {
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        // Three pieces 450 ms apart (the body's own pause limit is `response_headers`, 2 s).
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            let _ = stream.write_all(b"5\r\nhello\r\n").await;
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let gw = TestGateway::start(
+        &config(
+            &format!("http://{upstream}"),
+            "  timeouts: { header_read: 300ms, response_headers: 2s }\n",
+        ),
+        &[SCHEMA],
+    )
+    .await;
+    let answer = send_raw(
+        gw.addr,
+        b"GET /g HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let body = &answer.as_bytes()[find(answer.as_bytes(), b"\r\n\r\n").unwrap_or(0) + 4..];
+    assert_eq!(
+        dechunk(body).as_deref(),
+        Some("hello".repeat(3).as_bytes()),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
