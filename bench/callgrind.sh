@@ -79,6 +79,19 @@ count() {
   printf '{"target":"%s","result":%s}\n' "$name" "$result" >>"$OUT/raw.jsonl"
 }
 
+# floor NAME BIN PORT: one of the examples/ floors under callgrind, in front of the upstream.
+floor() {
+  local name=$1 bin=$2 port=$3 pid
+  log "$name under callgrind on $port"
+  # shellcheck disable=SC2046
+  $(vg "${name%%-*}") "$bin" "127.0.0.1:$port" "127.0.0.1:$P_UP" >"$OUT/$name.log" 2>&1 &
+  pid=$!
+  STARTED+=("$pid")
+  wait_port "$port" 120
+  count "$name" "$port" "$pid"
+  stop_pid "$pid"
+}
+
 for target in $TARGETS; do
   case $target in
     schemagate)
@@ -94,7 +107,7 @@ for target in $TARGETS; do
       [ "$(status_of "$P_GW" "$BENCH_BODY_VALID")" = 200 ] || { log "schemagate: not 200"; exit 1; }
       count schemagate "$P_GW" "$pid"
       count schemagate-invalid "$P_GW" "$pid" --invalid
-      # The floor: the same request on a route that checks nothing (bench.plain).
+      # The plumbing alone: the same request on a route that checks nothing (bench.plain).
       BENCH_PATH=/bench/plain count schemagate-plain "$P_GW" "$pid"
       stop_pid "$pid"
       ;;
@@ -116,30 +129,8 @@ for target in $TARGETS; do
       count upstream "$P_UPCG" "$LAST_PID"
       stop_pid "$LAST_PID"
       ;;
-    hyper-floor)
-      log "hyper-floor under callgrind on $P_FLOOR"
-      floor_bin=${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}
-      # shellcheck disable=SC2046
-      $(vg hyper) "$floor_bin" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UP" \
-        >"$OUT/hyper-floor.log" 2>&1 &
-      pid=$!
-      STARTED+=("$pid")
-      wait_port "$P_FLOOR" 120
-      count hyper-floor "$P_FLOOR" "$pid"
-      stop_pid "$pid"
-      ;;
-    relay-floor)
-      log "relay-floor under callgrind on $P_RELAY"
-      relay_bin=${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}
-      # shellcheck disable=SC2046
-      $(vg relay) "$relay_bin" "127.0.0.1:$P_RELAY" "127.0.0.1:$P_UP" \
-        >"$OUT/relay-floor.log" 2>&1 &
-      pid=$!
-      STARTED+=("$pid")
-      wait_port "$P_RELAY" 120
-      count relay-floor "$P_RELAY" "$pid"
-      stop_pid "$pid"
-      ;;
+    hyper-floor) floor hyper-floor "${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}" "$P_FLOOR" ;;
+    relay-floor) floor relay-floor "${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}" "$P_RELAY" ;;
     *) log "unknown target $target"; exit 1 ;;
   esac
 done
