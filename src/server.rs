@@ -392,8 +392,8 @@ fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     let head = limits.header_bytes.saturating_add(limits.uri);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        // Our own head deadline replaces hyper's (see `deadline`); without this, hyper would
-        // apply a default of its own once a timer is set.
+        // Our own head deadline replaces hyper's (see `deadline`). No timer is set; the
+        // explicit None keeps hyper's own 30 s default off should one ever be.
         .header_read_timeout(None)
         .max_buf_size(head.saturating_mul(2).max(8192));
     // hyper's field cap is left at its default (100) unless the gateway's limit is above it:

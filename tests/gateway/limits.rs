@@ -196,6 +196,54 @@ async fn the_head_deadline_restarts_after_each_response() {
     assert_eq!(upstream.seen().len(), 3);
 }
 
+/// A large response flushed to a slow reader for longer than `header_read` after its body has
+/// ended (the built-in mock hands over 16 MiB at once) arrives whole: a write that stalled
+/// and went on keeps the connection busy.
+#[tokio::test]
+async fn a_slow_reader_gets_a_large_response_whole() {
+    const SIZE: usize = 16 << 20;
+    let body = format!("\"{}\"", "a".repeat(SIZE - 2));
+    let gw = TestGateway::start(
+        "listeners:\n  - address: 127.0.0.1:0\n\
+         defaults:\n  timeouts: { header_read: 1s, write_stall: 5s }\n\
+         upstreams:\n  m: { url: mock, mock: { status: 200, body_file: big.json } }\n\
+         routes:\n  - { name: r.g, method: GET, path: /g, upstream: m }\n",
+        &[("big.json", &body)],
+    )
+    .await;
+    // A small receive buffer, so that most of the response waits on the gateway's side.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /g HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // 512 KiB per 100 ms: about 3.2 s in all, three times `header_read`, never a long stall.
+    let mut received = Vec::with_capacity(SIZE + 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'reading: while Instant::now() < deadline {
+        let mut this_round = 0;
+        while this_round < 512 << 10 {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    received.extend_from_slice(&buf[..n]);
+                    this_round += n;
+                }
+                _ => break 'reading,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head_end = find(&received, b"\r\n\r\n").map_or(0, |end| end + 4);
+    assert_eq!(
+        status_of(&String::from_utf8_lossy(&received[..head_end])),
+        200
+    );
+    assert_eq!(received.len() - head_end, SIZE, "response cut short");
+}
+
 /// A response that streams for longer than `header_read`, pausing longer than it between
 /// pieces, is not cut off by the head deadline: the connection is busy until the response's
 /// body ends, written or not.
