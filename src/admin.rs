@@ -102,7 +102,7 @@ fn unix(time: SystemTime) -> u64 {
 }
 
 /// `/status`: version, uptime, generation, routes with their schema files and content
-/// hashes, and the last reload with its result.
+/// hashes, the last reload with its result, and the directories watched for changes.
 pub fn status(shared: &Shared) -> serde_json::Value {
     let snapshot = shared.snapshot.load();
     let routes: Vec<_> = snapshot
@@ -139,6 +139,20 @@ pub fn status(shared: &Shared) -> serde_json::Value {
             "failed": r.failed.load(Ordering::Relaxed),
         })
     });
+    // What a change to which file will do: every directory watched, with what it holds.
+    let watching: Vec<_> = reloader.as_ref().map_or_else(Vec::new, |r| {
+        r.watching()
+            .iter()
+            .map(|dir| {
+                serde_json::json!({
+                    "path": dir.path.display().to_string(),
+                    "recursive": dir.recursive,
+                    "for": dir.reasons,
+                    "error": dir.error,
+                })
+            })
+            .collect()
+    });
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": SystemTime::now().duration_since(shared.started).map_or(0, |d| d.as_secs()),
@@ -159,6 +173,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "routes": routes,
         "last_reload": last_reload,
+        "watching": watching,
     })
 }
 

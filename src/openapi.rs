@@ -580,7 +580,7 @@ fn responses(route: &Route, components: &mut Components<'_>) -> Result<Value, Ex
     let limited = route.limiter.is_some();
 
     let (key, mock_body) = match &route.upstream.target {
-        UpstreamTarget::Mock { status, body } => (
+        UpstreamTarget::Mock { status, body, .. } => (
             status.as_str().to_string(),
             serde_json::from_slice::<Value>(body).ok(),
         ),

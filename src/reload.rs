@@ -25,6 +25,12 @@ use crate::proxy::Shared;
 use crate::ratelimit::GatewayClock;
 use crate::snapshot::Snapshot;
 
+pub mod watch;
+use watch::{WatchedDir, Watches};
+
+/// How often the watched directories are checked for having moved (see [`Reloader::watch`]).
+pub const RESYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// How `${VAR}` is looked up when a config is (re)loaded.
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -93,6 +99,8 @@ pub struct Reloader {
     /// Reloads attempted so far (successful or not), for waiting on a reload to finish.
     attempts: tokio::sync::watch::Sender<u64>,
     status: Mutex<ReloadStatus>,
+    /// What the file watch watches, for `/status`; empty when nothing is watched.
+    watching: Mutex<Vec<WatchedDir>>,
 }
 
 impl Reloader {
@@ -105,6 +113,7 @@ impl Reloader {
             failed: AtomicU64::new(0),
             attempts: tokio::sync::watch::channel(0).0,
             status: Mutex::new(ReloadStatus::default()),
+            watching: Mutex::new(Vec::new()),
         });
         // The admin listener reaches the reloader through this (weak: no cycle).
         let _ = shared.reloader.set(Arc::downgrade(&reloader));
@@ -205,61 +214,92 @@ impl Reloader {
         }
     }
 
-    /// Watches the config file's directory and the schema directory (recursively, so editors'
-    /// write-and-rename and Kubernetes' symlink swaps are seen) and reloads once changes have
-    /// been quiet for `debounce`. The watch lasts as long as the returned handle.
+    /// Watches every directory the current snapshot was read from (see [`watch`]) and
+    /// reloads once changes have been quiet for `debounce`. After every reload attempt,
+    /// whatever triggered it, the watches follow the new snapshot's files; every
+    /// [`RESYNC_EVERY`] they are checked again, so a watched directory that was deleted and
+    /// recreated, renamed away and back, or swapped behind a symlink is watched again, and
+    /// reloaded from, without a restart. The watch lasts as long as the returned handle.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<Watch, String> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let events = tx.clone();
         let config = notify_debouncer_mini::Config::default().with_timeout(debounce);
-        let mut debouncer =
+        let debouncer =
             new_debouncer_opt::<_, ChangesOnly>(config, move |result: DebounceEventResult| {
                 if result.is_ok_and(|events| !events.is_empty()) {
                     // A full channel already holds a pending reload, which will see this change.
-                    let _ = tx.try_send(());
+                    let _ = events.try_send(());
                 }
             })
             .map_err(|e| format!("cannot watch files: {e}"))?;
-        for dir in self.watched_dirs() {
-            debouncer
-                .watcher()
-                .watch(&dir, RecursiveMode::Recursive)
-                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-        }
+        let mut watches = Watches::new(debouncer);
+        self.resync(&mut watches, false);
         let reloader = Arc::clone(self);
+        let mut attempts = self.attempts();
         let task = tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                // Errors are logged and kept in the status by `reload`.
-                let _ = reloader.reload(Trigger::FileChange).await;
+            let mut tick = tokio::time::interval(RESYNC_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    event = rx.recv() => {
+                        if event.is_none() {
+                            break;
+                        }
+                        // Watches renewed before the reload reads the files, so that no
+                        // change made after that read goes unseen.
+                        reloader.resync(&mut watches, true);
+                        // Errors are logged and kept in the status by `reload`.
+                        let _ = reloader.reload(Trigger::FileChange).await;
+                        // A new snapshot may name new directories: watched only now, they
+                        // may have changed since the reload read them.
+                        if reloader.resync(&mut watches, false) {
+                            let _ = tx.try_send(());
+                        }
+                    }
+                    // A reload from SIGHUP or the admin endpoint may name new files.
+                    changed = attempts.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        if reloader.resync(&mut watches, false) {
+                            let _ = tx.try_send(());
+                        }
+                    }
+                    _ = tick.tick() => {
+                        if reloader.resync(&mut watches, false) {
+                            let _ = tx.try_send(());
+                        }
+                    }
+                }
             }
         });
-        Ok(Watch {
-            _debouncer: Box::new(debouncer),
-            task,
-        })
+        Ok(Watch { task })
     }
 
-    /// The config file's directory, the schema directory and the directories of TLS files,
-    /// each once (a directory inside one already watched is covered by it). TLS files first
-    /// named by a reload are watched from the next restart; SIGHUP reloads them meanwhile.
-    fn watched_dirs(&self) -> Vec<PathBuf> {
+    /// Points the watches at the current snapshot's files (all renewed with `renew`); true
+    /// when they moved.
+    fn resync<W: Watcher>(&self, watches: &mut Watches<W>, renew: bool) -> bool {
         let snapshot = self.shared.snapshot.load();
-        let candidates = snapshot
-            .schema_dir
-            .iter()
-            .cloned()
-            .chain(snapshot.tls_files.iter().map(|f| parent_dir(f)));
-        let mut dirs = vec![parent_dir(&self.loader.path)];
-        for dir in candidates {
-            let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-            let covered = dirs.iter().any(|watched| {
-                dir.starts_with(watched)
-                    || std::fs::canonicalize(watched).is_ok_and(|w| canonical.starts_with(w))
-            });
-            if !covered && dir.is_dir() {
-                dirs.push(dir);
-            }
+        let mut sources = watch::sources(&snapshot);
+        // The loader's path, as given, even if the snapshot's differs.
+        if self.loader.path != snapshot.source {
+            sources.push((self.loader.path.clone(), false, "config file".to_string()));
         }
-        dirs
+        let moved = watches.sync(watch::plan(&sources), renew);
+        let listed = watches.listed();
+        match self.watching.lock() {
+            Ok(mut guard) => *guard = listed,
+            Err(poisoned) => *poisoned.into_inner() = listed,
+        }
+        moved
+    }
+
+    /// The directories being watched, for `/status`.
+    pub fn watching(&self) -> Vec<WatchedDir> {
+        match self.watching.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -302,16 +342,8 @@ impl Watcher for ChangesOnly {
     }
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Keeps a file watch alive; dropping it stops watching.
+/// Keeps a file watch alive (its task owns the watcher); dropping it stops watching.
 pub struct Watch {
-    _debouncer: Box<dyn std::any::Any + Send>,
     task: tokio::task::JoinHandle<()>,
 }
 

@@ -601,7 +601,7 @@ fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
     config_text.hash(&mut hasher);
     snapshot.fingerprint.hash(&mut hasher);
     for route in &snapshot.routes {
-        if let UpstreamTarget::Mock { status, body } = &route.upstream.target {
+        if let UpstreamTarget::Mock { status, body, .. } = &route.upstream.target {
             (status.as_u16(), body).hash(&mut hasher);
         }
     }
@@ -818,6 +818,7 @@ fn compile_upstream(
         UpstreamTarget::Mock {
             status,
             body: Bytes::from(body),
+            file,
         }
     } else {
         let uri: Uri = url.parse().map_err(|e| {

@@ -7,6 +7,7 @@
 //! so a dead upstream never hangs a client.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -48,6 +49,8 @@ pub enum UpstreamTarget {
     Mock {
         status: StatusCode,
         body: Bytes,
+        /// The file the body was read from (watched for hot reload).
+        file: PathBuf,
     },
 }
 
@@ -334,10 +337,12 @@ impl Upstream {
                 UpstreamTarget::Mock {
                     status: sa,
                     body: ba,
+                    ..
                 },
                 UpstreamTarget::Mock {
                     status: sb,
                     body: bb,
+                    ..
                 },
             ) => sa == sb && ba == bb,
             _ => false,
@@ -374,7 +379,9 @@ impl Upstream {
         async move {
             let http = match &self.target {
                 UpstreamTarget::Http(http) => http,
-                UpstreamTarget::Mock { status, body } => return Ok(mock_response(*status, body)),
+                UpstreamTarget::Mock { status, body, .. } => {
+                    return Ok(mock_response(*status, body))
+                }
             };
             match &http.pool {
                 Pool::Plain(pool) => {

@@ -9,13 +9,6 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_schemagate");
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.yaml");
-const VENDOR_VARS: [&str; 5] = [
-    "GESTIONO_UPSTREAM",
-    "LEADCONNECTOR_UPSTREAM",
-    "LEADWAY_UPSTREAM",
-    "FLEXTELL_UPSTREAM",
-    "CHATBOTX_UPSTREAM",
-];
 
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
@@ -92,20 +85,6 @@ fn serve(envs: &[(&str, String)]) -> (Child, SocketAddr) {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
     (child, addr)
-}
-
-/// Flextell's `POST /v1/conversations` with `body`, as the shipped config expects it.
-fn post_conversation(body: &[u8]) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    request(
-        "POST",
-        "/v1/conversations",
-        &[
-            ("authorization", "Bearer t"),
-            ("x-tenant", "7"),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
 }
 
 fn terminate(mut child: Child) -> std::process::ExitStatus {

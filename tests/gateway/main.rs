@@ -10,6 +10,7 @@ mod config_errors;
 mod core;
 mod faults;
 mod hostile;
+mod hot_reload;
 mod limits;
 mod openapi;
 mod pool;

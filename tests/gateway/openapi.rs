@@ -16,16 +16,10 @@ fn openapi(config: &str) -> std::process::Output {
     command
         .args(["openapi", "--config", config])
         .current_dir(ROOT);
-    for var in [
-        "GESTIONO_UPSTREAM",
-        "LEADCONNECTOR_UPSTREAM",
-        "LEADWAY_UPSTREAM",
-        "FLEXTELL_UPSTREAM",
-        "CHATBOTX_UPSTREAM",
-        "SCHEMAGATE_LISTEN",
-    ] {
+    for var in VENDOR_VARS {
         command.env_remove(var);
     }
+    command.env_remove("SCHEMAGATE_LISTEN");
     command.output().unwrap()
 }
 

@@ -397,3 +397,27 @@ pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The environment variables that point the shipped config's vendors at real upstreams;
+/// tests of the shipped config remove them so that the built-in mock answers.
+pub const VENDOR_VARS: [&str; 5] = [
+    "GESTIONO_UPSTREAM",
+    "LEADCONNECTOR_UPSTREAM",
+    "LEADWAY_UPSTREAM",
+    "FLEXTELL_UPSTREAM",
+    "CHATBOTX_UPSTREAM",
+];
+
+/// Flextell's `POST /v1/conversations` with `body`, as the shipped config expects it.
+pub fn post_conversation(body: &[u8]) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    request(
+        "POST",
+        "/v1/conversations",
+        &[
+            ("authorization", "Bearer t"),
+            ("x-tenant", "7"),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+}
