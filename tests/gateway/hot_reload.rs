@@ -4,10 +4,8 @@
 //! Each change must be live within 1 s, raise the generation by exactly one and fail no
 //! request.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +18,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_schemagate");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A change must answer within this long of the write that made it.
@@ -71,80 +68,6 @@ fn post_x() -> Request<Full<Bytes>> {
 /// Flextell's `POST /v1/conversations` with a 10-character address.
 fn post_flextell() -> Request<Full<Bytes>> {
     post_conversation(br#"{"channel_id":1,"address":"0123456789"}"#)
-}
-
-/// The `schemagate serve` process, with its listener and admin addresses.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Served {
-    fn start(cwd: &Path, config: &str, envs: &[(&str, &str)]) -> Served {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--config", config])
-            .current_dir(cwd)
-            .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
-            .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for var in VENDOR_VARS {
-            command.env_remove(var);
-        }
-        for (name, value) in envs {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = |line: &str| -> SocketAddr {
-            line.split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no address in {line:?}"))
-        };
-        let (mut addr, mut admin) = (None, None);
-        let mut line = String::new();
-        while admin.is_none() {
-            line.clear();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "schemagate exited before it listened"
-            );
-            if line.contains("schemagate listening on") {
-                addr = Some(address(&line));
-            } else if line.contains("schemagate admin on") {
-                admin = Some(address(&line));
-            }
-        }
-        // Keep reading, so the access log never meets a full or closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Served {
-            child,
-            addr: addr.unwrap(),
-            admin: admin.unwrap(),
-        }
-    }
-
-    async fn status(&self) -> serde_json::Value {
-        send(self.admin, request("GET", "/status", &[], b""))
-            .await
-            .json()
-    }
-
-    async fn generation(&self) -> u64 {
-        self.status().await["generation"].as_u64().unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One answer the traffic saw: when its request left, when the answer came, what it was.

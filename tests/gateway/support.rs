@@ -2,8 +2,9 @@
 //! small HTTP/1.1 client. Everything runs over real loopback sockets.
 
 use std::convert::Infallible;
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -420,4 +421,81 @@ pub fn post_conversation(body: &[u8]) -> http::Request<http_body_util::Full<byte
         ],
         body,
     )
+}
+
+/// The `schemagate serve` process, with its listener and admin addresses.
+pub struct Served {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Served {
+    /// Starts `schemagate serve --config CONFIG` in `cwd` and waits until it listens;
+    /// `SCHEMAGATE_LISTEN`/`SCHEMAGATE_ADMIN` pick free ports, the vendors' variables are
+    /// removed (`envs` may set them again).
+    pub fn start(cwd: &Path, config: &str, envs: &[(&str, &str)]) -> Served {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"));
+        command
+            .args(["serve", "--config", config])
+            .current_dir(cwd)
+            .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
+            .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for var in VENDOR_VARS {
+            command.env_remove(var);
+        }
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let address = |line: &str| -> SocketAddr {
+            line.split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+        };
+        let (mut addr, mut admin) = (None, None);
+        let mut line = String::new();
+        while admin.is_none() {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "schemagate exited before it listened"
+            );
+            if line.contains("schemagate listening on") {
+                addr = Some(address(&line));
+            } else if line.contains("schemagate admin on") {
+                admin = Some(address(&line));
+            }
+        }
+        // Keep reading, so the access log never meets a full or closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Served {
+            child,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+        }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        send(self.admin, request("GET", "/status", &[], b""))
+            .await
+            .json()
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.status().await["generation"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
