@@ -392,13 +392,19 @@ impl Upstream {
                 Pool::Tls(client) => {
                     let (mut parts, body) = request.into_parts();
                     parts.uri = absolute(&http.scheme, &http.authority, &parts.uri)?;
+                    let witness = BodyWitness::default();
+                    let body = witness.watch(body);
                     // Boxed so that plain upstreams' request futures do not carry room for the
                     // TLS client's.
                     let pending = Box::pin(client.request(Request::from_parts(parts, body)));
                     let response = tokio::time::timeout(response_headers_timeout, pending)
                         .await
                         .map_err(|_| headers_timed_out())?
-                        .map_err(|error| classify(&self.name, &error))?;
+                        .map_err(|error| {
+                            witness
+                                .failure()
+                                .unwrap_or_else(|| classify(&self.name, &error))
+                        })?;
                     self.relay(response, response_headers_timeout)
                 }
             }
@@ -542,15 +548,46 @@ fn headers_timed_out() -> GatewayError {
 /// What a failed send on a pooled connection means: the client's body broke its limit (413,
 /// 408) or its own framing (400), or else the upstream closed or garbled the exchange (502).
 fn send_error(upstream: &str, error: &hyper::Error) -> GatewayError {
+    client_body_failure(error).unwrap_or_else(|| invalid_response(upstream))
+}
+
+/// The client's side of a failed exchange, if the client's streamed body caused it: its
+/// limit broken (413, 408) or its own framing (400). The one place that decides it.
+fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
     if let Some(limit) = crate::body::BodyLimit::find(error) {
-        return limit.to_error();
+        return Some(limit.to_error());
     }
-    if source_chain(error).any(|e| e.is::<DownstreamBodyError>()) {
-        return GatewayError::Malformed {
+    source_chain(error)
+        .any(|e| e.is::<DownstreamBodyError>())
+        .then_some(GatewayError::Malformed {
             message: "the request body could not be read",
-        };
+        })
+}
+
+/// Keeps why a request body failed while being sent. hyper's HTTP/1 client passes the body's
+/// error on in its own, but its HTTP/2 client resets the stream and reports only that, so
+/// for `https://` upstreams (which may speak h2) the body tells its failure here.
+#[derive(Clone, Default)]
+struct BodyWitness(Arc<Mutex<Option<GatewayError>>>);
+
+impl BodyWitness {
+    /// `body`, reporting its first error to this witness.
+    fn watch(&self, body: RequestBody) -> RequestBody {
+        let witness = self.clone();
+        body.map_err(move |error| {
+            if let Some(failure) = client_body_failure(error.as_ref()) {
+                // A poisoned lock holds a plain Option: take it over.
+                let mut slot = witness.0.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(failure);
+            }
+            error
+        })
+        .boxed_unsync()
     }
-    invalid_response(upstream)
+
+    fn failure(&self) -> Option<GatewayError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// The absolute-form URI hyper-util's client routes by.
@@ -585,13 +622,8 @@ fn mock_response(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
 fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> GatewayError {
     // The client's streamed body broke its limit while being sent: that is the client's 413
     // or 408, not the upstream's fault.
-    if let Some(limit) = crate::body::BodyLimit::find(error) {
-        return limit.to_error();
-    }
-    if source_chain(error).any(|e| e.is::<DownstreamBodyError>()) {
-        return GatewayError::Malformed {
-            message: "the request body could not be read",
-        };
+    if let Some(failure) = client_body_failure(error) {
+        return failure;
     }
     let timed_out = source_chain(error).any(|e| {
         e.downcast_ref::<std::io::Error>()
