@@ -271,8 +271,12 @@ pub struct RawLimits {
     pub connections: Option<usize>,
     /// Most requests in flight at once; above it, an immediate 503 with `Retry-After`.
     pub in_flight: Option<usize>,
-    /// Most concurrent streams per HTTP/2 connection.
+    /// Most concurrent streams per HTTP/2 connection (further ones are refused by the
+    /// client's h2 stack, per the SETTINGS the gateway sends).
     pub h2_streams: Option<u32>,
+    /// Most streams an HTTP/2 client may reset (cancel before their answer) per connection
+    /// per second; past it the connection is closed (rapid-reset defence).
+    pub h2_resets: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -82,7 +82,44 @@ pub struct Metrics {
     pub generation: Gauge,
     /// TLS handshakes that failed (`error`) or did not finish in time (`timeout`).
     pub tls_handshake_failures: Family<ResultLabels, Counter>,
+    /// HTTP/2 connections the gateway closed, by why (see [`H2Close`]).
+    pub h2_closed: Family<ReasonLabels, Counter>,
+    /// HTTP/2 streams the gateway cut, by reason: `write_stall`, the client took no data of
+    /// their answer for `timeouts.write_stall` (the upstream is released).
+    pub h2_streams_reset: Family<ReasonLabels, Counter>,
     in_flight_now: AtomicI64,
+}
+
+/// Why the gateway closed an HTTP/2 connection: a closed set, so the label is bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Close {
+    /// No stream open for `timeouts.header_read` (GOAWAY, then closed).
+    Idle,
+    /// More than `limits.h2_resets` client stream resets in one second.
+    Resets,
+    /// A keep-alive PING went unanswered.
+    PingTimeout,
+}
+
+impl H2Close {
+    const ALL: [H2Close; 3] = [H2Close::Idle, H2Close::Resets, H2Close::PingTimeout];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            H2Close::Idle => "idle",
+            H2Close::Resets => "resets",
+            H2Close::PingTimeout => "ping_timeout",
+        }
+    }
+}
+
+const WRITE_STALL: ReasonLabels = ReasonLabels {
+    reason: "write_stall",
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 impl Metrics {
@@ -162,6 +199,25 @@ impl Metrics {
             "TLS handshakes on client connections that failed, by result (error, timeout)",
             tls_handshake_failures.clone(),
         );
+        let h2_closed = Family::<ReasonLabels, Counter>::default();
+        // Every reason shows from the start, at 0, so a dashboard can graph it at once.
+        for reason in H2Close::ALL {
+            let _ = h2_closed.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        registry.register(
+            "h2_connections_closed",
+            "HTTP/2 connections closed by the gateway, by reason (idle, resets, ping_timeout)",
+            h2_closed.clone(),
+        );
+        let h2_streams_reset = Family::<ReasonLabels, Counter>::default();
+        let _ = h2_streams_reset.get_or_create(&WRITE_STALL);
+        registry.register(
+            "h2_streams_reset",
+            "HTTP/2 streams cut by the gateway, by reason (write_stall: the client took no data for timeouts.write_stall; the upstream is released)",
+            h2_streams_reset.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -184,8 +240,24 @@ impl Metrics {
             reloads,
             generation,
             tls_handshake_failures,
+            h2_closed,
+            h2_streams_reset,
             in_flight_now: AtomicI64::new(0),
         }
+    }
+
+    /// Counts an HTTP/2 connection the gateway closed.
+    pub fn h2_closed(&self, why: H2Close) {
+        self.h2_closed
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an HTTP/2 stream cut because its client stopped taking data.
+    pub fn h2_stream_stalled(&self) {
+        self.h2_streams_reset.get_or_create(&WRITE_STALL).inc();
     }
 
     /// The Prometheus text exposition.

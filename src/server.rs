@@ -28,6 +28,7 @@ use crate::tls::ServerTls;
 use deadline::{Activity, HeadDeadline, Tracked};
 
 mod deadline;
+mod h2;
 
 /// How often idle rate-limit state is swept.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -133,11 +134,12 @@ impl Gateway {
                         None => bound_tls.clone(),
                     };
                     let limits = snapshot.server;
-                    let activity = Activity::new();
+                    let activity = Activity::new(limits.h2_resets);
                     let connection = Connection {
                         shared: Arc::clone(&shared),
                         limits,
                         watcher: graceful.watcher(),
+                        stop: stop.clone(),
                         peer,
                         activity: Arc::clone(&activity),
                     };
@@ -244,8 +246,11 @@ struct Connection {
     shared: Arc<Shared>,
     limits: ServerLimits,
     watcher: hyper_util::server::graceful::Watcher,
+    /// Turns true when the server shuts down (HTTP/2 connections watch it themselves).
+    stop: tokio::sync::watch::Receiver<bool>,
     peer: SocketAddr,
-    /// Shared with the stream's `WriteStall`, for HTTP/1's head deadline.
+    /// Shared with the stream's `WriteStall`: HTTP/1's head deadline, HTTP/2's idle timeout
+    /// and reset cap.
     activity: Arc<Activity>,
 }
 
@@ -326,6 +331,7 @@ impl Connection {
             shared,
             limits,
             watcher,
+            stop,
             peer,
             activity,
         } = self;
@@ -334,35 +340,40 @@ impl Connection {
             tls: tls.is_some(),
             client_subject: tls.flatten(),
         };
-        // Boxed: hyper keeps a slot of the service future's size in every HTTP/1 connection
-        // for its whole life, so unboxed, each idle connection would hold the request
-        // future's 2.3 KB. Boxed, a request allocates it and frees it when answered: ~340
-        // instructions per request (0.5 %) for 2.2 MiB less at 1 000 idle connections.
-        // HTTP/1 counts each request in flight until its response body is dropped, for the
-        // head deadline; HTTP/2 has none.
-        let track = (!h2).then(|| Arc::clone(&activity));
-        let service = service_fn(move |request| {
-            let in_flight = track.as_ref().map(Activity::begin);
-            let handling = Box::pin(proxy::handle(
-                Arc::clone(&shared),
-                downstream.clone(),
-                request,
-            ));
-            async move {
-                let response = handling.await?;
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| Tracked::new(body, in_flight)),
-                )
-            }
-        });
         // The protocol is known (sniffed or agreed by ALPN), so hyper's own connection types
         // serve it directly: no version detection, no rewind buffer, no enum of both states.
         let io = TokioIo::new(io);
         async move {
             let ended = if h2 {
-                let connection = http2(&limits).serve_connection(io, service);
-                Box::pin(watcher.watch(connection)).await
+                // Boxed: most connections are HTTP/1 and should not carry room for this.
+                let ended =
+                    Box::pin(serve_h2(io, shared, downstream, limits, activity, stop)).await;
+                // Held until now, so that a graceful shutdown waits for this connection.
+                drop(watcher);
+                ended
             } else {
+                // Boxed: hyper keeps a slot of the service future's size in every HTTP/1
+                // connection for its whole life, so unboxed, each idle connection would hold
+                // the request future's 2.3 KB. Boxed, a request allocates it and frees it
+                // when answered: ~340 instructions per request (0.5 %) for 2.2 MiB less at
+                // 1 000 idle connections. Each request counts in flight until its response
+                // body is dropped, for the head deadline.
+                let track = Arc::clone(&activity);
+                let service = service_fn(move |request| {
+                    let in_flight = track.begin();
+                    let handling = Box::pin(proxy::handle(
+                        Arc::clone(&shared),
+                        downstream.clone(),
+                        request,
+                    ));
+                    async move {
+                        let response = handling.await?;
+                        let in_flight = Some(in_flight.answered());
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| Tracked::new(body, in_flight)),
+                        )
+                    }
+                });
                 // The head is due within header_read of now (after the TLS handshake or the
                 // HTTP/2 sniff), then of each response's end.
                 let connection = http1(&limits).serve_connection(io, service);
@@ -380,6 +391,50 @@ impl Connection {
             }
         }
     }
+}
+
+/// Serves HTTP/2 on `io` (see `h2`): each response body is fed to its stream under the write
+/// stall limit, the connection closes when idle or reset too often, and when `stop` turns
+/// true it gets GOAWAY and its streams finish.
+async fn serve_h2<I>(
+    io: TokioIo<I>,
+    shared: Arc<Shared>,
+    downstream: Downstream,
+    limits: ServerLimits,
+    activity: Arc<Activity>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics_of = Arc::clone(&shared);
+    let track = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let in_flight = track.begin();
+        let shared = Arc::clone(&shared);
+        let handling = Box::pin(proxy::handle(
+            Arc::clone(&shared),
+            downstream.clone(),
+            request,
+        ));
+        async move {
+            let response = handling.await?;
+            let in_flight = in_flight.answered();
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| h2::fed(body, limits.write_stall, in_flight, shared)),
+            )
+        }
+    });
+    let connection = http2(&limits).serve_connection(io, service);
+    h2::serve(
+        connection,
+        |connection| connection.graceful_shutdown(),
+        activity,
+        limits.header_read,
+        stop,
+        &metrics_of.metrics,
+    )
+    .await
 }
 
 /// hyper's own cap on header fields when none is set.
@@ -408,14 +463,33 @@ fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     builder
 }
 
-/// The HTTP/2 settings for `limits` (the header list is bounded in bytes, at twice the head).
+/// Streams a client may reset before the gateway accepts them; past it, h2 answers GOAWAY
+/// `ENHANCE_YOUR_CALM` (h2's own rapid-reset defence; 20 is its default, set on purpose).
+const H2_PENDING_RESETS: usize = 20;
+/// Streams the gateway may reset for a client's protocol errors before h2 closes the
+/// connection with GOAWAY `ENHANCE_YOUR_CALM` (h2's default, set on purpose).
+const H2_LOCAL_ERROR_RESETS: usize = 1024;
+/// Bytes queued per stream beyond what the client's window lets through. hyper's default is
+/// 400 KiB per stream (40 MiB for a connection of 100 stalled streams); the response feeder
+/// (`h2::fed`) already holds at most one frame, so a small queue costs no throughput.
+const H2_SEND_BUFFER: usize = 64 << 10;
+
+/// The HTTP/2 settings for `limits`. The header list is bounded in bytes, at twice the head
+/// (a larger HEADERS block is refused by h2 with a stream error, whatever HPACK decodes it
+/// to); keep-alive PINGs go out every `header_read` and a peer that leaves one unanswered for
+/// `header_read` is closed.
 fn http2(limits: &ServerLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let head = limits.header_bytes.saturating_add(limits.uri);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_streams)
-        .max_header_list_size(u32::try_from(head.saturating_mul(2)).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(head.saturating_mul(2)).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_LOCAL_ERROR_RESETS)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .keep_alive_interval(limits.header_read)
+        .keep_alive_timeout(limits.header_read);
     builder
 }
 

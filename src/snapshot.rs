@@ -50,6 +50,9 @@ pub const DEFAULT_URI_BYTES: u64 = 8 << 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
 pub const DEFAULT_H2_STREAMS: u32 = 100;
+/// Client stream resets allowed per HTTP/2 connection per second: far above what a browser
+/// or gRPC client cancels, far below a rapid-reset attack (tens of thousands a second).
+pub const DEFAULT_H2_RESETS: u32 = 100;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -158,6 +161,7 @@ pub struct ServerLimits {
     pub connections: usize,
     pub in_flight: usize,
     pub h2_streams: u32,
+    pub h2_resets: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -962,6 +966,7 @@ impl Default for ServerLimits {
             connections: DEFAULT_MAX_CONNECTIONS,
             in_flight: DEFAULT_MAX_IN_FLIGHT,
             h2_streams: DEFAULT_H2_STREAMS,
+            h2_resets: DEFAULT_H2_RESETS,
         }
     }
 }
@@ -998,6 +1003,12 @@ fn server_limits(
         connections: positive("connections", count(limits.connections), d.connections)?,
         in_flight: positive("in_flight", count(limits.in_flight), d.in_flight)?,
         h2_streams: u32::try_from(h2_streams).unwrap_or(u32::MAX),
+        h2_resets: u32::try_from(positive(
+            "h2_resets",
+            limits.h2_resets.map(u64::from),
+            d.h2_resets as usize,
+        )?)
+        .unwrap_or(u32::MAX),
     })
 }
 
@@ -1026,6 +1037,7 @@ fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
         || l.connections.is_some()
         || l.in_flight.is_some()
         || l.h2_streams.is_some()
+        || l.h2_resets.is_some()
     {
         return Err((
             "limits",

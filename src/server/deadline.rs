@@ -23,22 +23,58 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-/// What one connection is doing: requests in flight, and when it was last busy.
+/// What one connection is doing: requests in flight, when it was last busy, and how many
+/// requests its client abandoned lately.
 #[derive(Debug)]
 pub struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     /// Microseconds after `started` when a response last ended or a stalled write went on.
     last_busy: AtomicU64,
+    /// Requests abandoned before their answer (an HTTP/2 stream reset) in the current second:
+    /// the second's number after `started` in the high 32 bits, the count in the low ones.
+    resets: AtomicU64,
+    /// Most abandoned requests allowed in one second.
+    reset_cap: u32,
+    /// Told once when `reset_cap` is exceeded.
+    pub too_many_resets: tokio::sync::Notify,
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    pub fn new(reset_cap: u32) -> Arc<Activity> {
         Arc::new(Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_busy: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            reset_cap,
+            too_many_resets: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request abandoned before its answer; past the cap in one second, tells
+    /// `too_many_resets` (once: the connection is closed then).
+    fn note_reset(&self) {
+        let second = self.started.elapsed().as_secs() & u64::from(u32::MAX);
+        let mut count = 0;
+        let _ = self
+            .resets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                count = if packed >> 32 == second {
+                    (packed & u64::from(u32::MAX)).saturating_add(1)
+                } else {
+                    1
+                };
+                Some((second << 32) | count)
+            });
+        if count == u64::from(self.reset_cap) + 1 {
+            self.too_many_resets.notify_one();
+        }
     }
 
     /// Notes that the connection is busy now (a response ended, a stalled write went on).
@@ -48,14 +84,18 @@ impl Activity {
     }
 
     /// Counts a request in flight until the returned guard is dropped (with the response
-    /// body, or with the request's future if it never made one).
+    /// body, or with the request's future if it never made one: then it counts as a reset).
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            answered: false,
+        }
     }
 
-    /// When a request head is due: `limit` after the connection was last busy.
-    fn head_due(&self, limit: Duration) -> Instant {
+    /// When the connection has been quiet for `limit`: `limit` after it was last busy (for
+    /// HTTP/1, when a request head is due; for HTTP/2, when it is idle).
+    pub fn quiet_at(&self, limit: Duration) -> Instant {
         let last = self.last_busy.load(Ordering::Relaxed);
         Duration::from_micros(last)
             .checked_add(limit)
@@ -67,12 +107,27 @@ impl Activity {
 
 /// One request in flight on a connection (see [`Activity::begin`]).
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    /// Whether a response was made; dropped without one, the client abandoned the request.
+    answered: bool,
+}
+
+impl InFlight {
+    /// Notes that the request has its response (its body may still be flowing).
+    pub fn answered(mut self) -> InFlight {
+        self.answered = true;
+        self
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+        if !self.answered {
+            self.activity.note_reset();
+        }
     }
 }
 
@@ -157,7 +212,7 @@ impl<F: Future> Future for HeadDeadline<F> {
         if this.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        let due = this.activity.head_due(*this.limit);
+        let due = this.activity.quiet_at(*this.limit);
         if Instant::now() >= due {
             return Poll::Ready(None);
         }
