@@ -56,10 +56,9 @@ where
     loop {
         tokio::select! {
             ended = connection.as_mut() => {
-                if let Err(error) = &ended {
-                    if error.is_timeout() {
-                        metrics.h2_closed(H2Close::PingTimeout);
-                    }
+                // A connection already counted as idle may end by its PING timing out too.
+                if ended.as_ref().is_err_and(hyper::Error::is_timeout) && !idle_closing {
+                    metrics.h2_closed(H2Close::PingTimeout);
                 }
                 return ended;
             }
