@@ -511,7 +511,11 @@ fn handle_inner<'a>(
         let sent = Instant::now();
         let answer = route
             .upstream
-            .send(Request::from_parts(parts, body), wait)
+            .send(
+                Request::from_parts(parts, body),
+                wait,
+                route.response_headers_timeout,
+            )
             .await;
         trace.upstream_latency = Some(sent.elapsed());
         answer

@@ -365,7 +365,10 @@ impl Upstream {
     }
 
     /// Sends `request` (already rewritten by `forward::upstream_request`) and returns the
-    /// upstream's response with hop-by-hop headers removed and the body streamed.
+    /// upstream's response with hop-by-hop headers removed and the body streamed. The
+    /// response headers must arrive within `headers_within` of now; the response body may
+    /// then pause for at most `body_pause` at a time (two deadlines: a streamed upload
+    /// stretches the first by the client's body time, never the second).
     /// (Not an `async fn`, which would hold `request` twice; see `proxy::handle`.)
     #[allow(
         clippy::manual_async_fn,
@@ -374,7 +377,8 @@ impl Upstream {
     pub fn send(
         &self,
         request: Request<RequestBody>,
-        response_headers_timeout: Duration,
+        headers_within: Duration,
+        body_pause: Duration,
     ) -> impl Future<Output = Result<Response<ResponseBody>, GatewayError>> + Send + '_ {
         async move {
             let http = match &self.target {
@@ -385,9 +389,9 @@ impl Upstream {
             };
             match &http.pool {
                 Pool::Plain(pool) => {
-                    let wait = response_headers_timeout;
+                    let wait = headers_within;
                     let response = http.exchange(pool, &self.name, request, wait).await?;
-                    self.relay(response, response_headers_timeout)
+                    self.relay(response, body_pause)
                 }
                 Pool::Tls(client) => {
                     let (mut parts, body) = request.into_parts();
@@ -397,7 +401,7 @@ impl Upstream {
                     // Boxed so that plain upstreams' request futures do not carry room for the
                     // TLS client's.
                     let pending = Box::pin(client.request(Request::from_parts(parts, body)));
-                    let response = tokio::time::timeout(response_headers_timeout, pending)
+                    let response = tokio::time::timeout(headers_within, pending)
                         .await
                         .map_err(|_| headers_timed_out())?
                         .map_err(|error| {
@@ -405,7 +409,7 @@ impl Upstream {
                                 .failure()
                                 .unwrap_or_else(|| classify(&self.name, &error))
                         })?;
-                    self.relay(response, response_headers_timeout)
+                    self.relay(response, body_pause)
                 }
             }
         }
@@ -416,7 +420,7 @@ impl Upstream {
     fn relay<B>(
         &self,
         response: Response<B>,
-        response_headers_timeout: Duration,
+        body_pause: Duration,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -435,9 +439,9 @@ impl Upstream {
         let (mut parts, body) = response.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
         // An upstream that stops sending mid-body for as long as it may take to send its
-        // headers is cut off: the client's connection is aborted, never left hanging or
-        // handed a short body that looks complete.
-        let body = Guarded::new(body, u64::MAX, response_headers_timeout, None);
+        // headers (`body_pause`) is cut off: the client's connection is aborted, never left
+        // hanging or handed a short body that looks complete.
+        let body = Guarded::new(body, u64::MAX, body_pause, None);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 }

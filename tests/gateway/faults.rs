@@ -423,10 +423,9 @@ async fn recovers_as_soon_as_the_upstream_is_back() {
     assert_eq!(rogue.heads(), 1);
 }
 
-#[tokio::test]
-async fn an_upstream_that_stalls_mid_body_is_cut_off() {
-    // Headers and ten bytes of a hundred, then silence with the connection held open.
-    let rogue = Rogue::start(|mut stream, _, heads| async move {
+/// Headers and ten bytes of a hundred, then silence with the connection held open.
+async fn stalling_mid_body() -> Rogue {
+    Rogue::start(|mut stream, _, heads| async move {
         if read_request(&mut stream, &heads).await.is_some() {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
@@ -434,19 +433,43 @@ async fn an_upstream_that_stalls_mid_body_is_cut_off() {
             tokio::time::sleep(Duration::from_secs(8)).await;
         }
     })
-    .await;
-    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
-    let started = std::time::Instant::now();
-    let answer = get(&gw).await;
-    let took = started.elapsed();
+    .await
+}
+
+/// The answer is cut off after a pause as long as the response-header timeout, not when the
+/// upstream finally gives up: a short body is never relayed as if whole.
+fn assert_cut_off_after_the_pause_limit(answer: &RawAnswer, took: Duration) {
     assert_eq!(answer.statuses(), [200], "{}", answer.text());
     assert!(answer.closed, "connection left open");
     let start = find(&answer.bytes, b"\r\n\r\n").unwrap() + 4;
     assert!(answer.bytes[start..].len() < 100, "{}", answer.text());
-    // Cut off after a pause as long as the response-header timeout, not when the upstream
-    // finally gives up.
     assert!(
         took >= RESPONSE_HEADERS_TIMEOUT && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_off() {
+    let rogue = stalling_mid_body().await;
+    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
+    let started = std::time::Instant::now();
+    let answer = get(&gw).await;
+    assert_cut_off_after_the_pause_limit(&answer, started.elapsed());
+}
+
+/// On a route that streams its request body, the wait for the upstream's headers is longer
+/// (the upload is the client's time, up to `timeouts.body`), but the response body's pause
+/// limit stays `response_headers`: the two deadlines are separate.
+#[tokio::test]
+async fn a_streamed_upload_does_not_stretch_the_response_pause_limit() {
+    let rogue = stalling_mid_body().await;
+    let gw = TestGateway::start(&config(&rogue.url()), &[]).await;
+    let started = std::time::Instant::now();
+    let answer = exchange(
+        gw.addr,
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .await;
+    assert_cut_off_after_the_pause_limit(&answer, started.elapsed());
 }
