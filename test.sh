@@ -38,7 +38,9 @@ cargo clippy --locked --all-targets -- -D warnings
 # `cargo test` replays their corpus (tests/fuzz_corpus.rs). A plain build needs neither nightly
 # nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
 CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
-cargo test --locked
+# `cargo test` alone needs nothing installed; the tests that need a tool installed above
+# (chromium, openssl) are marked `#[ignore]` and run here with the rest.
+cargo test --locked -- --include-ignored
 
 # Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by
 # `schemagate openapi`; it installs what it needs and stops what it starts.
