@@ -12,7 +12,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::GatewayError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,13 +34,6 @@ pub enum BodyLimit {
 }
 
 impl BodyLimit {
-    pub fn to_error(self) -> GatewayError {
-        match self {
-            BodyLimit::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
-            BodyLimit::Idle | BodyLimit::Total => GatewayError::RequestTimeout,
-        }
-    }
-
     /// The limit named anywhere in an error's source chain (a body error surfaces wrapped in
     /// hyper's and the upstream client's errors).
     pub fn find(error: &(dyn std::error::Error + 'static)) -> Option<BodyLimit> {

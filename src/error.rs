@@ -76,7 +76,30 @@ pub enum GatewayError {
     Internal,
 }
 
+impl From<crate::body::BodyLimit> for GatewayError {
+    fn from(limit: crate::body::BodyLimit) -> GatewayError {
+        use crate::body::BodyLimit;
+        match limit {
+            BodyLimit::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            BodyLimit::Idle | BodyLimit::Total => GatewayError::RequestTimeout,
+        }
+    }
+}
+
 impl GatewayError {
+    /// What a failed client request body means, wherever it failed (read here, or streamed
+    /// upstream): a broken limit is 413 or 408; anything else (broken chunked framing, a
+    /// connection cut mid-body) leaves nothing readable after it: 400, and the connection
+    /// closes. The one place that decides it.
+    pub fn from_body_error(error: &(dyn std::error::Error + 'static)) -> GatewayError {
+        crate::body::BodyLimit::find(error).map_or(
+            GatewayError::Malformed {
+                message: "the request body could not be read",
+            },
+            GatewayError::from,
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         // Exhaustive on purpose: a new variant must choose its status here.
         match self {

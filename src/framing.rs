@@ -7,7 +7,7 @@ use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::body::{BodyLimit, BoxError};
+use crate::body::BoxError;
 use crate::error::GatewayError;
 
 /// Before reading the body: accepts `application/json` and `application/*+json`, with
@@ -85,14 +85,7 @@ where
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
             let error: BoxError = error.into();
-            // Broken chunked framing or a connection cut mid-body: nothing after it can be
-            // read, so the answer is a 400 that closes the connection.
-            BodyLimit::find(error.as_ref()).map_or(
-                GatewayError::Malformed {
-                    message: "the request body could not be read",
-                },
-                BodyLimit::to_error,
-            )
+            GatewayError::from_body_error(error.as_ref())
         })?;
         // Trailers carry no body bytes.
         let Ok(data) = frame.into_data() else {

@@ -556,16 +556,12 @@ fn send_error(upstream: &str, error: &hyper::Error) -> GatewayError {
 }
 
 /// The client's side of a failed exchange, if the client's streamed body caused it: its
-/// limit broken (413, 408) or its own framing (400). The one place that decides it.
+/// limit broken (413, 408) or its own framing (400), as `GatewayError::from_body_error`
+/// says.
 fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
-    if let Some(limit) = crate::body::BodyLimit::find(error) {
-        return Some(limit.to_error());
-    }
     source_chain(error)
-        .any(|e| e.is::<DownstreamBodyError>())
-        .then_some(GatewayError::Malformed {
-            message: "the request body could not be read",
-        })
+        .any(|e| e.is::<crate::body::BodyLimit>() || e.is::<DownstreamBodyError>())
+        .then(|| GatewayError::from_body_error(error))
 }
 
 /// Keeps why a request body failed while being sent. hyper's HTTP/1 client passes the body's
