@@ -10,7 +10,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{request, Uri, Version};
 
-use crate::snapshot::ForwardPath;
+/// How the path sent upstream is derived from the client's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardPath {
+    /// Unchanged.
+    Same,
+    /// With this prefix removed (when present).
+    StripPrefix(String),
+    /// Replaced by a template whose `{name}` parts are filled from path parameters.
+    Rewrite(String),
+}
+
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

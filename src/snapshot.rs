@@ -21,7 +21,7 @@ use crate::config::{
     ValidationMode,
 };
 use crate::error::ErrorStyle;
-use crate::forward;
+use crate::forward::{self, ForwardPath};
 use crate::ratelimit::{GatewayClock, LimitSettings, QuotaSpec, RouteLimiter};
 use crate::route::Router;
 use crate::schema::{CompiledSchema, SchemaDir};
@@ -137,17 +137,6 @@ pub struct RouteSchemas {
     /// The upstream's documented success body: checked at load, used only by the OpenAPI
     /// export, never on the request path.
     pub response: Option<CompiledSchema>,
-}
-
-/// How the path sent upstream is derived from the client's path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForwardPath {
-    /// Unchanged.
-    Same,
-    /// With this prefix removed (when present).
-    StripPrefix(String),
-    /// Replaced by a template whose `{name}` parts are filled from path parameters.
-    Rewrite(String),
 }
 
 /// Limits on connections and request heads, from `defaults` (see the config reference).
