@@ -8,6 +8,8 @@ use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Named by the config (`auth:`); defined there, as config names only its own types.
+pub use crate::config::AuthMode;
 use crate::error::GatewayError;
 
 /// An API key from config: never the key itself, only its SHA-256.
@@ -46,24 +48,6 @@ pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text, 16).ok()?;
     }
     Some(out)
-}
-
-/// What a route requires of the caller's credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Nothing.
-    #[default]
-    None,
-    /// `Authorization: Bearer <token>`; the scheme name is case-insensitive and the token is
-    /// an RFC 6750 token68.
-    Bearer,
-    /// Any credentials: an `Authorization` header of any scheme or a cookie (Gestiono accepts
-    /// signed keys, raw tokens and browser cookies).
-    Credentials,
-    /// `Authorization: Bearer <key>` where the key's SHA-256 is listed in `api_keys`.
-    #[serde(rename = "api_key")]
-    ApiKey,
 }
 
 /// Checks the caller's credentials; for `api_key`, returns the key that matched.

@@ -12,7 +12,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the gateway answers with: an upstream body streamed through, or a small full body.

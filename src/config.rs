@@ -16,9 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
-pub use crate::auth::AuthMode;
-pub use crate::error::ErrorStyle;
-
 pub use expand::expand_env;
 
 /// The whole config file.
@@ -464,27 +461,6 @@ fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(unit)
 }
 
-/// Reads a file the config names, refusing one larger than `max` bytes: a config that names
-/// `/dev/zero` or a multi-gigabyte file fails to load instead of exhausting memory.
-pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("{} is larger than {max} bytes", path.display()));
-    }
-    Ok(bytes)
-}
-
-/// The largest config file, mock body, schema file and TLS file read.
-pub const MAX_CONFIG_FILE: u64 = 4 << 20;
-pub const MAX_DATA_FILE: u64 = 16 << 20;
-pub const MAX_TLS_FILE: u64 = 1 << 20;
-
 /// One problem found in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -645,4 +621,33 @@ mod tests {
             err.message
         );
     }
+}
+
+/// What a route requires of the caller's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Nothing.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`; the scheme name is case-insensitive and the token is
+    /// an RFC 6750 token68.
+    Bearer,
+    /// Any credentials: an `Authorization` header of any scheme or a cookie (Gestiono accepts
+    /// signed keys, raw tokens and browser cookies).
+    Credentials,
+    /// `Authorization: Bearer <key>` where the key's SHA-256 is listed in `api_keys`.
+    #[serde(rename = "api_key")]
+    ApiKey,
+}
+
+/// How a route writes its error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStyle {
+    /// `{"statusCode": N, "message": ..., "error": "..."}` (the documented envelope).
+    #[default]
+    Nest,
+    /// RFC 9457 `application/problem+json`, with violations as an `errors` array.
+    Problem,
 }

@@ -13,23 +13,15 @@ use http_body_util::{BodyExt, Full};
 use crate::body::ResponseBody;
 use crate::schema::{render_messages, Violation};
 
+/// Named by the config (`errors:`); defined there, as config names only its own types.
+pub use crate::config::ErrorStyle;
+
 /// Who failed: the caller (downstream), the backend (upstream), or the gateway itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Downstream,
     Upstream,
     Internal,
-}
-
-/// How a route writes its error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorStyle {
-    /// `{"statusCode": N, "message": ..., "error": "..."}` (the documented envelope).
-    #[default]
-    Nest,
-    /// RFC 9457 `application/problem+json`, with violations as an `errors` array.
-    Problem,
 }
 
 #[derive(Debug)]

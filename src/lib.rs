@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod conformance;
 pub mod error;
+pub mod files;
 pub mod forward;
 pub mod framing;
 #[doc(hidden)]

@@ -190,7 +190,7 @@ impl Snapshot {
         env: impl Fn(&str) -> Option<String> + 'static,
         clock: &GatewayClock,
     ) -> Result<Snapshot, Vec<ConfigError>> {
-        let text = config::read_capped(path, config::MAX_CONFIG_FILE)
+        let text = crate::files::read_capped(path, crate::files::MAX_CONFIG_FILE)
             .and_then(|bytes| {
                 String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_string())
             })
@@ -799,7 +799,8 @@ fn compile_upstream(
         let at_file =
             |message: String| at_line(mock.body_file.referenced, "mock.body_file", message);
         let file = base_dir.join(&*mock.body_file.value);
-        let body = config::read_capped(&file, config::MAX_DATA_FILE).map_err(at_file)?;
+        let body =
+            crate::files::read_capped(&file, crate::files::MAX_DATA_FILE).map_err(at_file)?;
         serde_json::from_slice::<serde_json::Value>(&body)
             .map_err(|e| at_file(format!("{} is not valid JSON: {e}", file.display())))?;
         let status = StatusCode::from_u16(mock.status.unwrap_or(200)).map_err(|_| {

@@ -51,7 +51,7 @@ pub struct Material {
 
 impl Material {
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, String> {
-        let bytes = crate::config::read_capped(path, crate::config::MAX_TLS_FILE)?;
+        let bytes = crate::files::read_capped(path, crate::files::MAX_TLS_FILE)?;
         path.hash(&mut self.hasher);
         bytes.hash(&mut self.hasher);
         self.files.push(path.to_path_buf());

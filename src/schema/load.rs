@@ -212,7 +212,7 @@ impl Retrieve for LocalRetriever {
 /// Reads and parses one schema file, with the same strict rules as request bodies (a duplicate
 /// key in a schema is an authoring mistake that serde_json would silently resolve).
 pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
-    let bytes = crate::config::read_capped(path, crate::config::MAX_DATA_FILE)
+    let bytes = crate::files::read_capped(path, crate::files::MAX_DATA_FILE)
         .map_err(|e| format!("cannot be read: {e}"))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| "is not valid UTF-8".to_string())?;
     json::parse_str(text, SCHEMA_JSON_MAX_DEPTH).map_err(|e| match e {
