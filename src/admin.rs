@@ -16,13 +16,16 @@ use http_body_util::{BodyExt, Full};
 use subtle::ConstantTimeEq;
 
 use crate::body::ResponseBody;
-use crate::proxy::Shared;
-use crate::reload::Trigger;
+use crate::state::Shared;
+use crate::reload::{Reloader, Trigger};
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
+/// Answers one admin request. `reloader` is `None` when the gateway does not reload (then
+/// `POST /reload` is a 503 and `/status` has no reload section).
 pub async fn handle<B>(
     shared: Arc<Shared>,
+    reloader: Option<Arc<Reloader>>,
     request: Request<B>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let path = request.uri().path();
@@ -46,7 +49,10 @@ pub async fn handle<B>(
                 json(StatusCode::OK, r#"{"status":"ready"}"#.to_string())
             }
         }
-        (&Method::GET, "/status") => json(StatusCode::OK, status(&shared).to_string()),
+        (&Method::GET, "/status") => json(
+            StatusCode::OK,
+            status(&shared, reloader.as_deref()).to_string(),
+        ),
         (&Method::GET, "/metrics") => text(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             shared.metrics.encode(),
@@ -55,7 +61,7 @@ pub async fn handle<B>(
             StatusCode::OK,
             metrics_json(&shared.metrics.encode()).to_string(),
         ),
-        (&Method::POST, "/reload") => reload(&shared).await,
+        (&Method::POST, "/reload") => reload(reloader.as_deref()).await,
         (&Method::GET, "/") => text("text/html; charset=utf-8", DASHBOARD.to_string()),
         _ => json(
             StatusCode::NOT_FOUND,
@@ -78,8 +84,8 @@ fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
     bool::from(presented.ct_eq(token.as_bytes()))
 }
 
-async fn reload(shared: &Shared) -> Response<ResponseBody> {
-    let Some(reloader) = shared.reloader.get().and_then(std::sync::Weak::upgrade) else {
+async fn reload(reloader: Option<&Reloader>) -> Response<ResponseBody> {
+    let Some(reloader) = reloader else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"reloaded":false,"errors":["reload is not enabled"]}"#.to_string(),
@@ -103,7 +109,7 @@ fn unix(time: SystemTime) -> u64 {
 
 /// `/status`: version, uptime, generation, routes with their schema files and content
 /// hashes, the last reload with its result, and the directories watched for changes.
-pub fn status(shared: &Shared) -> serde_json::Value {
+pub fn status(shared: &Shared, reloader: Option<&Reloader>) -> serde_json::Value {
     let snapshot = shared.snapshot.load();
     let routes: Vec<_> = snapshot
         .routes
@@ -126,8 +132,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
-    let reloader = shared.reloader.get().and_then(std::sync::Weak::upgrade);
-    let last_reload = reloader.as_ref().map(|r| {
+    let last_reload = reloader.map(|r| {
         let status = r.status();
         serde_json::json!({
             "at": status.at.map(unix),
@@ -140,7 +145,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         })
     });
     // What a change to which file will do: every directory watched, with what it holds.
-    let watching: Vec<_> = reloader.as_ref().map_or_else(Vec::new, |r| {
+    let watching: Vec<_> = reloader.map_or_else(Vec::new, |r| {
         r.watching()
             .iter()
             .map(|dir| {

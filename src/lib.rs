@@ -25,6 +25,7 @@ pub mod route;
 pub mod schema;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;

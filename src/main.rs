@@ -311,14 +311,14 @@ fn serve(config: &std::path::Path) -> ExitCode {
     };
     runtime.block_on(async {
         let routes = snapshot.routes.len();
-        let gateway = match Gateway::bind(snapshot).await {
+        let mut gateway = match Gateway::bind(snapshot).await {
             Ok(gateway) => gateway,
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::FAILURE;
             }
         };
-        let reloader = Reloader::new(gateway.shared(), loader);
+        let reloader = gateway.reloadable(loader);
         // Dropping the watch stops it; it lives until `run` returns.
         let _watch = match reloader.watch(RELOAD_DEBOUNCE) {
             Ok(watch) => Some(watch),

@@ -14,11 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{OnceLock, Weak};
-use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
@@ -32,45 +28,15 @@ use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
+pub use crate::state::Shared;
 use crate::metrics::{
     FieldLabels, Metrics, RejectionLabels, RequestLabels, RouteLabels, TenantLabels,
 };
 use crate::ratelimit::{self, LimitInfo};
-use crate::reload::Reloader;
 use crate::snapshot::{ServerLimits, Snapshot};
 use crate::tenant;
 use crate::upstream::UpstreamTarget;
 use crate::validate;
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The current config generation. Only `reload` (and startup) stores into it.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// The current generation number, for anyone who wants to wait for a reload.
-    pub generation: tokio::sync::watch::Sender<u64>,
-    pub metrics: Metrics,
-    /// Set when shutdown begins; `/readyz` then answers 503.
-    pub draining: AtomicBool,
-    /// The reloader, once one is attached (a weak link: it holds `Shared` itself).
-    pub reloader: OnceLock<Weak<Reloader>>,
-    pub started: SystemTime,
-}
-
-impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Shared> {
-        let (generation, _) = tokio::sync::watch::channel(snapshot.generation);
-        let metrics = Metrics::new();
-        metrics.generation.set(snapshot.generation as i64);
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            generation,
-            metrics,
-            draining: AtomicBool::new(false),
-            reloader: OnceLock::new(),
-            started: SystemTime::now(),
-        })
-    }
-}
 
 /// What the access log records about a request, filled in by the stages as they learn it.
 #[derive(Default)]

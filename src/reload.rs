@@ -21,7 +21,7 @@ use notify_debouncer_mini::notify::{
 use notify_debouncer_mini::{new_debouncer_opt, DebounceEventResult};
 
 use crate::config::ConfigError;
-use crate::proxy::Shared;
+use crate::state::Shared;
 use crate::ratelimit::GatewayClock;
 use crate::snapshot::Snapshot;
 
@@ -105,8 +105,8 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(shared: Arc<Shared>, loader: Loader) -> Arc<Reloader> {
-        let reloader = Arc::new(Reloader {
-            shared: Arc::clone(&shared),
+        Arc::new(Reloader {
+            shared,
             loader,
             running: tokio::sync::Mutex::new(()),
             succeeded: AtomicU64::new(0),
@@ -114,10 +114,7 @@ impl Reloader {
             attempts: tokio::sync::watch::channel(0).0,
             status: Mutex::new(ReloadStatus::default()),
             watching: Mutex::new(Vec::new()),
-        });
-        // The admin listener reaches the reloader through this (weak: no cycle).
-        let _ = shared.reloader.set(Arc::downgrade(&reloader));
-        reloader
+        })
     }
 
     /// Builds a new snapshot and swaps it in. Returns the new generation, or every problem

@@ -22,7 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
 use crate::forward::Downstream;
-use crate::proxy::{self, Shared};
+use crate::proxy;
+use crate::reload::{Loader, Reloader};
+use crate::state::Shared;
 use crate::snapshot::{ServerLimits, Snapshot};
 use crate::tls::ServerTls;
 use deadline::{Activity, HeadDeadline, Tracked};
@@ -40,6 +42,8 @@ pub struct Gateway {
     listeners: Vec<(SocketAddr, Option<Arc<ServerTls>>, TcpListener)>,
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
+    /// Set by [`Gateway::reloadable`]; the admin listener triggers and reports reloads with it.
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Gateway {
@@ -66,7 +70,16 @@ impl Gateway {
             listeners,
             admin,
             shared: Shared::new(snapshot),
+            reloader: None,
         })
+    }
+
+    /// Makes the gateway reloadable from `loader`'s files: returns the reloader (to watch
+    /// files, answer SIGHUP), which `POST /reload` and `/status` on the admin listener use.
+    pub fn reloadable(&mut self, loader: Loader) -> Arc<Reloader> {
+        let reloader = Reloader::new(Arc::clone(&self.shared), loader);
+        self.reloader = Some(Arc::clone(&reloader));
+        reloader
     }
 
     /// The admin listener's address, when one is configured.
@@ -184,7 +197,13 @@ impl Gateway {
 
         let admin = self
             .admin
-            .map(|listener| tokio::spawn(serve_admin(listener, Arc::clone(&self.shared))));
+            .map(|listener| {
+                tokio::spawn(serve_admin(
+                    listener,
+                    Arc::clone(&self.shared),
+                    self.reloader.clone(),
+                ))
+            });
 
         shutdown.await;
         sweeper.abort();
@@ -221,7 +240,7 @@ impl Gateway {
 }
 
 /// Serves the admin endpoints (HTTP/1.1) until aborted.
-async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, reloader: Option<Arc<Reloader>>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(pair) => pair,
@@ -232,7 +251,10 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = Arc::clone(&shared);
-        let service = service_fn(move |request| crate::admin::handle(Arc::clone(&shared), request));
+        let reloader = reloader.clone();
+        let service = service_fn(move |request| {
+            crate::admin::handle(Arc::clone(&shared), reloader.clone(), request)
+        });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

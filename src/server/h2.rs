@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use super::deadline::{Activity, InFlight};
 use crate::body::{BoxError, ResponseBody};
 use crate::metrics::{H2Close, Metrics};
-use crate::proxy::Shared;
+use crate::state::Shared;
 
 /// Serves an HTTP/2 connection until it ends: closed when idle, when its client resets too
 /// many streams, and told GOAWAY when the server shuts down (`stop` turns true), after which

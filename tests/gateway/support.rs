@@ -207,15 +207,26 @@ impl TestGateway {
     /// Writes `yaml` (which should listen on 127.0.0.1:0) and `files` into a temp dir, then
     /// loads and starts the gateway.
     pub async fn start(yaml: &str, files: &[(&str, &str)]) -> TestGateway {
-        TestGateway::start_with_clock(yaml, files, &schemagate::ratelimit::GatewayClock::real())
-            .await
+        TestGateway::start_inner(yaml, files, false).await.0
+    }
+
+    /// Starts on real time, with a reloader when `reloadable`.
+    async fn start_inner(
+        yaml: &str,
+        files: &[(&str, &str)],
+        reloadable: bool,
+    ) -> (TestGateway, Option<Arc<schemagate::reload::Reloader>>) {
+        let clock = schemagate::ratelimit::GatewayClock::real();
+        let (dir, snapshot) = write_and_load(yaml, files, &clock);
+        let loader = reloadable
+            .then(|| schemagate::reload::Loader::new(dir.path().join("gateway.yaml")));
+        TestGateway::from_snapshot(snapshot, dir, loader).await
     }
 
     /// Like [`TestGateway::start`], and watching its files for hot reload (50 ms debounce).
     pub async fn start_reloadable(yaml: &str, files: &[(&str, &str)]) -> (TestGateway, Reloading) {
-        let gw = TestGateway::start(yaml, files).await;
-        let loader = schemagate::reload::Loader::new(gw.dir().join("gateway.yaml"));
-        let reloader = schemagate::reload::Reloader::new(gw.shared.clone(), loader);
+        let (gw, reloader) = TestGateway::start_inner(yaml, files, true).await;
+        let reloader = reloader.unwrap();
         let watch = reloader.watch(Duration::from_millis(50)).unwrap();
         let reloading = Reloading {
             reloader,
@@ -235,17 +246,8 @@ impl TestGateway {
         files: &[(&str, &str)],
         clock: &schemagate::ratelimit::GatewayClock,
     ) -> TestGateway {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, content) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let snapshot = Snapshot::load_with(&config, |name| std::env::var(name).ok(), clock)
-            .unwrap_or_else(|errors| panic!("config: {errors:?}"));
-        TestGateway::from_snapshot(snapshot, dir).await
+        let (dir, snapshot) = write_and_load(yaml, files, clock);
+        TestGateway::from_snapshot(snapshot, dir, None).await.0
     }
 
     /// Starts the shipped `config/gateway.yaml` on 127.0.0.1:0 with every vendor upstream
@@ -259,11 +261,18 @@ impl TestGateway {
             _ => None,
         })
         .unwrap_or_else(|errors| panic!("config: {errors:?}"));
-        TestGateway::from_snapshot(snapshot, tempfile::tempdir().unwrap()).await
+        TestGateway::from_snapshot(snapshot, tempfile::tempdir().unwrap(), None)
+            .await
+            .0
     }
 
-    async fn from_snapshot(snapshot: Snapshot, dir: tempfile::TempDir) -> TestGateway {
-        let gateway = Gateway::bind(snapshot).await.unwrap();
+    async fn from_snapshot(
+        snapshot: Snapshot,
+        dir: tempfile::TempDir,
+        loader: Option<schemagate::reload::Loader>,
+    ) -> (TestGateway, Option<Arc<schemagate::reload::Reloader>>) {
+        let mut gateway = Gateway::bind(snapshot).await.unwrap();
+        let reloader = loader.map(|loader| gateway.reloadable(loader));
         let shared = gateway.shared();
         let addr = gateway.local_addrs()[0];
         let admin = gateway.admin_addr();
@@ -271,14 +280,15 @@ impl TestGateway {
         let done = tokio::spawn(gateway.run(async {
             let _ = stopped.await;
         }));
-        TestGateway {
+        let gw = TestGateway {
             addr,
             admin,
             _dir: dir,
             stop: Some(stop),
             done,
             shared,
-        }
+        };
+        (gw, reloader)
     }
 
     /// Begins shutdown and returns the task that reports whether the drain completed.
@@ -346,6 +356,25 @@ async fn collect(response: Response<Incoming>) -> Got {
         headers: parts.headers,
         body,
     }
+}
+
+/// Writes `yaml` as `gateway.yaml` and `files` into a new temp dir, and loads it.
+fn write_and_load(
+    yaml: &str,
+    files: &[(&str, &str)],
+    clock: &schemagate::ratelimit::GatewayClock,
+) -> (tempfile::TempDir, Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let snapshot = Snapshot::load_with(&config, |name| std::env::var(name).ok(), clock)
+        .unwrap_or_else(|errors| panic!("config: {errors:?}"));
+    (dir, snapshot)
 }
 
 /// Builds a request to `path` with headers and a body.

@@ -350,7 +350,7 @@ async fn a_renewed_certificate_serves_new_connections_and_open_ones_keep_theirs(
     let new = connect(gw.addr, config.clone(), "localhost").await.unwrap();
     assert_eq!(served_name(&new), "second");
     // The admin status says which certificate is live.
-    let status = schemagate::admin::status(&gw.shared);
+    let status = schemagate::admin::status(&gw.shared, None);
     let live = &status["listeners"][0]["tls"]["certificates"][0];
     assert_eq!(live["subject"], "CN=second", "{status}");
     assert_eq!(live["names"], serde_json::json!(["localhost"]));
