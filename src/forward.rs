@@ -38,7 +38,14 @@ fn has_fixed_length(name: &HeaderName) -> bool {
     matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17)
 }
 
-/// Removes hop-by-hop fields, including every field named in `Connection`.
+/// Removes hop-by-hop fields, including every field named in `Connection`, and a
+/// `Content-Length` sent beside `Transfer-Encoding`.
+///
+/// RFC 9112 §6.1: a message with `Transfer-Encoding` is framed by it, and a `Content-Length`
+/// beside it must not be forwarded. hyper's server drops it from requests, but its client
+/// keeps it on responses: an upstream answering with both would have its whole de-chunked
+/// body relayed under the stale length, which the client takes for a complete, short answer.
+/// Without it the body is framed anew on the way out (chunked, or by its exact size).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, and a response usually only `Connection: keep-alive`: one
     // pass over the names (standard names compare as enums) finds which are present, and
@@ -85,6 +92,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for (i, name) in fixed.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             headers.remove(*name);
+            if **name == header::TRANSFER_ENCODING {
+                headers.remove(header::CONTENT_LENGTH);
+            }
         }
     }
 }
@@ -318,6 +328,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "stays");
+    }
+
+    #[test]
+    fn transfer_encoding_takes_a_stale_content_length_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("stays"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // Without Transfer-Encoding the length is the framing, and stays.
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
     }
 
     #[test]
