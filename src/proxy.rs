@@ -258,7 +258,7 @@ fn record(
                 .requests
                 .get_or_create(&RequestLabels {
                     route: "-".to_string(),
-                    method: method.to_string(),
+                    method: crate::metrics::method_label(method).to_string(),
                     status,
                 })
                 .inc();
@@ -313,12 +313,11 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
                     reason: violation.keyword.to_string(),
                 };
                 metrics.rejections.get_or_create(&labels).inc();
-                let field = crate::metrics::field_label(location, &violation.pointer);
                 metrics
                     .rejected_fields
                     .get_or_create(&FieldLabels {
                         route: route.to_string(),
-                        field,
+                        field: violation.field.clone(),
                     })
                     .inc();
             }

@@ -1,6 +1,8 @@
 //! Issue 23's edge defects, each through the `schemagate` binary on a config written to a temp
 //! dir, with upstreams on 127.0.0.1:0.
 
+use std::collections::BTreeSet;
+
 use crate::faults::answers;
 use crate::raw::exchange;
 use crate::support::*;
@@ -28,6 +30,140 @@ fn config(upstream: &str, defaults_extra: &str, routes: &str) -> String {
          {defaults_extra}\
          upstreams:\n  backend: {{ url: \"{upstream}\" }}\nroutes:\n{routes}"
     )
+}
+
+/// The admin listener's `/metrics`, parsed.
+async fn scrape(served: &Served) -> Vec<prometheus_parse::Sample> {
+    let got = send(served.admin, request("GET", "/metrics", &[], b"")).await;
+    assert_eq!(got.status, 200);
+    let text = String::from_utf8(got.body.to_vec()).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text")
+        .samples
+}
+
+/// Every value `label` takes in `metric`'s samples.
+fn label_values(
+    samples: &[prometheus_parse::Sample],
+    metric: &str,
+    label: &str,
+) -> BTreeSet<String> {
+    samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter_map(|s| s.labels.get(label).map(str::to_string))
+        .collect()
+}
+
+/// The sum of `metric`'s counter samples whose labels include `labels`.
+fn counted(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .sum()
+}
+
+fn set(values: &[&str]) -> BTreeSet<String> {
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+/// Defect 3: a client's method never becomes a label of its own. Hundreds of made-up methods,
+/// on a path with a route (405) and on one without (404), all count as `OTHER`; standard
+/// methods keep their names. Before, each was a new series (`method="M17"`).
+#[tokio::test]
+async fn request_method_labels_are_a_closed_set() {
+    const CUSTOM: usize = 300;
+    let upstream = Upstream::start(Answer::default()).await;
+    let routes = "  - { name: r, method: GET, path: /x, upstream: backend }\n";
+    let (_dir, gw) = serve(&config(&upstream.url(), "", routes), &[]);
+    assert_eq!(
+        send(gw.addr, request("GET", "/x", &[], b"")).await.status,
+        200
+    );
+    for i in 0..CUSTOM {
+        let path = if i % 2 == 0 { "/x" } else { "/elsewhere" };
+        let status = send(gw.addr, request(&format!("M{i}"), path, &[], b""))
+            .await
+            .status;
+        assert_eq!(status, if i % 2 == 0 { 405 } else { 404 }, "M{i} {path}");
+    }
+    let status = send(gw.addr, request("DELETE", "/elsewhere", &[], b""))
+        .await
+        .status;
+    assert_eq!(status, 404);
+
+    let samples = scrape(&gw).await;
+    let requests = "schemagate_requests_total";
+    assert_eq!(
+        label_values(&samples, requests, "method"),
+        set(&["DELETE", "GET", "OTHER"])
+    );
+    assert_eq!(
+        counted(&samples, requests, &[("method", "OTHER")]),
+        CUSTOM as f64
+    );
+    // No family took a made-up method as a label value.
+    let sent: BTreeSet<String> = (0..CUSTOM).map(|i| format!("M{i}")).collect();
+    for sample in &samples {
+        for (label, value) in sample.labels.iter() {
+            assert!(
+                !sent.contains(value),
+                "{}{{{label}={value}}}",
+                sample.metric
+            );
+        }
+    }
+}
+
+const NAMED_N: &str = r#""properties":{"n":{"type":"integer"}}"#;
+
+/// Defect 3, the field label: a rejected field is labelled by the schema's names, never by a
+/// key the client chose. Distinct unknown keys under `additionalProperties: false` (body and
+/// query) and under an `additionalProperties` schema all count as `*`. Before, each key was a
+/// series (`field="body.k17"`).
+#[tokio::test]
+async fn rejected_field_labels_are_the_schemas_names() {
+    const KEYS: usize = 50;
+    let upstream = Upstream::start(Answer::default()).await;
+    let strict = format!(r#"{{"type":"object",{NAMED_N},"additionalProperties":false}}"#);
+    let map =
+        format!(r#"{{"type":"object",{NAMED_N},"additionalProperties":{{"type":"integer"}}}}"#);
+    let routes = "  - { name: strict, method: POST, path: /strict, upstream: backend, schemas: { body: strict.json } }\n\
+                  \x20 - { name: map, method: POST, path: /map, upstream: backend, schemas: { body: map.json } }\n\
+                  \x20 - { name: query, method: GET, path: /q, upstream: backend, schemas: { query: strict.json } }\n";
+    let (_dir, gw) = serve(
+        &config(&upstream.url(), "", routes),
+        &[("schemas/strict.json", &strict), ("schemas/map.json", &map)],
+    );
+    let json = [("content-type", "application/json")];
+    for i in 0..KEYS {
+        for path in ["/strict", "/map"] {
+            let body = format!(r#"{{"k{i}":"x"}}"#);
+            let got = send(gw.addr, request("POST", path, &json, body.as_bytes())).await;
+            assert_eq!(got.status, 422, "{path} {body}");
+        }
+        let got = send(gw.addr, request("GET", &format!("/q?k{i}=1"), &[], b"")).await;
+        assert_eq!(got.status, 422, "/q?k{i}=1");
+    }
+    for path in ["/strict", "/map"] {
+        let got = send(gw.addr, request("POST", path, &json, br#"{"n":"x"}"#)).await;
+        assert_eq!(got.status, 422, "{path}");
+    }
+
+    let samples = scrape(&gw).await;
+    let fields = "schemagate_rejected_fields_total";
+    assert_eq!(
+        label_values(&samples, fields, "field"),
+        set(&["body.*", "body.n", "query.*"])
+    );
+    assert_eq!(
+        counted(&samples, fields, &[("route", "map"), ("field", "body.*")]),
+        KEYS as f64
+    );
 }
 
 /// Defect 4: an upstream answer framed both ways (`Content-Length: 3` and chunked) is relayed
