@@ -273,6 +273,13 @@ pub struct RawLimits {
     pub in_flight: Option<usize>,
     /// Most concurrent streams per HTTP/2 connection.
     pub h2_streams: Option<u32>,
+    /// Length of each listener's accept queue (the backlog given to listen(2)): connections
+    /// the kernel completes while the gateway is not taking them yet, in a burst or at
+    /// `connections`; beyond it, new clients' SYNs are dropped and they retry after a second
+    /// or more. Default 511, as nginx's. The kernel silently caps it at
+    /// `net.core.somaxconn` (Linux; 4096 by default since 5.4). Applied at start: a change
+    /// needs a restart.
+    pub backlog: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -378,7 +378,7 @@ fn carry_over(next: &mut Snapshot, old: &Snapshot) {
     }
 }
 
-/// Changes a running gateway cannot apply: listeners are bound once.
+/// Changes a running gateway cannot apply: listeners are bound once (with their backlog).
 fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     let mut changes = Vec::new();
     let addresses = |s: &Snapshot| s.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
@@ -392,6 +392,9 @@ fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     let address = |s: &Snapshot| s.admin.as_ref().map(|a| a.address);
     if address(current) != address(next) {
         changes.push("admin.address changed; restart to apply".to_string());
+    }
+    if current.server.backlog != next.server.backlog {
+        changes.push("defaults.limits.backlog changed; restart to apply".to_string());
     }
     if current.log_format != next.log_format {
         changes.push("logging.format changed; restart to apply".to_string());

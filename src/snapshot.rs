@@ -50,6 +50,8 @@ pub const DEFAULT_URI_BYTES: u64 = 8 << 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
 pub const DEFAULT_H2_STREAMS: u32 = 100;
+/// nginx's default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 511;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -158,6 +160,8 @@ pub struct ServerLimits {
     pub connections: usize,
     pub in_flight: usize,
     pub h2_streams: u32,
+    /// The listen(2) backlog of every listener; used only when binding (a restart applies it).
+    pub backlog: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,10 +318,10 @@ fn compile(
         .timeouts
         .drain
         .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
-    let server = match server_limits(&defaults.timeouts, &defaults.limits) {
+    let server = match server_limits(path, &defaults.timeouts, &defaults.limits) {
         Ok(server) => server,
-        Err(message) => {
-            errors.push(ConfigError::file(path, format!("defaults: {message}")));
+        Err(error) => {
+            errors.push(error);
             ServerLimits::default()
         }
     };
@@ -962,20 +966,35 @@ impl Default for ServerLimits {
             connections: DEFAULT_MAX_CONNECTIONS,
             in_flight: DEFAULT_MAX_IN_FLIGHT,
             h2_streams: DEFAULT_H2_STREAMS,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }
 
 /// The connection-level limits from `defaults`; every count and size must be at least 1.
 fn server_limits(
+    path: &Path,
     timeouts: &config::RawTimeouts,
     limits: &RawLimits,
-) -> Result<ServerLimits, String> {
+) -> Result<ServerLimits, ConfigError> {
     let d = ServerLimits::default();
+    let unlocated = |message: String| ConfigError::file(path, format!("defaults: {message}"));
     let positive = |name: &str, value: Option<u64>, default: usize| match value {
-        Some(0) => Err(format!("limits.{name} must be at least 1")),
-        Some(n) => usize::try_from(n).map_err(|_| format!("limits.{name} is too large")),
+        Some(0) => Err(unlocated(format!("limits.{name} must be at least 1"))),
+        Some(n) => usize::try_from(n).map_err(|_| unlocated(format!("limits.{name} is too large"))),
         None => Ok(default),
+    };
+    let backlog = match &limits.backlog {
+        Some(backlog) if backlog.value == 0 => {
+            return Err(ConfigError::at(
+                path,
+                backlog.referenced,
+                "defaults.limits.backlog",
+                "must be at least 1 (the kernel caps it at net.core.somaxconn)",
+            ))
+        }
+        Some(backlog) => backlog.value,
+        None => d.backlog,
     };
     let size = |s: Option<config::Size>| s.map(|s| s.0);
     let count = |c: Option<usize>| c.map(|c| c as u64);
@@ -987,7 +1006,9 @@ fn server_limits(
     let header_read = timeouts.header_read.map_or(d.header_read, |t| t.0);
     let write_stall = timeouts.write_stall.map_or(d.write_stall, |t| t.0);
     if header_read.is_zero() || write_stall.is_zero() {
-        return Err("timeouts.header_read and timeouts.write_stall must be above zero".to_string());
+        return Err(unlocated(
+            "timeouts.header_read and timeouts.write_stall must be above zero".to_string(),
+        ));
     }
     Ok(ServerLimits {
         header_read,
@@ -998,6 +1019,7 @@ fn server_limits(
         connections: positive("connections", count(limits.connections), d.connections)?,
         in_flight: positive("in_flight", count(limits.in_flight), d.in_flight)?,
         h2_streams: u32::try_from(h2_streams).unwrap_or(u32::MAX),
+        backlog,
     })
 }
 
@@ -1026,6 +1048,7 @@ fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
         || l.connections.is_some()
         || l.in_flight.is_some()
         || l.h2_streams.is_some()
+        || l.backlog.is_some()
     {
         return Err((
             "limits",

@@ -2,6 +2,11 @@
 //! dir, with upstreams on 127.0.0.1:0.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::faults::answers;
 use crate::raw::exchange;
@@ -198,4 +203,68 @@ async fn chunking_wins_over_an_upstreams_stale_content_length() {
     // A client library reads the same.
     let got = send(gw.addr, request("GET", "/g", &[], b"")).await;
     assert_eq!(&got.body[..], b"0123456789abcdefghij");
+}
+
+/// Defect 6: `defaults.limits.backlog` reaches listen(2).
+///
+/// How it is observed with nothing installed: the gateway is made to stop accepting (at
+/// `limits.connections: 1`, with one keep-alive connection held open), so every further
+/// connection can only wait in the kernel's accept queue, whose length is the listen backlog
+/// (Linux queues backlog + 1, capped at `net.core.somaxconn`). Then a burst of connects: with
+/// `backlog: 1024` every one of them completes its handshake; with the old fixed 128 only 129
+/// do, and the kernel drops the SYNs of the rest, whose connects time out here (its first SYN
+/// retry comes after 1 s, into a queue still full). Reading the backlog itself needs netlink
+/// (`ss`); `/proc/net/tcp` shows only the queue's current length. The burst (300) is well
+/// above 129 and well under the test's descriptor limit. Where `somaxconn` is lower than the
+/// burst (kernels before 5.4 defaulted to 128), the kernel's cap is what can be expected.
+#[tokio::test]
+async fn the_listen_backlog_is_the_configured_one() {
+    const BURST: usize = 300;
+    let upstream = Upstream::start(Answer::default()).await;
+    let routes = "  - { name: r, method: GET, path: /x, upstream: backend }\n";
+    let limits = "  limits: { backlog: 1024, connections: 1 }\n";
+    let (_dir, gw) = serve(&config(&upstream.url(), limits, routes), &[]);
+
+    // The one connection the gateway will accept, answered (so counted) and kept open.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut held, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = held
+        .send_request(request("GET", "/x", &[], b""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            let addr = gw.addr;
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+            })
+        })
+        .collect();
+    let mut queued = Vec::with_capacity(BURST);
+    for connect in connects {
+        if let Ok(Ok(stream)) = connect.await.unwrap() {
+            queued.push(stream);
+        }
+    }
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let expected = BURST.min(somaxconn.saturating_add(1));
+    assert!(
+        queued.len() >= expected,
+        "{} of {BURST} connects queued (somaxconn {somaxconn}): the backlog is not 1024",
+        queued.len()
+    );
+    eprintln!(
+        "{} of {BURST} connects queued behind a full gateway",
+        queued.len()
+    );
+    drop(held);
 }
