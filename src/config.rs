@@ -280,6 +280,24 @@ pub struct RawLimits {
     /// `net.core.somaxconn` (Linux; 4096 by default since 5.4). Applied at start: a change
     /// needs a restart.
     pub backlog: Option<Spanned<u32>>,
+    /// Request header fields whose name contains `_` (`X_Tenant`): `drop` [default] removes
+    /// them before anything reads the headers (auth, tenant, validation, forwarding) and
+    /// counts them in `schemagate_dropped_headers_total{reason="underscore"}`, as nginx does
+    /// (`underscores_in_headers off`); `keep` forwards them as sent.
+    pub underscore_headers: Option<UnderscoreHeaders>,
+}
+
+/// What happens to request header fields whose name contains `_`. CGI, WSGI and the like
+/// turn `-` into `_` to name their variables, so such a backend reads `X_Tenant: 999` and a
+/// validated `X-Tenant: 7` as one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreHeaders {
+    /// Removed (and counted) before any stage reads the headers.
+    #[default]
+    Drop,
+    /// Forwarded as sent.
+    Keep,
 }
 
 #[derive(Debug, Deserialize)]

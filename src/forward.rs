@@ -99,6 +99,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every field whose name contains `_` (`limits.underscore_headers: drop`); returns
+/// how many field lines went.
+///
+/// CGI, WSGI and the like turn `-` into `_` to name their variables, so `X_Tenant: 999` sent
+/// beside a validated `X-Tenant: 7` reaches such a backend as one field with either value.
+/// nginx drops them by default for this reason (`underscores_in_headers off`). The names are
+/// scanned first: the usual request has none, and then nothing is allocated.
+pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+    let underscored = |name: &HeaderName| name.as_str().as_bytes().contains(&b'_');
+    if !headers.keys().any(underscored) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| underscored(n)).cloned().collect();
+    let mut dropped = 0;
+    for name in names {
+        if let header::Entry::Occupied(entry) = headers.entry(name) {
+            dropped += entry.remove_entry_mult().1.count();
+        }
+    }
+    dropped
+}
+
 /// What the gateway knows about the downstream connection.
 #[derive(Debug, Clone)]
 pub struct Downstream {
@@ -346,6 +368,19 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h[header::CONTENT_LENGTH], "3");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_every_line() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("7"));
+        h.insert("x_tenant", HeaderValue::from_static("999"));
+        h.append("_a", HeaderValue::from_static("1"));
+        h.append("_a", HeaderValue::from_static("2"));
+        assert_eq!(drop_underscored(&mut h), 3);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-tenant"], "7");
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -85,6 +90,9 @@ pub struct Metrics {
     pub generation: Gauge,
     /// TLS handshakes that failed (`error`) or did not finish in time (`timeout`).
     pub tls_handshake_failures: Family<ResultLabels, Counter>,
+    /// Request header fields removed before any stage read them, `reason="underscore"`
+    /// (`limits.underscore_headers: drop`); the one series, resolved once.
+    pub dropped_underscore_headers: Counter,
     in_flight_now: AtomicI64,
 }
 
@@ -165,6 +173,17 @@ impl Metrics {
             "TLS handshakes on client connections that failed, by result (error, timeout)",
             tls_handshake_failures.clone(),
         );
+        let dropped_headers = Family::<ReasonLabels, Counter>::default();
+        let dropped_underscore_headers = dropped_headers
+            .get_or_create(&ReasonLabels {
+                reason: "underscore".to_string(),
+            })
+            .clone();
+        registry.register(
+            "dropped_headers",
+            "Request header fields removed before the gateway read them, by reason (underscore)",
+            dropped_headers,
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -187,6 +206,7 @@ impl Metrics {
             reloads,
             generation,
             tls_handshake_failures,
+            dropped_underscore_headers,
             in_flight_now: AtomicI64::new(0),
         }
     }

@@ -29,6 +29,7 @@ use pin_project_lite::pin_project;
 
 use crate::auth;
 use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
+use crate::config::UnderscoreHeaders;
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
@@ -83,6 +84,8 @@ struct Trace {
     upstream_latency: Option<std::time::Duration>,
     /// (location, reason) of each report-only problem.
     reported: Vec<(&'static str, &'static str)>,
+    /// Header field lines dropped for an `_` in their name.
+    dropped_headers: usize,
 }
 
 /// Answers one request.
@@ -268,6 +271,11 @@ fn record(
             metrics.duration.get_or_create(&labels).observe(elapsed);
         }
     }
+    if trace.dropped_headers > 0 {
+        metrics
+            .dropped_underscore_headers
+            .inc_by(trace.dropped_headers as u64);
+    }
     if !trace.throttled && trace.reported.is_empty() {
         return;
     }
@@ -363,6 +371,11 @@ fn handle_inner<'a>(
         // connection: they are removed before anything looks at the headers, so what is checked
         // is exactly what is forwarded.
         forward::strip_hop_by_hop(&mut parts.headers);
+        // Names with `_` read as their dashed twins to CGI/WSGI backends (`X_Tenant` beside a
+        // validated `X-Tenant`): unless kept on purpose, they go before anything reads them.
+        if snapshot.server.underscore_headers == UnderscoreHeaders::Drop {
+            trace.dropped_headers = forward::drop_underscored(&mut parts.headers);
+        }
         let found = snapshot.router.find(&parts.method, uri.path())?;
         trace.route = Some(found.route);
         // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`

@@ -18,7 +18,7 @@ use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
     self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawListenerTls,
     RawRateLimit, RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, TenantFrom,
-    ValidationMode,
+    UnderscoreHeaders, ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward;
@@ -162,6 +162,8 @@ pub struct ServerLimits {
     pub h2_streams: u32,
     /// The listen(2) backlog of every listener; used only when binding (a restart applies it).
     pub backlog: u32,
+    /// Whether request header fields with `_` in their name are dropped.
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -967,6 +969,7 @@ impl Default for ServerLimits {
             in_flight: DEFAULT_MAX_IN_FLIGHT,
             h2_streams: DEFAULT_H2_STREAMS,
             backlog: DEFAULT_BACKLOG,
+            underscore_headers: UnderscoreHeaders::default(),
         }
     }
 }
@@ -1020,6 +1023,7 @@ fn server_limits(
         in_flight: positive("in_flight", count(limits.in_flight), d.in_flight)?,
         h2_streams: u32::try_from(h2_streams).unwrap_or(u32::MAX),
         backlog,
+        underscore_headers: limits.underscore_headers.unwrap_or_default(),
     })
 }
 
@@ -1049,6 +1053,7 @@ fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
         || l.in_flight.is_some()
         || l.h2_streams.is_some()
         || l.backlog.is_some()
+        || l.underscore_headers.is_some()
     {
         return Err((
             "limits",

@@ -1,5 +1,7 @@
 //! Issue 23's edge defects, each through the `schemagate` binary on a config written to a temp
-//! dir, with upstreams on 127.0.0.1:0.
+//! dir, with upstreams on 127.0.0.1:0: metric labels a client cannot multiply, an upstream's
+//! stale `Content-Length` beside chunking, the listen backlog, and header names with
+//! underscores.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -267,4 +269,45 @@ async fn the_listen_backlog_is_the_configured_one() {
         queued.len()
     );
     drop(held);
+}
+
+/// Defect 7: a header name with `_` (`X_Tenant: 999` beside `X-Tenant: 7`) is dropped before
+/// anything reads the headers, as nginx does, unless `underscore_headers: keep`; the drops are
+/// counted. A CGI/WSGI backend would read both names as one `HTTP_X_TENANT`.
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_unless_kept() {
+    for (limits, kept) in [
+        ("", false),
+        ("  limits: { underscore_headers: keep }\n", true),
+    ] {
+        let upstream = Upstream::start(Answer::default()).await;
+        let routes = "  - name: r\n    method: GET\n    path: /x\n    upstream: backend\n    \
+                      tenant: { from: header, name: X-Tenant }\n";
+        let (_dir, gw) = serve(&config(&upstream.url(), limits, routes), &[]);
+        let headers = [
+            ("x-tenant", "7"),
+            ("X_Tenant", "999"),
+            ("x_trace", "a"),
+            ("x_trace", "b"),
+        ];
+        let got = send(gw.addr, request("GET", "/x", &headers, b"")).await;
+        assert_eq!(got.status, 200, "{limits}");
+
+        let seen = upstream.seen();
+        let seen = &seen[0].headers;
+        assert_eq!(seen["x-tenant"], "7");
+        assert_eq!(seen.contains_key("x_tenant"), kept, "{limits}: {seen:?}");
+        assert_eq!(
+            seen.get_all("x_trace").iter().count(),
+            if kept { 2 } else { 0 }
+        );
+
+        let samples = scrape(&gw).await;
+        let dropped = counted(
+            &samples,
+            "schemagate_dropped_headers_total",
+            &[("reason", "underscore")],
+        );
+        assert_eq!(dropped, if kept { 0.0 } else { 3.0 }, "{limits}");
+    }
 }
