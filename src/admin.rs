@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Full};
 use subtle::ConstantTimeEq;
 
 use crate::body::ResponseBody;
-use crate::state::Shared;
 use crate::reload::{Reloader, Trigger};
+use crate::state::Shared;
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 

@@ -274,6 +274,31 @@ pub struct RawLimits {
     /// Most streams an HTTP/2 client may reset (cancel before their answer) per connection
     /// per second; past it the connection is closed (rapid-reset defence).
     pub h2_resets: Option<u32>,
+    /// Length of each listener's accept queue (the backlog given to listen(2)): connections
+    /// the kernel completes while the gateway is not taking them yet, in a burst or at
+    /// `connections`; beyond it, new clients' SYNs are dropped and they retry after a second
+    /// or more. Default 511, as nginx's. The kernel silently caps it at
+    /// `net.core.somaxconn` (Linux; 4096 by default since 5.4). Applied at start: a change
+    /// needs a restart.
+    pub backlog: Option<Spanned<u32>>,
+    /// Request header fields whose name contains `_` (`X_Tenant`): `drop` [default] removes
+    /// them before anything reads the headers (auth, tenant, validation, forwarding) and
+    /// counts them in `schemagate_dropped_headers_total{reason="underscore"}`, as nginx does
+    /// (`underscores_in_headers off`); `keep` forwards them as sent.
+    pub underscore_headers: Option<UnderscoreHeaders>,
+}
+
+/// What happens to request header fields whose name contains `_`. CGI, WSGI and the like
+/// turn `-` into `_` to name their variables, so such a backend reads `X_Tenant: 999` and a
+/// validated `X-Tenant: 7` as one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreHeaders {
+    /// Removed (and counted) before any stage reads the headers.
+    #[default]
+    Drop,
+    /// Forwarded as sent.
+    Keep,
 }
 
 #[derive(Debug, Deserialize)]

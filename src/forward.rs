@@ -47,7 +47,14 @@ fn has_fixed_length(name: &HeaderName) -> bool {
     matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17)
 }
 
-/// Removes hop-by-hop fields, including every field named in `Connection`.
+/// Removes hop-by-hop fields, including every field named in `Connection`, and a
+/// `Content-Length` sent beside `Transfer-Encoding`.
+///
+/// RFC 9112 §6.1: a message with `Transfer-Encoding` is framed by it, and a `Content-Length`
+/// beside it must not be forwarded. hyper's server drops it from requests, but its client
+/// keeps it on responses: an upstream answering with both would have its whole de-chunked
+/// body relayed under the stale length, which the client takes for a complete, short answer.
+/// Without it the body is framed anew on the way out (chunked, or by its exact size).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, and a response usually only `Connection: keep-alive`: one
     // pass over the names (standard names compare as enums) finds which are present, and
@@ -94,8 +101,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for (i, name) in fixed.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             headers.remove(*name);
+            if **name == header::TRANSFER_ENCODING {
+                headers.remove(header::CONTENT_LENGTH);
+            }
         }
     }
+}
+
+/// Removes every field whose name contains `_` (`limits.underscore_headers: drop`); returns
+/// how many field lines went.
+///
+/// CGI, WSGI and the like turn `-` into `_` to name their variables, so `X_Tenant: 999` sent
+/// beside a validated `X-Tenant: 7` reaches such a backend as one field with either value.
+/// nginx drops them by default for this reason (`underscores_in_headers off`). The names are
+/// scanned first: the usual request has none, and then nothing is allocated.
+pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+    let underscored = |name: &HeaderName| name.as_str().as_bytes().contains(&b'_');
+    if !headers.keys().any(underscored) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| underscored(n)).cloned().collect();
+    let mut dropped = 0;
+    for name in names {
+        if let header::Entry::Occupied(entry) = headers.entry(name) {
+            dropped += entry.remove_entry_mult().1.count();
+        }
+    }
+    dropped
 }
 
 /// What the gateway knows about the downstream connection.
@@ -327,6 +359,37 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "stays");
+    }
+
+    #[test]
+    fn transfer_encoding_takes_a_stale_content_length_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("stays"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // Without Transfer-Encoding the length is the framing, and stays.
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
+    }
+
+    #[test]
+    fn underscored_names_are_dropped_every_line() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("7"));
+        h.insert("x_tenant", HeaderValue::from_static("999"));
+        h.append("_a", HeaderValue::from_static("1"));
+        h.append("_a", HeaderValue::from_static("2"));
+        assert_eq!(drop_underscored(&mut h), 3);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-tenant"], "7");
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 
     #[test]

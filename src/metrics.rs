@@ -1,9 +1,12 @@
 //! Prometheus metrics, owned by the app state (never globals), so every test has its own.
 //!
-//! Architecture invariant: every label value is bounded: route names come from config,
-//! statuses and locations are small sets, reasons are schema keywords or framing labels,
-//! field paths come from the schema (array indices folded to `*`), and tenant labels are
-//! used only for tenants named in config (tiers); all others are folded into `other`.
+//! Architecture invariant: no label value is the client's to choose. Route names come from
+//! config (`-` for no route); a matched request's method is its route's, any other request's
+//! a standard method or `OTHER` ([`method_label`]); locations, reasons and results are
+//! `'static` names; field paths are spelled from the schema (array indices folded to `[*]`,
+//! keys the client chose to `*`: `schema::Violation::field`); tenant labels are used only for
+//! tenants named in config (tiers), all others fold into `other`. A status is the gateway's
+//! own or the upstream's (hyper bounds it to 100..=999).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
@@ -87,6 +90,9 @@ pub struct Metrics {
     /// HTTP/2 streams the gateway cut, by reason: `write_stall`, the client took no data of
     /// their answer for `timeouts.write_stall` (the upstream is released).
     pub h2_streams_reset: Family<ReasonLabels, Counter>,
+    /// Request header fields removed before any stage read them, `reason="underscore"`
+    /// (`limits.underscore_headers: drop`); the one series, resolved once.
+    pub dropped_underscore_headers: Counter,
     in_flight_now: AtomicI64,
 }
 
@@ -218,6 +224,17 @@ impl Metrics {
             "HTTP/2 streams cut by the gateway, by reason (write_stall: the client took no data for timeouts.write_stall; the upstream is released)",
             h2_streams_reset.clone(),
         );
+        let dropped_headers = Family::<ReasonLabels, Counter>::default();
+        let dropped_underscore_headers = dropped_headers
+            .get_or_create(&ReasonLabels {
+                reason: "underscore",
+            })
+            .clone();
+        registry.register(
+            "dropped_headers",
+            "Request header fields removed before the gateway read them, by reason (underscore)",
+            dropped_headers,
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -242,6 +259,7 @@ impl Metrics {
             tls_handshake_failures,
             h2_closed,
             h2_streams_reset,
+            dropped_underscore_headers,
             in_flight_now: AtomicI64::new(0),
         }
     }
@@ -358,18 +376,27 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A violation's JSON pointer as a bounded field label: `body.a.b[*]`.
-pub fn field_label(location: &str, pointer: &str) -> String {
-    let mut out = String::from(location);
-    for segment in pointer.split('/').skip(1) {
-        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str("[*]");
-        } else {
-            out.push('.');
-            out.push_str(&segment.replace("~1", "/").replace("~0", "~"));
-        }
-    }
-    out
+/// The methods that label as themselves: RFC 9110's and PATCH.
+static STANDARD_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
+/// The `method` label of a request no route matched: a standard method as itself, anything
+/// else `OTHER`. hyper accepts any token as a method, so labelling it as sent would let a
+/// client add a series per request. (A matched request's method is its route's, from config.)
+pub fn method_label(method: &http::Method) -> &'static str {
+    STANDARD_METHODS
+        .iter()
+        .find(|standard| *standard == method)
+        .map_or("OTHER", http::Method::as_str)
 }
 
 #[cfg(test)]
@@ -377,13 +404,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn field_labels_fold_indices() {
-        assert_eq!(
-            field_label("body", "/filter/channelTypes/12"),
-            "body.filter.channelTypes[*]"
-        );
-        assert_eq!(field_label("query", "/status/0"), "query.status[*]");
-        assert_eq!(field_label("body", ""), "body");
+    fn unknown_methods_label_as_other() {
+        for standard in &STANDARD_METHODS {
+            assert_eq!(method_label(standard), standard.as_str());
+        }
+        for other in ["M17", "PURGE", "get", "PROPFIND"] {
+            let method = http::Method::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{other}");
+        }
     }
 
     #[test]

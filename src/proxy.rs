@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
@@ -25,15 +24,16 @@ use pin_project_lite::pin_project;
 
 use crate::auth;
 use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
+use crate::config::UnderscoreHeaders;
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
-pub use crate::state::Shared;
 use crate::metrics::{
     FieldLabels, Metrics, RejectionLabels, RequestLabels, RouteLabels, TenantLabels,
 };
 use crate::ratelimit::{self, LimitInfo};
 use crate::snapshot::{ServerLimits, Snapshot};
+pub use crate::state::Shared;
 use crate::tenant;
 use crate::upstream::UpstreamTarget;
 use crate::validate;
@@ -49,6 +49,8 @@ struct Trace {
     upstream_latency: Option<std::time::Duration>,
     /// (location, reason) of each report-only problem.
     reported: Vec<(&'static str, &'static str)>,
+    /// Header field lines dropped for an `_` in their name.
+    dropped_headers: usize,
 }
 
 /// Answers one request.
@@ -224,7 +226,7 @@ fn record(
                 .requests
                 .get_or_create(&RequestLabels {
                     route: "-".to_string(),
-                    method: method.to_string(),
+                    method: crate::metrics::method_label(method).to_string(),
                     status,
                 })
                 .inc();
@@ -233,6 +235,11 @@ fn record(
             };
             metrics.duration.get_or_create(&labels).observe(elapsed);
         }
+    }
+    if trace.dropped_headers > 0 {
+        metrics
+            .dropped_underscore_headers
+            .inc_by(trace.dropped_headers as u64);
     }
     if !trace.throttled && trace.reported.is_empty() {
         return;
@@ -279,12 +286,11 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
                     reason: violation.keyword.to_string(),
                 };
                 metrics.rejections.get_or_create(&labels).inc();
-                let field = crate::metrics::field_label(location, &violation.pointer);
                 metrics
                     .rejected_fields
                     .get_or_create(&FieldLabels {
                         route: route.to_string(),
-                        field,
+                        field: violation.field.clone(),
                     })
                     .inc();
             }
@@ -330,6 +336,11 @@ fn handle_inner<'a>(
         // connection: they are removed before anything looks at the headers, so what is checked
         // is exactly what is forwarded.
         forward::strip_hop_by_hop(&mut parts.headers);
+        // Names with `_` read as their dashed twins to CGI/WSGI backends (`X_Tenant` beside a
+        // validated `X-Tenant`): unless kept on purpose, they go before anything reads them.
+        if snapshot.server.underscore_headers == UnderscoreHeaders::Drop {
+            trace.dropped_headers = forward::drop_underscored(&mut parts.headers);
+        }
         let found = snapshot.router.find(&parts.method, uri.path())?;
         trace.route = Some(found.route);
         // Only in this crate's unit tests: the way `tests::a_panic_is_a_500_for_that_request_only`

@@ -21,9 +21,9 @@ use notify_debouncer_mini::notify::{
 use notify_debouncer_mini::{new_debouncer_opt, DebounceEventResult};
 
 use crate::config::ConfigError;
-use crate::state::Shared;
 use crate::ratelimit::GatewayClock;
 use crate::snapshot::Snapshot;
+use crate::state::Shared;
 
 pub mod watch;
 use watch::{WatchedDir, Watches};
@@ -375,7 +375,7 @@ fn carry_over(next: &mut Snapshot, old: &Snapshot) {
     }
 }
 
-/// Changes a running gateway cannot apply: listeners are bound once.
+/// Changes a running gateway cannot apply: listeners are bound once (with their backlog).
 fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     let mut changes = Vec::new();
     let addresses = |s: &Snapshot| s.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
@@ -389,6 +389,9 @@ fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     let address = |s: &Snapshot| s.admin.as_ref().map(|a| a.address);
     if address(current) != address(next) {
         changes.push("admin.address changed; restart to apply".to_string());
+    }
+    if current.server.backlog != next.server.backlog {
+        changes.push("defaults.limits.backlog changed; restart to apply".to_string());
     }
     if current.log_format != next.log_format {
         changes.push("logging.format changed; restart to apply".to_string());

@@ -65,6 +65,9 @@ pub struct Violation {
     /// JSON pointer of the offending value in the location's object; for `required`, the
     /// pointer the missing property would have.
     pub pointer: String,
+    /// The field as the `rejected_fields` metric labels it (`body.items[*].id`), spelled from
+    /// the schema alone: a key the client chose is `*`.
+    pub field: String,
     /// The schema keyword that failed (`required`, `type`, `minimum`, ...), or `repeated` for a
     /// query key or header that occurs more than once where the schema does not say array.
     pub keyword: &'static str,

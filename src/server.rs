@@ -18,14 +18,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Sleep;
 
 use crate::forward::Downstream;
 use crate::proxy;
 use crate::reload::{Loader, Reloader};
-use crate::state::Shared;
 use crate::snapshot::{ServerLimits, Snapshot};
+use crate::state::Shared;
 use crate::tls::ServerTls;
 use deadline::{Activity, HeadDeadline, Tracked};
 
@@ -47,18 +47,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds every listener of `snapshot`. A port of 0 picks a free port (see `local_addrs`).
+    /// Binds every listener of `snapshot` (the admin one too) with its `limits.backlog`. A
+    /// port of 0 picks a free port (see `local_addrs`).
     pub async fn bind(snapshot: Snapshot) -> std::io::Result<Gateway> {
+        let backlog = snapshot.server.backlog;
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for configured in &snapshot.listeners {
             let addr = configured.address;
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
+            let listener = listen(addr, backlog).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
             listeners.push((addr, configured.tls.clone(), listener));
         }
         let admin = match &snapshot.admin {
-            Some(settings) => Some(TcpListener::bind(settings.address).await.map_err(|e| {
+            Some(settings) => Some(listen(settings.address, backlog).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot listen on {} (admin): {e}", settings.address),
@@ -195,15 +197,13 @@ impl Gateway {
             })
         };
 
-        let admin = self
-            .admin
-            .map(|listener| {
-                tokio::spawn(serve_admin(
-                    listener,
-                    Arc::clone(&self.shared),
-                    self.reloader.clone(),
-                ))
-            });
+        let admin = self.admin.map(|listener| {
+            tokio::spawn(serve_admin(
+                listener,
+                Arc::clone(&self.shared),
+                self.reloader.clone(),
+            ))
+        });
 
         shutdown.await;
         sweeper.abort();
@@ -237,6 +237,23 @@ impl Gateway {
         }
         drained
     }
+}
+
+/// A listening socket on `addr` with an accept queue of `backlog` (the kernel caps it at
+/// `net.core.somaxconn`). `TcpListener::bind` would fix the backlog at 128; otherwise this is
+/// what it does: `SO_REUSEADDR` on Unix (a restarted gateway rebinds a port whose old
+/// connections are still in TIME_WAIT), never on Windows (where it lets another process take
+/// over a port in use). Must run inside the runtime, which registers the socket.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Serves the admin endpoints (HTTP/1.1) until aborted.

@@ -18,7 +18,7 @@ use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
     self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawListenerTls,
     RawRateLimit, RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, TenantFrom,
-    ValidationMode,
+    UnderscoreHeaders, ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward::{self, ForwardPath};
@@ -53,6 +53,8 @@ pub const DEFAULT_H2_STREAMS: u32 = 100;
 /// Client stream resets allowed per HTTP/2 connection per second: far above what a browser
 /// or gRPC client cancels, far below a rapid-reset attack (tens of thousands a second).
 pub const DEFAULT_H2_RESETS: u32 = 100;
+/// nginx's default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 511;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -151,6 +153,10 @@ pub struct ServerLimits {
     pub in_flight: usize,
     pub h2_streams: u32,
     pub h2_resets: u32,
+    /// The listen(2) backlog of every listener; used only when binding (a restart applies it).
+    pub backlog: u32,
+    /// Whether request header fields with `_` in their name are dropped.
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,10 +313,10 @@ fn compile(
         .timeouts
         .drain
         .map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
-    let server = match server_limits(&defaults.timeouts, &defaults.limits) {
+    let server = match server_limits(path, &defaults.timeouts, &defaults.limits) {
         Ok(server) => server,
-        Err(message) => {
-            errors.push(ConfigError::file(path, format!("defaults: {message}")));
+        Err(error) => {
+            errors.push(error);
             ServerLimits::default()
         }
     };
@@ -957,20 +963,36 @@ impl Default for ServerLimits {
             in_flight: DEFAULT_MAX_IN_FLIGHT,
             h2_streams: DEFAULT_H2_STREAMS,
             h2_resets: DEFAULT_H2_RESETS,
+            backlog: DEFAULT_BACKLOG,
+            underscore_headers: UnderscoreHeaders::default(),
         }
     }
 }
 
 /// The connection-level limits from `defaults`; every count and size must be at least 1.
 fn server_limits(
+    path: &Path,
     timeouts: &config::RawTimeouts,
     limits: &RawLimits,
-) -> Result<ServerLimits, String> {
+) -> Result<ServerLimits, ConfigError> {
     let d = ServerLimits::default();
+    let unlocated = |message: String| ConfigError::file(path, format!("defaults: {message}"));
     let positive = |name: &str, value: Option<u64>, default: usize| match value {
-        Some(0) => Err(format!("limits.{name} must be at least 1")),
-        Some(n) => usize::try_from(n).map_err(|_| format!("limits.{name} is too large")),
+        Some(0) => Err(unlocated(format!("limits.{name} must be at least 1"))),
+        Some(n) => usize::try_from(n).map_err(|_| unlocated(format!("limits.{name} is too large"))),
         None => Ok(default),
+    };
+    let backlog = match &limits.backlog {
+        Some(backlog) if backlog.value == 0 => {
+            return Err(ConfigError::at(
+                path,
+                backlog.referenced,
+                "defaults.limits.backlog",
+                "must be at least 1 (the kernel caps it at net.core.somaxconn)",
+            ))
+        }
+        Some(backlog) => backlog.value,
+        None => d.backlog,
     };
     let size = |s: Option<config::Size>| s.map(|s| s.0);
     let count = |c: Option<usize>| c.map(|c| c as u64);
@@ -982,7 +1004,9 @@ fn server_limits(
     let header_read = timeouts.header_read.map_or(d.header_read, |t| t.0);
     let write_stall = timeouts.write_stall.map_or(d.write_stall, |t| t.0);
     if header_read.is_zero() || write_stall.is_zero() {
-        return Err("timeouts.header_read and timeouts.write_stall must be above zero".to_string());
+        return Err(unlocated(
+            "timeouts.header_read and timeouts.write_stall must be above zero".to_string(),
+        ));
     }
     Ok(ServerLimits {
         header_read,
@@ -999,6 +1023,8 @@ fn server_limits(
             d.h2_resets as usize,
         )?)
         .unwrap_or(u32::MAX),
+        backlog,
+        underscore_headers: limits.underscore_headers.unwrap_or_default(),
     })
 }
 
@@ -1028,6 +1054,8 @@ fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
         || l.in_flight.is_some()
         || l.h2_streams.is_some()
         || l.h2_resets.is_some()
+        || l.backlog.is_some()
+        || l.underscore_headers.is_some()
     {
         return Err((
             "limits",

@@ -451,6 +451,7 @@ fn all_errors() -> Vec<GatewayError> {
     let violation = |location, message: &str| Violation {
         location,
         pointer: "/a".into(),
+        field: "x.a".into(),
         keyword: "type",
         message: message.into(),
     };

@@ -284,6 +284,8 @@ fn property_value(
                 "{} must not be repeated",
                 super::message::field(location, &pointer, None)
             ),
+            // The key is one of the schema's properties (unnamed keys are not coerced).
+            field: super::message::field_label(location, &pointer, |_| true),
             pointer,
             keyword: "repeated",
         });

@@ -24,33 +24,49 @@ pub(crate) fn push_violations(
 ) {
     let pointer = error.instance_path().as_str();
     let kind = error.kind();
-    let mut push = |pointer: String, keyword: &'static str, problem: String| {
-        let message = format!("{} {problem}", field(location, &pointer, Some(instance)));
-        out.push(Violation {
-            location,
-            pointer,
-            keyword,
-            message,
-        });
-    };
+    // The metrics label of the value at `pointer`; a child's label adds one segment to it.
+    let evaluation_path = error.evaluation_path().as_str();
+    let label = || field_label(location, pointer, |name| names_on(evaluation_path, name));
+    let mut push =
+        |pointer: String, field_label: String, keyword: &'static str, problem: String| {
+            let message = format!("{} {problem}", field(location, &pointer, Some(instance)));
+            out.push(Violation {
+                location,
+                pointer,
+                field: field_label,
+                keyword,
+                message,
+            });
+        };
     match kind {
         ValidationErrorKind::Required { property } => {
             let name = property
                 .as_str()
                 .map_or_else(|| property.to_string(), str::to_string);
-            push(child(pointer, &name), "required", "is required".to_string());
+            // The name comes from the schema's `required`.
+            let field = format!("{}.{name}", label());
+            push(
+                child(pointer, &name),
+                field,
+                "required",
+                "is required".to_string(),
+            );
         }
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let keyword = keyword_of(kind);
+            // The names are the client's: one label for them all.
+            let field = format!("{}.*", label());
             for name in unexpected {
-                push(child(pointer, name), keyword, "is not allowed".to_string());
+                let problem = "is not allowed".to_string();
+                push(child(pointer, name), field.clone(), keyword, problem);
             }
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             match explain_alternatives(pointer, context) {
                 Alternatives::Types(types) => {
-                    push(pointer.to_string(), keyword_of(kind), type_problem(&types));
+                    let problem = type_problem(&types);
+                    push(pointer.to_string(), label(), keyword_of(kind), problem);
                 }
                 Alternatives::Branch(errors) => {
                     for inner in errors {
@@ -59,13 +75,56 @@ pub(crate) fn push_violations(
                 }
                 Alternatives::Unclear => push(
                     pointer.to_string(),
+                    label(),
                     keyword_of(kind),
                     format!("is invalid ({})", keyword_of(kind)),
                 ),
             }
         }
-        _ => push(pointer.to_string(), keyword_of(kind), problem(kind)),
+        _ => push(
+            pointer.to_string(),
+            label(),
+            keyword_of(kind),
+            problem(kind),
+        ),
     }
+}
+
+/// A field's metrics label (`body.filter.channelTypes[*]`): the location, then per segment of
+/// `pointer` `[*]` for an array index, `.name` for a property the schema names (`named`
+/// says which), and `.*` for a key the client chose (one under `additionalProperties` or
+/// `patternProperties`). Labels are thus spelled from the schema alone: a client sending a
+/// thousand distinct keys adds one series, not a thousand.
+pub(crate) fn field_label(
+    location: Location,
+    pointer: &str,
+    named: impl Fn(&str) -> bool,
+) -> String {
+    let mut out = String::from(location.as_str());
+    for segment in pointer.split('/').skip(1) {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str("[*]");
+        } else if named(segment) {
+            out.push('.');
+            out.push_str(&segment.replace("~1", "/").replace("~0", "~"));
+        } else {
+            out.push_str(".*");
+        }
+    }
+    out
+}
+
+/// Whether `segment` (escaped as in a JSON pointer) is a property name the schema spells on
+/// `evaluation_path`: the token after a `properties` keyword.
+fn names_on(evaluation_path: &str, segment: &str) -> bool {
+    let mut tokens = evaluation_path.split('/').skip(1);
+    while let Some(token) = tokens.next() {
+        // The name after `properties` is consumed here, so it is never read as a keyword.
+        if token == "properties" && tokens.next() == Some(segment) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What the branches of a failed `anyOf`/`oneOf` say together.

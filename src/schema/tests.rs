@@ -88,12 +88,14 @@ fn required_names_the_missing_property() {
             Violation {
                 location: Location::Body,
                 pointer: "/name".into(),
+                field: "body.name".into(),
                 keyword: "required",
                 message: "body.name is required".into(),
             },
             Violation {
                 location: Location::Body,
                 pointer: "/a~1b".into(),
+                field: "body.a/b".into(),
                 keyword: "required",
                 message: "body.a/b is required".into(),
             },
@@ -278,6 +280,62 @@ fn messages_never_echo_values() {
     }
 }
 
+/// The metrics label of each violation names only what the schema names: keys the client
+/// chose (under `additionalProperties`, `patternProperties`, or unexpected) are `*`, indices
+/// `[*]`, through `$ref` and a nullable `anyOf` alike.
+#[test]
+fn field_labels_are_spelled_from_the_schema() {
+    let schema = compile(json!({
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "integer"},
+            "filter": {"properties": {"channelTypes": {"items": {"type": "string"}}}},
+            "tags": {"additionalProperties": {"type": "integer"}},
+            "labels": {"patternProperties": {"^x": {"type": "integer"}}},
+            "maybe": {"anyOf": [
+                {"type": "null"},
+                {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+            ]},
+            "items": {"$ref": "#/$defs/items"},
+            "a/b": {"type": "integer"}
+        },
+        "additionalProperties": false,
+        "$defs": {"items": {"items": {"properties": {"sku": {"type": "string"}}}}}
+    }));
+    let found = schema.violations(
+        Location::Body,
+        &json!({
+            "filter": {"channelTypes": ["a", 7]},
+            "tags": {"client-key-1": "x", "12": "y"},
+            "labels": {"x-client": "y"},
+            "maybe": {},
+            "items": [{"sku": 1}],
+            "a/b": "x",
+            "unknown": true,
+            "unknown-too": true
+        }),
+    );
+    let mut fields: Vec<&str> = found.iter().map(|v| v.field.as_str()).collect();
+    fields.sort_unstable();
+    fields.dedup();
+    assert_eq!(
+        fields,
+        [
+            "body.*",
+            "body.a/b",
+            "body.filter.channelTypes[*]",
+            "body.id",
+            "body.items[*].sku",
+            "body.labels.*",
+            "body.maybe.n",
+            "body.tags.*",
+            "body.tags[*]",
+        ],
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn field_paths() {
     let schema = compile(json!({"properties": {
@@ -443,6 +501,7 @@ fn query_repeated_scalar_is_a_violation() {
         [Violation {
             location: Location::Query,
             pointer: "/limit".into(),
+            field: "query.limit".into(),
             keyword: "repeated",
             message: "query.limit must not be repeated".into(),
         }]

@@ -35,6 +35,12 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "invalid size \"lots\"",
     ),
     (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\ndefaults:\n  limits:\n    backlog: 0\n",
+        7,
+        "defaults.limits.backlog",
+        "must be at least 1",
+    ),
+    (
         "listeners:\n  - address: ${SCHEMAGATE_TEST_SURELY_UNSET_VAR}\nupstreams: {}\nroutes: []\n",
         2,
         "listeners[0].address",

@@ -31,7 +31,7 @@ fn config(upstream: &str) -> String {
 
 /// A misbehaving upstream: `serve` runs for every accepted connection, with the connection's
 /// number (from 0) and the count of request heads read so far on any connection.
-struct Rogue {
+pub(crate) struct Rogue {
     addr: SocketAddr,
     heads: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -69,7 +69,7 @@ impl Rogue {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -112,7 +112,7 @@ async fn read_request(stream: &mut TcpStream, heads: &AtomicUsize) -> Option<Str
 
 /// An upstream that reads a request and answers `bytes`, then closes the connection
 /// (with a reset when `reset`).
-async fn answers(bytes: &'static [u8], reset: bool) -> Rogue {
+pub(crate) async fn answers(bytes: &'static [u8], reset: bool) -> Rogue {
     Rogue::start(move |mut stream, _, heads| async move {
         if read_request(&mut stream, &heads).await.is_some() {
             let _ = stream.write_all(bytes).await;

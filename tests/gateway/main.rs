@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod core;
+mod edge;
 mod faults;
 mod hostile;
 mod hot_reload;

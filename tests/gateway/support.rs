@@ -218,8 +218,8 @@ impl TestGateway {
     ) -> (TestGateway, Option<Arc<schemagate::reload::Reloader>>) {
         let clock = schemagate::ratelimit::GatewayClock::real();
         let (dir, snapshot) = write_and_load(yaml, files, &clock);
-        let loader = reloadable
-            .then(|| schemagate::reload::Loader::new(dir.path().join("gateway.yaml")));
+        let loader =
+            reloadable.then(|| schemagate::reload::Loader::new(dir.path().join("gateway.yaml")));
         TestGateway::from_snapshot(snapshot, dir, loader).await
     }
 
