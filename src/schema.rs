@@ -16,6 +16,7 @@ mod coerce;
 mod json;
 mod load;
 mod message;
+mod number;
 
 use std::fmt;
 use std::path::Path;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use json::{parse_body, BodyError, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
+pub use number::{NumberProblem, MAX_LITERAL_LEN};
 
 use coerce::Plan;
 use load::{LocalRetriever, Scanned};
