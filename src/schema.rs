@@ -67,8 +67,10 @@ pub struct Violation {
     /// JSON pointer of the offending value in the location's object; for `required`, the
     /// pointer the missing property would have.
     pub pointer: String,
-    /// The schema keyword that failed (`required`, `type`, `minimum`, ...), or `repeated` for a
-    /// query key or header that occurs more than once where the schema does not say array.
+    /// The schema keyword that failed (`required`, `type`, `minimum`, ...), `repeated` for a
+    /// query key or header that occurs more than once where the schema does not say array, or
+    /// `precision` for a query, header or path value read as a number that is not exactly the
+    /// 64-bit float it is read as.
     pub keyword: &'static str,
     /// The full text: `body.channel_id must be >= 1`.
     pub message: String,

@@ -48,6 +48,18 @@ impl NumberProblem {
             NumberProblem::TooLong => format!("is longer than {MAX_LITERAL_LEN} characters"),
         }
     }
+
+    /// The requirement, worded to follow a field (`query.perPage must be ...`).
+    pub fn requirement(self) -> String {
+        match self {
+            NumberProblem::Inexact => {
+                "must be a number that round-trips through a 64-bit float".to_string()
+            }
+            NumberProblem::TooLong => {
+                format!("must be a number of at most {MAX_LITERAL_LEN} characters")
+            }
+        }
+    }
 }
 
 /// Exact powers of ten as doubles: 10^22 is the largest that a double holds exactly.

@@ -452,6 +452,63 @@ fn query_repeated_scalar_is_a_violation() {
 }
 
 #[test]
+fn query_and_header_numbers_are_as_written() {
+    let schema = query_schema();
+    let precision = |pointer: &str, message: &str| Violation {
+        location: Location::Query,
+        pointer: pointer.into(),
+        keyword: "precision",
+        message: message.into(),
+    };
+    for &(literal, as_written) in NUMBERS {
+        let query = format!("limit={}", literal.replace('+', "%2B"));
+        let (value, found) = schema.coerce_query(Some(&query));
+        assert!(value["limit"].is_number(), "{literal}: {value}");
+        if as_written {
+            assert!(found.is_empty(), "{literal}: {found:?}");
+        } else {
+            assert_eq!(
+                found,
+                [precision(
+                    "/limit",
+                    "query.limit must be a number that round-trips through a 64-bit float"
+                )],
+                "{literal}"
+            );
+        }
+    }
+    // Each item of a repeated key, and a literal too long to read.
+    let long = format!("0.{}", "9".repeat(1_000_000));
+    let (_, found) = schema.coerce_query(Some(&format!(
+        "ids=1&ids=1.0000000000000001&ids=2&ratio={long}"
+    )));
+    assert_eq!(
+        found,
+        [
+            precision(
+                "/ids/1",
+                "query.ids[1] must be a number that round-trips through a 64-bit float"
+            ),
+            precision(
+                "/ratio",
+                "query.ratio must be a number of at most 64 characters"
+            ),
+        ]
+    );
+    // Headers go through the same coercion.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-count",
+        http::HeaderValue::from_static("0.99999999999999999"),
+    );
+    let (_, found) = header_schema().coerce_headers(&headers);
+    assert_eq!(
+        found.iter().map(|v| v.message.as_str()).collect::<Vec<_>>(),
+        ["header.X-Count must be a number that round-trips through a 64-bit float"]
+    );
+}
+
+#[test]
 fn query_json_text_for_objects_and_arrays_of_objects() {
     let schema = query_schema();
     let (value, found) = schema.coerce_query(Some(
