@@ -16,6 +16,7 @@ mod coerce;
 mod json;
 mod load;
 mod message;
+mod number;
 
 use std::fmt;
 use std::path::Path;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use json::{parse_body, BodyError, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
+pub use number::{NumberProblem, MAX_LITERAL_LEN};
 
 use coerce::Plan;
 use load::{LocalRetriever, Scanned};
@@ -68,8 +70,10 @@ pub struct Violation {
     /// The field as the `rejected_fields` metric labels it (`body.items[*].id`), spelled from
     /// the schema alone: a key the client chose is `*`.
     pub field: String,
-    /// The schema keyword that failed (`required`, `type`, `minimum`, ...), or `repeated` for a
-    /// query key or header that occurs more than once where the schema does not say array.
+    /// The schema keyword that failed (`required`, `type`, `minimum`, ...), `repeated` for a
+    /// query key or header that occurs more than once where the schema does not say array, or
+    /// `precision` for a query, header or path value read as a number that is not exactly the
+    /// 64-bit float it is read as.
     pub keyword: &'static str,
     /// The full text: `body.channel_id must be >= 1`.
     pub message: String,

@@ -10,13 +10,16 @@
 //! Per value, the order of preference is: null (for an empty value or `null`), boolean
 //! (`true`/`false`), number (JSON number syntax; `1.0` is a number the schema treats as an
 //! integer), object or array (JSON text), and finally the string as sent. Anything that does not
-//! coerce stays a string, so the schema reports the type error.
+//! coerce stays a string, so the schema reports the type error. A number that is not exactly
+//! the double it is read as (`0.99999999999999999`, see [`super::number`]) is a violation
+//! (`precision`), as a body's would be a 400.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
+use super::number::{self, NumberProblem};
 use super::{json, Location, Violation};
 
 /// How deep JSON text in a query or header value may nest. Such values are small filters and
@@ -252,6 +255,11 @@ fn property_value(
                 .collect(),
         );
     };
+    let at = |index: Option<usize>| Field {
+        location,
+        key,
+        index,
+    };
     if shape.types.has(Types::ARRAY) {
         if let [single] = values {
             // A scalar type listed beside `array` takes a single occurrence as itself.
@@ -259,6 +267,7 @@ fn property_value(
             if !scalar.is_empty() {
                 let value = coerce(single, scalar);
                 if scalar.has(Types::STRING) || !value.is_string() {
+                    at(None).check_number(single, &value, violations);
                     return value;
                 }
             }
@@ -274,7 +283,17 @@ fn property_value(
                 }
             }
         }
-        return Value::Array(values.iter().map(|raw| coerce(raw, shape.items)).collect());
+        return Value::Array(
+            values
+                .iter()
+                .enumerate()
+                .map(|(index, raw)| {
+                    let value = coerce(raw, shape.items);
+                    at(Some(index)).check_number(raw, &value, violations);
+                    value
+                })
+                .collect(),
+        );
     }
     if values.len() > 1 {
         let pointer = format!("/{}", super::message::escape_pointer_segment(key));
@@ -292,9 +311,54 @@ fn property_value(
     }
     // The first occurrence stands for the key, so that its other problems are reported too.
     // Callers never pass an empty list; `Null` only keeps this free of a panicking index.
-    values
-        .first()
-        .map_or(Value::Null, |first| coerce(first, shape.types))
+    values.first().map_or(Value::Null, |first| {
+        let value = coerce(first, shape.types);
+        at(None).check_number(first, &value, violations);
+        value
+    })
+}
+
+/// Where a coerced value goes: the key and, for an item of a repeated key, its index.
+struct Field<'k> {
+    location: Location,
+    key: &'k str,
+    index: Option<usize>,
+}
+
+impl Field<'_> {
+    /// Adds the violation of a number coerced from `raw` that is not as written: the value
+    /// stays the number, so the schema's own checks are reported beside it. Integers serde_json
+    /// holds exactly are not looked at.
+    fn check_number(&self, raw: &Raw<'_>, value: &Value, violations: &mut Vec<Violation>) {
+        let Value::Number(coerced) = value else {
+            return;
+        };
+        let Some(double) = coerced.as_f64().filter(|_| coerced.is_f64()) else {
+            return;
+        };
+        if let Err(problem) = number::check(raw.text.as_bytes(), double) {
+            violations.push(self.violation(problem));
+        }
+    }
+
+    fn violation(&self, problem: NumberProblem) -> Violation {
+        let mut pointer = format!("/{}", super::message::escape_pointer_segment(self.key));
+        let mut name = super::message::field(self.location, &pointer, None);
+        // The key is one of the schema's properties (unnamed keys are not coerced); an index
+        // in a repeated key is not part of the label.
+        let field = super::message::field_label(self.location, &pointer, |_| true);
+        if let Some(index) = self.index {
+            pointer.push_str(&format!("/{index}"));
+            name.push_str(&format!("[{index}]"));
+        }
+        Violation {
+            location: self.location,
+            message: format!("{name} {}", problem.requirement()),
+            field,
+            pointer,
+            keyword: "precision",
+        }
+    }
 }
 
 /// One string read as the most specific of `types` it spells (see the module docs).

@@ -6,12 +6,22 @@
 //! so this module builds the `Value` with its own `DeserializeSeed`: it rejects duplicate keys
 //! at any depth and stops nesting at the caller's limit, before serde_json's own guard and long
 //! before the stack could overflow.
+//!
+//! It also refuses a number that serde_json reads as a double which prints as another decimal
+//! (`0.99999999999999999` is read as `1.0`; see [`super::number`]), or whose literal is too long.
+//! serde_json hands a visitor only the double, so the visitor finds the literal in the text
+//! itself, in the same pass: every string serde_json borrows from the text (keys and values
+//! without escapes) tells where parsing has got to, and from there a short scan over
+//! punctuation, whitespace and the rare escaped string reaches the number. Integers that
+//! serde_json holds exactly are only counted, so a body without fractions scans nothing.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use super::number::{self, NumberProblem};
 
 /// The deepest nesting serde_json itself accepts: it counts down from 128 and fails when the
 /// count reaches zero, so 127 nested containers parse and the 128th is refused. A configured
@@ -36,6 +46,12 @@ pub enum BodyError {
     DuplicateKey { key_pointer: String },
     /// Containers nest deeper than `limit` levels (`[]` is one level).
     TooDeep { limit: usize },
+    /// A number is not exactly the double it is read as, or its literal is too long;
+    /// `pointer` is the JSON pointer of the number (empty when the body is the number).
+    Number {
+        pointer: String,
+        problem: NumberProblem,
+    },
 }
 
 impl fmt::Display for BodyError {
@@ -53,6 +69,14 @@ impl fmt::Display for BodyError {
             BodyError::TooDeep { limit } => {
                 write!(f, "request body nests deeper than {limit} levels")
             }
+            BodyError::Number { pointer, problem } => {
+                let problem = problem.describe();
+                if pointer.is_empty() {
+                    write!(f, "request body is a number that {problem}")
+                } else {
+                    write!(f, "request body has a number at {pointer} that {problem}")
+                }
+            }
         }
     }
 }
@@ -63,8 +87,10 @@ impl std::error::Error for BodyError {}
 ///
 /// Rejects, in this order: an empty body, bytes that are not UTF-8, then in one pass anything
 /// that is not exactly one JSON value (a BOM, single quotes, trailing commas, trailing data),
-/// duplicate object keys at any depth, and nesting deeper than `max_depth` (capped at
-/// [`SERDE_JSON_MAX_DEPTH`]). The error never carries body content except a JSON pointer.
+/// duplicate object keys at any depth, nesting deeper than `max_depth` (capped at
+/// [`SERDE_JSON_MAX_DEPTH`]), and numbers that are not exactly the double they are read as or
+/// are longer than [`number::MAX_LITERAL_LEN`]. The error never carries body content except a
+/// JSON pointer.
 pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Value, BodyError> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(BodyError::InvalidUtf8);
@@ -83,6 +109,9 @@ pub(crate) fn parse_str(text: &str, max_depth: usize) -> Result<Value, BodyError
     let state = State {
         max_depth: limit,
         failure: RefCell::new(None),
+        text,
+        cursor: Cell::new(0),
+        pending: Cell::new(0),
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let parsed = ValueSeed {
@@ -99,6 +128,16 @@ pub(crate) fn parse_str(text: &str, max_depth: usize) -> Result<Value, BodyError
                 reversed.reverse();
                 BodyError::DuplicateKey {
                     key_pointer: pointer_of(&reversed),
+                }
+            }
+            Some(Failure::Number {
+                problem,
+                mut reversed,
+            }) => {
+                reversed.reverse();
+                BodyError::Number {
+                    pointer: pointer_of(&reversed),
+                    problem,
                 }
             }
             None => syntax_error(&error, limit),
@@ -161,35 +200,156 @@ enum Failure {
     Duplicate {
         reversed: Vec<Segment>,
     },
+    /// A refused number; `reversed` is built as for `Duplicate`, from the number's own
+    /// segment (added by its container) up.
+    Number {
+        problem: NumberProblem,
+        reversed: Vec<Segment>,
+    },
 }
 
-struct State {
+struct State<'t> {
     max_depth: usize,
     failure: RefCell<Option<Failure>>,
+    /// The whole text being parsed, where number literals are found.
+    text: &'t str,
+    /// A byte offset in `text` at or before the next token serde_json has not yet handed
+    /// over, with only `pending` numbers between the two: it moves past each string borrowed
+    /// from the text and each number checked, so it only ever moves forward.
+    cursor: Cell<usize>,
+    /// Integers visited since `cursor` was last moved (not located: serde_json holds them
+    /// exactly, so they need no check, and are skipped only if a double follows).
+    pending: Cell<usize>,
 }
 
-impl State {
+impl State<'_> {
     fn fail<E: de::Error>(&self, failure: Failure) -> E {
         *self.failure.borrow_mut() = Some(failure);
         E::custom("rejected by the gateway's JSON rules")
     }
 
-    /// Records `segment` as part of the duplicate key's path while an error unwinds.
+    /// Records `segment` as part of the duplicate key's or refused number's path while an
+    /// error unwinds.
     fn unwind(&self, segment: impl FnOnce() -> Segment) {
-        if let Some(Failure::Duplicate { reversed }) = self.failure.borrow_mut().as_mut() {
+        if let Some(Failure::Duplicate { reversed } | Failure::Number { reversed, .. }) =
+            self.failure.borrow_mut().as_mut()
+        {
             reversed.push(segment());
+        }
+    }
+
+    /// Moves the cursor past `string` when it is borrowed from the text (serde_json lends
+    /// every string without escapes), just after its closing quote.
+    fn passed(&self, string: &str) {
+        let offset = (string.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        if offset <= self.text.len() && string.len() < self.text.len() - offset {
+            self.cursor.set(offset + string.len() + 1);
+            self.pending.set(0);
+        }
+    }
+
+    /// Checks the literal of the number serde_json has just read as `value` (the next number
+    /// after the cursor and the pending integers), and moves the cursor past it.
+    fn check_double<E: de::Error>(&self, value: f64) -> Result<(), E> {
+        let found = find_number(self.text.as_bytes(), self.cursor.get(), self.pending.get());
+        // The number serde_json read is always there; not finding it would be a bug here,
+        // and refusing the body is then the safe answer.
+        debug_assert!(
+            found.is_some(),
+            "number literal not found in {:?}",
+            self.text
+        );
+        let verdict = match found {
+            Some(Literal::Complete { start, end }) => {
+                self.cursor.set(end);
+                self.pending.set(0);
+                self.text
+                    .as_bytes()
+                    .get(start..end)
+                    .map_or(Err(NumberProblem::Inexact), |literal| {
+                        number::check(literal, value)
+                    })
+            }
+            Some(Literal::TooLong) => Err(NumberProblem::TooLong),
+            None => Err(NumberProblem::Inexact),
+        };
+        verdict.map_err(|problem| {
+            self.fail(Failure::Number {
+                problem,
+                reversed: Vec::new(),
+            })
+        })
+    }
+}
+
+/// Where a number literal is in the text.
+#[derive(Debug, PartialEq, Eq)]
+enum Literal {
+    Complete {
+        start: usize,
+        end: usize,
+    },
+    /// Longer than [`number::MAX_LITERAL_LEN`]: the scan stopped there.
+    TooLong,
+}
+
+/// Finds the number after `skip` numbers from `from`, which must be at a token boundary of
+/// valid JSON (serde_json has read past it): skips whitespace, punctuation, strings (with
+/// escapes), `true`, `false`, `null` and `skip` numbers.
+fn find_number(text: &[u8], from: usize, mut skip: usize) -> Option<Literal> {
+    let mut at = from;
+    loop {
+        match *text.get(at)? {
+            b' ' | b'\t' | b'\n' | b'\r' | b'{' | b'}' | b'[' | b']' | b',' | b':' => at += 1,
+            b'"' => {
+                at += 1;
+                loop {
+                    match *text.get(at)? {
+                        b'\\' => at += 2,
+                        b'"' => break,
+                        _ => at += 1,
+                    }
+                }
+                at += 1;
+            }
+            b't' | b'n' => at += 4,
+            b'f' => at += 5,
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                let limit = if skip == 0 {
+                    start + number::MAX_LITERAL_LEN + 1
+                } else {
+                    usize::MAX
+                };
+                while at < limit
+                    && matches!(
+                        text.get(at),
+                        Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                    )
+                {
+                    at += 1;
+                }
+                if skip == 0 {
+                    if at - start > number::MAX_LITERAL_LEN {
+                        return Some(Literal::TooLong);
+                    }
+                    return Some(Literal::Complete { start, end: at });
+                }
+                skip -= 1;
+            }
+            _ => return None,
         }
     }
 }
 
 /// Builds one `Value` at nesting level `depth` (the number of containers around it).
 #[derive(Clone, Copy)]
-struct ValueSeed<'s> {
+struct ValueSeed<'s, 't> {
     depth: usize,
-    state: &'s State,
+    state: &'s State<'t>,
 }
 
-impl ValueSeed<'_> {
+impl ValueSeed<'_, '_> {
     /// The seed for the members of a container opened at this level, or the depth failure.
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         let depth = self.depth + 1;
@@ -203,7 +363,7 @@ impl ValueSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -211,7 +371,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -227,17 +387,25 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        self.state.pending.set(self.state.pending.get() + 1);
         Ok(Value::from(value))
     }
 
     fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        self.state.pending.set(self.state.pending.get() + 1);
         Ok(Value::from(value))
     }
 
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
+        self.state.check_double(value)?;
         // JSON text cannot spell a non-finite number, so the `Null` fallback of `Value::from`
         // is never taken for input serde_json accepted.
         Ok(Value::from(value))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Value, E> {
+        self.state.passed(value);
+        Ok(Value::String(value.to_owned()))
     }
 
     fn visit_str<E>(self, value: &str) -> Result<Value, E> {
@@ -262,7 +430,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let inner = self.enter()?;
         let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(KeySeed(self.state))? {
             // The duplicate is refused before its value is parsed: nothing after it matters.
             // One lookup per key: the vacant slot found here takes the value.
             let slot = match object.entry(key) {
@@ -284,5 +452,37 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             }
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// An object key, as a `String`, moving the cursor past it when it is borrowed from the text.
+struct KeySeed<'s, 't>(&'s State<'t>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = String;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<String, E> {
+        self.0.passed(value);
+        Ok(value.to_owned())
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<String, E> {
+        Ok(value.to_owned())
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<String, E> {
+        Ok(value)
     }
 }

@@ -227,6 +227,14 @@ pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
         json::BodyError::TooDeep { limit } => {
             format!("is not valid JSON: nests deeper than {limit} levels")
         }
+        json::BodyError::Number { pointer, problem } => {
+            let at = if pointer.is_empty() {
+                "the top level"
+            } else {
+                &pointer
+            };
+            format!("has a number at {at} that {}", problem.describe())
+        }
     })
 }
 

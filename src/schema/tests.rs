@@ -511,6 +511,68 @@ fn query_repeated_scalar_is_a_violation() {
 }
 
 #[test]
+fn query_and_header_numbers_are_as_written() {
+    let schema = query_schema();
+    let precision = |pointer: &str, message: &str| Violation {
+        location: Location::Query,
+        // The label names the key, never an index of a repeated one.
+        field: format!(
+            "query.{}",
+            pointer[1..].split('/').next().unwrap_or_default()
+        ),
+        pointer: pointer.into(),
+        keyword: "precision",
+        message: message.into(),
+    };
+    for &(literal, as_written) in NUMBERS {
+        let query = format!("limit={}", literal.replace('+', "%2B"));
+        let (value, found) = schema.coerce_query(Some(&query));
+        assert!(value["limit"].is_number(), "{literal}: {value}");
+        if as_written {
+            assert!(found.is_empty(), "{literal}: {found:?}");
+        } else {
+            assert_eq!(
+                found,
+                [precision(
+                    "/limit",
+                    "query.limit must be a number that round-trips through a 64-bit float"
+                )],
+                "{literal}"
+            );
+        }
+    }
+    // Each item of a repeated key, and a literal too long to read.
+    let long = format!("0.{}", "9".repeat(1_000_000));
+    let (_, found) = schema.coerce_query(Some(&format!(
+        "ids=1&ids=1.0000000000000001&ids=2&ratio={long}"
+    )));
+    assert_eq!(
+        found,
+        [
+            precision(
+                "/ids/1",
+                "query.ids[1] must be a number that round-trips through a 64-bit float"
+            ),
+            precision(
+                "/ratio",
+                "query.ratio must be a number of at most 64 characters"
+            ),
+        ]
+    );
+    // Headers go through the same coercion.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-count",
+        http::HeaderValue::from_static("0.99999999999999999"),
+    );
+    let (_, found) = header_schema().coerce_headers(&headers);
+    assert_eq!(
+        found.iter().map(|v| v.message.as_str()).collect::<Vec<_>>(),
+        ["header.X-Count must be a number that round-trips through a 64-bit float"]
+    );
+}
+
+#[test]
 fn query_json_text_for_objects_and_arrays_of_objects() {
     let schema = query_schema();
     let (value, found) = schema.coerce_query(Some(
@@ -814,6 +876,279 @@ fn body_depth_limit_is_capped_at_serde_json_guard() {
     );
     assert_eq!(parse_body(b"[]", 0), Err(BodyError::TooDeep { limit: 0 }));
     assert_eq!(parse_body(b"1", 0), Ok(json!(1)));
+}
+
+// ---- numbers as written ----
+
+/// The literals of issue 23 and their neighbours: (literal, validated as written). Integers
+/// serde_json holds exactly (`9007199254740993`, `12345678901234567891`, both within u64) are
+/// as written whatever a double makes of them; everything else must be the shortest form of
+/// its double.
+const NUMBERS: &[(&str, bool)] = &[
+    ("0.1", true),
+    ("1e2", true),
+    ("1E+2", true),
+    ("-0", true),
+    ("-0.0", true),
+    ("0e10", true),
+    ("100", true),
+    ("1", true),
+    ("1.0", true),
+    ("2e0", true),
+    ("100.000", true),
+    ("1.50E+1", true),
+    ("1.5e-7", true),
+    ("-1.5", true),
+    ("0.3", true),
+    ("0.30000000000000004", true),
+    ("0.000001", true),
+    ("1e23", true),
+    ("5e-324", true),
+    ("2.2250738585072014e-308", true),
+    ("1.7976931348623157e308", true),
+    ("-9223372036854775808", true),
+    ("18446744073709551615", true),
+    ("9007199254740993", true),
+    ("12345678901234567891", true),
+    ("18446744073709552000", true),
+    ("0.99999999999999999", false),
+    ("1.0000000000000001", false),
+    ("0.10000000000000001", false),
+    ("0.1000000000000000055511151231257827", false),
+    ("9007199254740993.0", false),
+    ("9007199254740993e0", false),
+    ("18446744073709551616", false),
+    ("-9223372036854775809", false),
+    ("123456789012345678901", false),
+    ("1e-400", false),
+    ("-1e-400", false),
+    ("2.4703282292062328e-324", false),
+];
+
+#[test]
+fn numbers_as_written_in_a_body() {
+    for &(literal, as_written) in NUMBERS {
+        let body = format!(r#"{{"n": [1, "x\"", {literal}]}}"#);
+        let got = parse(body.as_bytes());
+        if as_written {
+            assert!(got.is_ok(), "{literal}: {got:?}");
+        } else {
+            assert_eq!(
+                got,
+                Err(BodyError::Number {
+                    pointer: "/n/2".into(),
+                    problem: NumberProblem::Inexact
+                }),
+                "{literal}"
+            );
+        }
+        // The reference the fuzz target checks against agrees.
+        assert_eq!(
+            crate::fuzzing::number_as_written(literal),
+            as_written,
+            "{literal}"
+        );
+    }
+}
+
+#[test]
+fn number_check_of_doubles() {
+    // `number::check` judges the literals serde_json reads as doubles; integers in range never
+    // reach it, and as doubles these two are not as written.
+    for literal in ["9007199254740993", "12345678901234567891"] {
+        let double: f64 = literal.parse().unwrap();
+        assert_eq!(
+            number::check(literal.as_bytes(), double),
+            Err(NumberProblem::Inexact),
+            "{literal}"
+        );
+    }
+    for &(literal, as_written) in NUMBERS {
+        let double: f64 = literal.parse().unwrap();
+        let integer = literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok();
+        if !integer || literal == "-0" {
+            assert_eq!(
+                number::check(literal.as_bytes(), double).is_ok(),
+                as_written,
+                "{literal}"
+            );
+        }
+    }
+    // Not a JSON number: refused rather than guessed at.
+    assert_eq!(number::check(b"1x", 1.0), Err(NumberProblem::Inexact));
+    assert_eq!(number::check(b"1e", 1.0), Err(NumberProblem::Inexact));
+    // A double that is not the literal's at all.
+    assert_eq!(number::check(b"0.5", 0.25), Err(NumberProblem::Inexact));
+    assert_eq!(number::check(b"-0.5", 0.5), Err(NumberProblem::Inexact));
+    assert_eq!(number::check(b"0.5", 0.0), Err(NumberProblem::Inexact));
+}
+
+#[test]
+fn number_literal_length_is_bounded() {
+    let fits = format!("0.{}", "5".repeat(MAX_LITERAL_LEN - 2));
+    let long = format!("0.{}", "5".repeat(MAX_LITERAL_LEN - 1));
+    assert_eq!(fits.len(), 64);
+    // 62 significant digits: not a double's shortest form, but not too long either.
+    assert_eq!(
+        parse(fits.as_bytes()),
+        Err(BodyError::Number {
+            pointer: String::new(),
+            problem: NumberProblem::Inexact
+        })
+    );
+    let trailing_zeros = format!("0.5{}", "0".repeat(MAX_LITERAL_LEN - 3));
+    assert_eq!(parse(trailing_zeros.as_bytes()), Ok(json!(0.5)));
+    for body in [long.clone(), format!("1.{}", "0".repeat(200))] {
+        assert_eq!(
+            parse(body.as_bytes()),
+            Err(BodyError::Number {
+                pointer: String::new(),
+                problem: NumberProblem::TooLong
+            })
+        );
+    }
+    assert_eq!(
+        parse(format!(r#"{{"a": {{"b": {long}}}}}"#).as_bytes())
+            .unwrap_err()
+            .to_string(),
+        "request body has a number at /a/b that is longer than 64 characters"
+    );
+}
+
+#[test]
+fn a_million_digit_fraction_is_refused_quickly() {
+    let body = format!(
+        r#"{{"channel_id": 0.{}1, "address": "a"}}"#,
+        "9".repeat(1_000_000)
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        parse(body.as_bytes()),
+        Err(BodyError::Number {
+            pointer: "/channel_id".into(),
+            problem: NumberProblem::TooLong
+        })
+    );
+    // serde_json reads the digits once (linear); the check never reads past 65 of them.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn number_messages() {
+    assert_eq!(
+        parse(br#"{"channel_id": 0.99999999999999999}"#)
+            .unwrap_err()
+            .to_string(),
+        "request body has a number at /channel_id that does not round-trip through a 64-bit float"
+    );
+    assert_eq!(
+        parse(b"1.0000000000000001").unwrap_err().to_string(),
+        "request body is a number that does not round-trip through a 64-bit float"
+    );
+    assert_eq!(
+        parse(br#"{"a~/b": [0, {"c": 1e-999}]}"#).unwrap_err(),
+        BodyError::Number {
+            pointer: "/a~0~1b/1/c".into(),
+            problem: NumberProblem::Inexact
+        }
+    );
+}
+
+/// The literal is found however the text around it is written: escaped strings and keys
+/// (which serde_json does not lend), literals, integers, whitespace.
+#[test]
+fn number_literals_are_found_wherever_they_are() {
+    let bodies = [
+        r#"{"\u0061": 0.99999999999999999}"#,
+        r#"{"a\"b": "\"0.5\"", "n": 0.99999999999999999}"#,
+        r#"[true, false, null, 1, -2, 3, "4", "\\", 0.99999999999999999]"#,
+        "[ 1 ,\n\t2,\r\n 0.99999999999999999 ]",
+        r#"{"a": {"b": [[1e2, 0.5], {"c": 7}]}, "d": 0.99999999999999999}"#,
+        r#"{"a": 1, "b": 2, "c": 3, "d": 0.99999999999999999}"#,
+        r#"{"x": "\ud83d\ude00", "y": [1, 2], "z": 0.99999999999999999}"#,
+    ];
+    for body in bodies {
+        let got = parse(body.as_bytes());
+        assert!(
+            matches!(
+                got,
+                Err(BodyError::Number {
+                    problem: NumberProblem::Inexact,
+                    ..
+                })
+            ),
+            "{body}: {got:?}"
+        );
+        // The same body with the number as written parses.
+        let fine = body.replace("0.99999999999999999", "0.5");
+        assert!(parse(fine.as_bytes()).is_ok(), "{fine}");
+    }
+}
+
+/// Every double's shortest form, in every notation the standard library prints, is accepted;
+/// one more significant digit never is; and the check agrees with the slow reference on
+/// literals near them.
+#[test]
+fn number_check_agrees_with_the_reference() {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..10_000 {
+        let bits = next();
+        // Half of them near ordinary magnitudes, half anywhere in the range of doubles.
+        let double = if round % 2 == 0 {
+            (bits >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((bits % 24) as i32 - 8)
+        } else {
+            f64::from_bits(bits)
+        };
+        if !double.is_finite() {
+            continue;
+        }
+        for literal in [
+            format!("{double}"),
+            format!("{double:e}"),
+            format!("{double:E}"),
+            format!("{double:?}"),
+        ] {
+            if literal.len() > MAX_LITERAL_LEN {
+                continue;
+            }
+            assert_eq!(
+                number::check(literal.as_bytes(), double),
+                Ok(()),
+                "{literal}"
+            );
+            assert!(crate::fuzzing::number_as_written(&literal), "{literal}");
+        }
+        let shortest = format!("{double:e}");
+        let (digits, exponent) = shortest.split_once('e').unwrap();
+        let digits = if digits.contains('.') {
+            digits.to_string()
+        } else {
+            format!("{digits}.")
+        };
+        for extra in ["1", "5", "9", "49", "000000000001"] {
+            let literal = format!("{digits}{extra}e{exponent}");
+            let read: f64 = literal.parse().unwrap();
+            let ours = number::check(literal.as_bytes(), read).is_ok();
+            assert_eq!(
+                ours,
+                crate::fuzzing::number_as_written(&literal),
+                "{literal}"
+            );
+            // No double's shortest form has more than 17 significant digits; with 17 the
+            // literal may be a neighbour's shortest form.
+            let all: String = digits.chars().filter(char::is_ascii_digit).collect();
+            let significant = all.trim_start_matches('0').len();
+            if significant + extra.len() > 17 {
+                assert!(!ours, "{literal} ({read:e})");
+            }
+        }
+    }
 }
 
 // ---- loading ----
