@@ -9,6 +9,9 @@ mod cli;
 mod config_errors;
 mod core;
 mod faults;
+// HTTP/2 attacks (issue 23) on the binary; reads its memory and CPU time from /proc.
+#[cfg(target_os = "linux")]
+mod h2_attacks;
 mod hostile;
 mod hot_reload;
 mod limits;
