@@ -942,9 +942,11 @@ async fn a_peer_that_never_acks_keep_alive_pings_is_closed() {
 }
 
 /// 10 connections x 20 GETs of a 4 MiB answer with `SETTINGS_INITIAL_WINDOW_SIZE = 0`, the
-/// window never opened: within 3 x `write_stall` every stream is reset by the gateway
-/// (RST_STREAM; never a clean end with a short body), and the upstream connections those
-/// answers held are released.
+/// window never opened: within 3 x `write_stall` every stream ends in an error the gateway
+/// caused and never in a clean end with a short body, and the upstream connections those
+/// answers held are released. The error may be an RST_STREAM or the connection's end: hyper
+/// 1.12's server holds a polled chunk while it waits for window and polls the body no more
+/// (`PipeToSendStream`), so a timer in the body cannot reset the stream by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_held_at_a_zero_window_is_reset_and_its_upstream_released() {
     let target = Target::start(big_answer(), LIMITS).await;
@@ -966,9 +968,9 @@ async fn a_stream_held_at_a_zero_window_is_reset_and_its_upstream_released() {
             _ => None,
         })
         .max();
-    let not_reset = ends
+    let not_cut = ends
         .iter()
-        .filter(|e| !matches!(e, Stalled::Reset(..)))
+        .filter(|e| matches!(e, Stalled::Ended(_) | Stalled::Open))
         .count();
     let tally = tally(ends);
     cost.report(
@@ -980,8 +982,8 @@ async fn a_stream_held_at_a_zero_window_is_reset_and_its_upstream_released() {
         ),
     );
     assert_eq!(
-        not_reset, 0,
-        "streams held at a zero window and not reset by the gateway within 3 x write_stall: {tally}"
+        not_cut, 0,
+        "streams held at a zero window and not cut off by the gateway within 3 x write_stall: {tally}"
     );
     assert_eq!(
         open_upstream, 0,
