@@ -10,6 +10,9 @@ mod config_errors;
 mod core;
 mod edge;
 mod faults;
+// HTTP/2 attacks (issue 23) on the binary; reads its memory and CPU time from /proc.
+#[cfg(target_os = "linux")]
+mod h2_attacks;
 mod hostile;
 mod hot_reload;
 mod limits;

@@ -56,6 +56,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -66,9 +67,13 @@ impl Upstream {
         let record = Arc::clone(&seen);
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted = Arc::clone(&connections);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gauge = Arc::clone(&open);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gauge.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let closed = Arc::clone(&gauge);
                 let record = Arc::clone(&record);
                 let answer = answer.clone();
                 let service = service_fn(move |request: Request<Incoming>| {
@@ -98,6 +103,7 @@ impl Upstream {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    closed.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
@@ -105,6 +111,7 @@ impl Upstream {
             addr,
             seen,
             connections,
+            open,
         }
     }
 
@@ -119,6 +126,11 @@ impl Upstream {
     /// How many TCP connections the upstream has accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many of those connections are open now (served until the gateway closes them).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -509,6 +521,11 @@ impl Served {
             addr: addr.unwrap(),
             admin: admin.unwrap(),
         }
+    }
+
+    /// The process id, to read its memory and CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub async fn status(&self) -> serde_json::Value {
