@@ -105,16 +105,24 @@ pub enum H2Close {
     Resets,
     /// A keep-alive PING went unanswered.
     PingTimeout,
+    /// A stream's client took no data for `timeouts.write_stall`.
+    WriteStall,
 }
 
 impl H2Close {
-    const ALL: [H2Close; 3] = [H2Close::Idle, H2Close::Resets, H2Close::PingTimeout];
+    const ALL: [H2Close; 4] = [
+        H2Close::Idle,
+        H2Close::Resets,
+        H2Close::PingTimeout,
+        H2Close::WriteStall,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             H2Close::Idle => "idle",
             H2Close::Resets => "resets",
             H2Close::PingTimeout => "ping_timeout",
+            H2Close::WriteStall => "write_stall",
         }
     }
 }
@@ -214,7 +222,7 @@ impl Metrics {
         }
         registry.register(
             "h2_connections_closed",
-            "HTTP/2 connections closed by the gateway, by reason (idle, resets, ping_timeout)",
+            "HTTP/2 connections closed by the gateway, by reason (idle, resets, ping_timeout, write_stall)",
             h2_closed.clone(),
         );
         let h2_streams_reset = Family::<ReasonLabels, Counter>::default();

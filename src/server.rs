@@ -450,6 +450,7 @@ where
     let track = Arc::clone(&activity);
     let service = service_fn(move |request| {
         let in_flight = track.begin();
+        let activity = Arc::clone(&track);
         let shared = Arc::clone(&shared);
         let handling = Box::pin(proxy::handle(
             Arc::clone(&shared),
@@ -460,7 +461,9 @@ where
             let response = handling.await?;
             let in_flight = in_flight.answered();
             Ok::<_, std::convert::Infallible>(
-                response.map(|body| h2::fed(body, limits.write_stall, in_flight, shared)),
+                response.map(|body| {
+                    h2::fed(body, limits.write_stall, in_flight, activity, shared)
+                }),
             )
         }
     });

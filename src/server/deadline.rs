@@ -38,6 +38,8 @@ pub struct Activity {
     reset_cap: u32,
     /// Told once when `reset_cap` is exceeded.
     pub too_many_resets: tokio::sync::Notify,
+    /// Told when an HTTP/2 stream's client took no data for the write-stall timeout.
+    pub stalled: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -49,6 +51,7 @@ impl Activity {
             resets: AtomicU64::new(0),
             reset_cap,
             too_many_resets: tokio::sync::Notify::new(),
+            stalled: tokio::sync::Notify::new(),
         })
     }
 

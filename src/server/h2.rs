@@ -11,8 +11,10 @@
 //!   has its connection dropped at once;
 //! - every response body is fed to its stream by a small task through a one-frame channel:
 //!   when the stream takes no frame for `timeouts.write_stall`, the task drops the body (the
-//!   upstream connection is released) and the stream ends with an error, never with a short
-//!   body that looks whole. At most one frame waits beyond the client's window.
+//!   upstream connection is released) and the connection is closed, as a stalled write closes
+//!   an HTTP/1 one: hyper polls a stream at a zero window for nothing, so it cannot be reset
+//!   alone, and its client never sees a short body that looks whole. At most one frame waits
+//!   beyond the client's window.
 //!
 //! hyper's own limits (concurrent streams, header list size, pending-accept and local-error
 //! resets, keep-alive PINGs) are set in `server::http2`.
@@ -34,7 +36,7 @@ use crate::metrics::{H2Close, Metrics};
 use crate::state::Shared;
 
 /// Serves an HTTP/2 connection until it ends: closed when idle, when its client resets too
-/// many streams, and told GOAWAY when the server shuts down (`stop` turns true), after which
+/// many streams or stops taking a stream's data, and told GOAWAY when the server shuts down (`stop` turns true), after which
 /// its streams finish within the server's drain timeout.
 pub async fn serve<C>(
     connection: C,
@@ -66,6 +68,10 @@ where
                 metrics.h2_closed(H2Close::Resets);
                 return Ok(());
             }
+            () = activity.stalled.notified() => {
+                metrics.h2_closed(H2Close::WriteStall);
+                return Ok(());
+            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 graceful_shutdown(connection.as_mut());
@@ -94,11 +100,13 @@ where
 }
 
 /// `body`, fed to its HTTP/2 stream by a task that gives up when the stream takes no frame
-/// for `stall`. The request counts in flight (`in_flight`) until the task ends.
+/// for `stall` (and tells `activity`, which closes the connection). The request counts in
+/// flight (`in_flight`) until the task ends.
 pub fn fed(
     body: ResponseBody,
     stall: Duration,
     in_flight: InFlight,
+    activity: Arc<Activity>,
     shared: Arc<Shared>,
 ) -> FedBody {
     let (frames, receiver) = mpsc::channel(1);
@@ -119,8 +127,9 @@ pub fn fed(
                 Ok(_) => return,
                 Err(_) => {
                     shared.metrics.h2_stream_stalled();
+                    activity.stalled.notify_one();
                     tracing::debug!(
-                        "an HTTP/2 client took no data for the write-stall timeout; stream cut"
+                        "an HTTP/2 client took no data for the write-stall timeout; closing"
                     );
                     // Returning drops the body: its upstream connection is released.
                     return;
