@@ -461,9 +461,7 @@ where
             let response = handling.await?;
             let in_flight = in_flight.answered();
             Ok::<_, std::convert::Infallible>(
-                response.map(|body| {
-                    h2::fed(body, limits.write_stall, in_flight, activity, shared)
-                }),
+                response.map(|body| h2::fed(body, limits.write_stall, in_flight, activity, shared)),
             )
         }
     });

@@ -98,14 +98,7 @@ fn each_error_names_file_line_and_key() {
 #[test]
 fn all_semantic_errors_are_reported_together() {
     let yaml = "listeners:\n  - address: bad\nupstreams:\n  b: { url: 'ftp://x' }\nroutes:\n  - { name: r, method: GET, path: /x, upstream: nope }\n  - { name: s, method: 'B A D', path: /y, upstream: b }\n";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let errors = Snapshot::load(&path).unwrap_err();
-    let keys: Vec<_> = errors
-        .iter()
-        .map(|e| e.key.clone().unwrap_or_default())
-        .collect();
+    let (keys, errors) = error_keys(yaml);
     assert_eq!(
         keys,
         [
@@ -116,6 +109,50 @@ fn all_semantic_errors_are_reported_together() {
         ],
         "{errors:?}"
     );
+}
+
+/// A route with several problems reports each of them, not only its first.
+#[test]
+fn every_problem_of_one_route_is_reported() {
+    let yaml = r#"listeners:
+  - address: 127.0.0.1:0
+upstreams: {}
+routes:
+  - name: r
+    method: "B A D"
+    path: /x/{id}
+    upstream: nope
+    rewrite: /y/{other}
+    auth: api_key
+    rate_limit: { quota: lots }
+    timeouts: { header_read: 1s }
+"#;
+    let (keys, errors) = error_keys(yaml);
+    assert_eq!(
+        keys,
+        [
+            "routes[0].method",
+            "routes[0].upstream",
+            "routes[0].timeouts",
+            "routes[0].rewrite",
+            "routes[0].auth",
+            "routes[0].rate_limit",
+        ],
+        "{errors:?}"
+    );
+}
+
+/// Loads `yaml` (which must fail) and returns the key of each error, in order.
+fn error_keys(yaml: &str) -> (Vec<String>, Vec<schemagate::config::ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let errors = Snapshot::load(&path).unwrap_err();
+    let keys = errors
+        .iter()
+        .map(|e| e.key.clone().unwrap_or_default())
+        .collect();
+    (keys, errors)
 }
 
 #[test]
