@@ -1,14 +1,116 @@
-//! Stage 3: the body's framing, for routes with a body schema: media type (415), size (413,
-//! decided from Content-Length before reading and enforced while streaming), and reading it
-//! whole so it can be parsed and forwarded byte for byte.
+//! Stage 3, the request body, owned here from start to end: media type (415), declared
+//! length (413 before reading), the guard that holds it to the route's size and time limits
+//! (413, 408, and 400 for the client's own broken framing), then either reading it whole and
+//! parsing it as strict JSON (400), for routes with a body schema, or streaming it upstream.
+//! [`settle`] runs those steps in that order; `validate::dry_run` runs the same checks on a
+//! body it already holds.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
 
-use crate::body::BoxError;
+use crate::body::{BoxError, DownstreamBodyError, Guarded, RequestBody};
 use crate::error::GatewayError;
+use crate::snapshot::Route;
+use crate::validate::{enforce_or_report, Report};
+
+/// A request body once its framing is settled.
+pub struct Settled {
+    /// The bytes, read whole, for a route with a body schema.
+    pub bytes: Option<Bytes>,
+    /// What goes upstream: those same bytes, or the client's body streamed through.
+    pub upstream: RequestBody,
+    /// Whether the body streams (the upstream then waits longer for it: `proxy`).
+    pub streamed: bool,
+    /// The parsed body, for a route with a body schema (`None` in report-only mode when it
+    /// did not parse).
+    pub parsed: Option<Value>,
+}
+
+/// The body stage: media type, declared length, guard, read or stream, parse. In report-only
+/// mode a failed check is added to `report` and the request goes on.
+pub async fn settle<B>(
+    route: &Route,
+    headers: &HeaderMap,
+    body: B,
+    report: &mut Report,
+) -> Result<Settled, GatewayError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let media = enforce_or_report(route, accepted_media_type(route, headers), report)?;
+    // Every body is held to the route's size limit and body timeouts (413, 408), whether it
+    // is read here or streamed upstream. A failure of the client's own stream (bad chunking,
+    // a reset) is marked as such, so it is answered as the client's 400, never a 502.
+    let guarded = |body: B| {
+        let marked = body.map_err(|e| DownstreamBodyError(e.into()));
+        Guarded::new(
+            marked,
+            route.limits.body,
+            route.body_idle_timeout,
+            Some(route.body_timeout),
+        )
+    };
+    if route.schemas.body.is_some() {
+        // Read whole (within its limit) to parse it; what goes upstream is those same bytes.
+        check_declared_length(headers, route.limits.body)?;
+        let bytes = read_body(guarded(body)).await?;
+        let parsed = match media {
+            Some(had_content_type) => {
+                enforce_or_report(route, parse(route, &bytes, had_content_type), report)?
+            }
+            None => None,
+        };
+        let upstream = Full::new(bytes.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        return Ok(Settled {
+            bytes: Some(bytes),
+            upstream,
+            streamed: false,
+            parsed,
+        });
+    }
+    if body.is_end_stream() {
+        return Ok(Settled {
+            bytes: None,
+            upstream: body.map_err(Into::into).boxed_unsync(),
+            streamed: false,
+            parsed: None,
+        });
+    }
+    check_declared_length(headers, route.limits.body)?;
+    Ok(Settled {
+        bytes: None,
+        upstream: guarded(body).boxed_unsync(),
+        streamed: true,
+        parsed: None,
+    })
+}
+
+/// Before the body is read, for a route with a body schema: a declared media type it does
+/// not accept (415) or two different Content-Type headers (400). Returns whether a
+/// Content-Type was sent.
+pub fn accepted_media_type(route: &Route, headers: &HeaderMap) -> Result<bool, GatewayError> {
+    if route.schemas.body.is_none() {
+        return Ok(true);
+    }
+    check_media_type(headers)
+}
+
+/// After the body is read, for a route with a body schema: a body without Content-Type
+/// (415), then strict JSON (400).
+pub fn parse(route: &Route, bytes: &Bytes, had_content_type: bool) -> Result<Value, GatewayError> {
+    check_missing_media_type(had_content_type, bytes)?;
+    crate::schema::parse_body(bytes, route.limits.json_depth).map_err(|e| {
+        GatewayError::BadRequest {
+            message: e.to_string(),
+        }
+    })
+}
 
 /// Before reading the body: accepts `application/json` and `application/*+json`, with
 /// parameters (415 for any other media type, 400 for two different Content-Type headers).

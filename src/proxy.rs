@@ -14,16 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use crate::auth;
-use crate::body::{DownstreamBodyError, Guarded, RequestBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::config::UnderscoreHeaders;
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
@@ -313,9 +310,9 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// The stages, in the order PRODUCT.md fixes: route (404/405), auth (401), tenant for
-/// non-body sources (400/403), body size (413), framing (415/400), tenant from the body,
-/// rate limit (429), schemas (422), then forward (502/504).
+/// The stages, in the order PRODUCT.md fixes. This function is that order in code; the one
+/// description of it, with each stage's answers, is ARCHITECTURE.md's "The request's path".
+/// `validate::dry_run` runs the same stages offline minus tenant, rate limit and forward.
 fn handle_inner<'a>(
     snapshot: &'a Snapshot,
     downstream: &'a Downstream,
@@ -364,53 +361,17 @@ fn handle_inner<'a>(
             client: downstream.client_subject.as_deref(),
         };
         let mut report = validate::Report::default();
-        let media = validate::enforce_or_report(
-            route,
-            validate::precheck(route, &parts.headers),
-            &mut report,
-        )?;
-
-        // A route with a body schema reads the body whole (within its limit, 413 above it) to
-        // parse it; what goes upstream is those same bytes. Other bodies stream through.
-        // Every body is held to the route's size limit and body timeouts (413, 408), whether it
-        // is read here or streamed upstream. A failure of the client's own stream (bad chunking,
-        // a reset) is marked as such, so it is answered as the client's 400, never a 502.
-        let guarded = |body: Incoming| {
-            let marked = body.map_err(|e| DownstreamBodyError(Box::new(e)));
-            Guarded::new(
-                marked,
-                route.limits.body,
-                route.body_idle_timeout,
-                Some(route.body_timeout),
-            )
-        };
-        let mut streamed = false;
-        let (body_bytes, body): (Option<Bytes>, RequestBody) = if route.schemas.body.is_some() {
-            framing::check_declared_length(&parts.headers, route.limits.body)?;
-            let bytes = framing::read_body(guarded(body)).await?;
-            let full = Full::new(bytes.clone()).map_err(|never| match never {});
-            (Some(bytes), full.boxed_unsync())
-        } else if body.is_end_stream() {
-            (None, body.map_err(Into::into).boxed_unsync())
-        } else {
-            framing::check_declared_length(&parts.headers, route.limits.body)?;
-            streamed = true;
-            (None, guarded(body).boxed_unsync())
-        };
+        let framing::Settled {
+            bytes,
+            upstream: body,
+            streamed,
+            parsed,
+        } = framing::settle(route, &parts.headers, body, &mut report).await?;
         let view = validate::Parts {
             headers: &parts.headers,
             query: parts.uri.query(),
             params: &found.params,
-            body: body_bytes.as_ref(),
-        };
-        let parsed = match media {
-            Some(had_content_type) => validate::enforce_or_report(
-                route,
-                validate::parse(route, &view, had_content_type),
-                &mut report,
-            )?
-            .flatten(),
-            None => None,
+            body: bytes.as_ref(),
         };
 
         // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
@@ -532,6 +493,8 @@ mod tests {
 
     use std::sync::Mutex;
 
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
 

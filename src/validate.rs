@@ -1,8 +1,8 @@
-//! Validation, in two stages around the rate limit (PRODUCT.md, "Order of checks"):
-//! [`parse`] rejects a body of the wrong media type (415) or an empty, unparseable,
-//! duplicate-key, invalid UTF-8 or too deep body (400); [`check`] collects every schema
-//! violation of path, query, headers and body at once (422). Both only read the compiled
-//! snapshot: no schema is compiled and no file is read here.
+//! Validation: [`check`] collects every schema violation of path, query, headers and body at
+//! once (422), after the rate limit (PRODUCT.md, "Order of checks"); the body's own framing
+//! and parse (415, 413, 400) are `framing`'s. Also the validation mode (enforce or report)
+//! every stage's result goes through. Only reads the compiled snapshot: no schema is compiled
+//! and no file is read here.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::framing;
-use crate::schema::{self, Location, Violation};
+use crate::schema::{Location, Violation};
 use crate::snapshot::Route;
 
 /// The request parts validation looks at.
@@ -48,34 +48,6 @@ impl Report {
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
-}
-
-/// Before the body is read, for a route with a body schema: a declared media type it does
-/// not accept (415) or two different Content-Type headers (400). Returns whether a
-/// Content-Type was sent.
-pub fn precheck(route: &Route, headers: &HeaderMap) -> Result<bool, GatewayError> {
-    if route.schemas.body.is_none() {
-        return Ok(true);
-    }
-    framing::check_media_type(headers)
-}
-
-/// After the body is read: a body without Content-Type (415), then strict JSON (400).
-/// Returns the parsed body, or `None` for routes without a body schema.
-pub fn parse(
-    route: &Route,
-    parts: &Parts<'_>,
-    had_content_type: bool,
-) -> Result<Option<Value>, GatewayError> {
-    let (Some(_), Some(bytes)) = (&route.schemas.body, parts.body) else {
-        return Ok(None);
-    };
-    framing::check_missing_media_type(had_content_type, bytes)?;
-    schema::parse_body(bytes, route.limits.json_depth)
-        .map(Some)
-        .map_err(|e| GatewayError::BadRequest {
-            message: e.to_string(),
-        })
 }
 
 /// Every schema violation of path, query, headers and (parsed) body, worded up to the cap.
@@ -155,7 +127,12 @@ pub fn conclude(route: &Route, found: Findings, report: &mut Report) -> Result<(
 pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Report, GatewayError> {
     crate::auth::check(route.auth, parts.headers, keys)?;
     let mut report = Report::default();
-    let media = enforce_or_report(route, precheck(route, parts.headers), &mut report)?;
+    // The same checks as `framing::settle`, in its order, on a body already in hand.
+    let media = enforce_or_report(
+        route,
+        framing::accepted_media_type(route, parts.headers),
+        &mut report,
+    )?;
     if let Some(body) = parts.body {
         if body.len() as u64 > route.limits.body {
             return Err(GatewayError::PayloadTooLarge {
@@ -163,11 +140,13 @@ pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Repo
             });
         }
     }
-    let body = match media {
-        Some(had_content_type) => {
-            enforce_or_report(route, parse(route, parts, had_content_type), &mut report)?.flatten()
-        }
-        None => None,
+    let body = match (media, &route.schemas.body, parts.body) {
+        (Some(had_content_type), Some(_), Some(bytes)) => enforce_or_report(
+            route,
+            framing::parse(route, bytes, had_content_type),
+            &mut report,
+        )?,
+        _ => None,
     };
     conclude(route, check(route, parts, body.as_ref()), &mut report)?;
     Ok(report)
