@@ -2,7 +2,7 @@
 //! length (413 before reading), the guard that holds it to the route's size and time limits
 //! (413, 408, and 400 for the client's own broken framing), then either reading it whole and
 //! parsing it as strict JSON (400), for routes with a body schema, or streaming it upstream.
-//! [`settle`] runs those steps in that order; `validate::dry_run` runs the same checks on a
+//! [`settle`] runs those steps in that order; `proxy::dry_run` runs the same checks on a
 //! body it already holds.
 
 use bytes::{Bytes, BytesMut};

@@ -180,7 +180,7 @@ fn validate(
         params: &params,
         body: body.as_ref(),
     };
-    match schemagate::validate::dry_run(route, &snapshot.api_keys, &parts) {
+    match schemagate::proxy::dry_run(route, &snapshot.api_keys, &parts) {
         Ok(report) if report.is_empty() => {
             println!("200 forwarded: the request is valid for {route_name}");
             ExitCode::SUCCESS

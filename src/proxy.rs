@@ -312,7 +312,7 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The stages, in the order PRODUCT.md fixes. This function is that order in code; the one
 /// description of it, with each stage's answers, is ARCHITECTURE.md's "The request's path".
-/// `validate::dry_run` runs the same stages offline minus tenant, rate limit and forward.
+/// [`dry_run`] runs the same stages offline minus tenant, rate limit and forward.
 fn handle_inner<'a>(
     snapshot: &'a Snapshot,
     downstream: &'a Downstream,
@@ -485,6 +485,45 @@ fn check_head(limits: &ServerLimits, parts: &http::request::Parts) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// What the gateway would answer to a request, decided offline (`schemagate validate`):
+/// auth, body size, framing, then the schemas. `Ok` holds the report-only problems, if any.
+/// Tenants and rate limits are not applied offline.
+pub fn dry_run(
+    route: &crate::snapshot::Route,
+    keys: &[auth::ApiKey],
+    parts: &validate::Parts<'_>,
+) -> Result<validate::Report, GatewayError> {
+    auth::check(route.auth, parts.headers, keys)?;
+    let mut report = validate::Report::default();
+    // The same checks as `framing::settle`, in its order, on a body already in hand.
+    let media = validate::enforce_or_report(
+        route,
+        framing::accepted_media_type(route, parts.headers),
+        &mut report,
+    )?;
+    if let Some(body) = parts.body {
+        if body.len() as u64 > route.limits.body {
+            return Err(GatewayError::PayloadTooLarge {
+                limit: route.limits.body,
+            });
+        }
+    }
+    let body = match (media, &route.schemas.body, parts.body) {
+        (Some(had_content_type), Some(_), Some(bytes)) => validate::enforce_or_report(
+            route,
+            framing::parse(route, bytes, had_content_type),
+            &mut report,
+        )?,
+        _ => None,
+    };
+    validate::conclude(
+        route,
+        validate::check(route, parts, body.as_ref()),
+        &mut report,
+    )?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -9,9 +9,7 @@ use http::header::{HeaderMap, HeaderValue};
 
 use serde_json::Value;
 
-use crate::auth::ApiKey;
 use crate::error::GatewayError;
-use crate::framing;
 use crate::schema::{Location, Violation};
 use crate::snapshot::Route;
 
@@ -119,37 +117,6 @@ pub fn conclude(route: &Route, found: Findings, report: &mut Report) -> Result<(
         report.messages.push(violation.message);
     }
     Ok(())
-}
-
-/// What the gateway would answer to a request, decided offline (`schemagate validate`):
-/// auth, body size, framing, then the schemas. `Ok` holds the report-only problems, if any.
-/// Tenants and rate limits are not applied offline.
-pub fn dry_run(route: &Route, keys: &[ApiKey], parts: &Parts<'_>) -> Result<Report, GatewayError> {
-    crate::auth::check(route.auth, parts.headers, keys)?;
-    let mut report = Report::default();
-    // The same checks as `framing::settle`, in its order, on a body already in hand.
-    let media = enforce_or_report(
-        route,
-        framing::accepted_media_type(route, parts.headers),
-        &mut report,
-    )?;
-    if let Some(body) = parts.body {
-        if body.len() as u64 > route.limits.body {
-            return Err(GatewayError::PayloadTooLarge {
-                limit: route.limits.body,
-            });
-        }
-    }
-    let body = match (media, &route.schemas.body, parts.body) {
-        (Some(had_content_type), Some(_), Some(bytes)) => enforce_or_report(
-            route,
-            framing::parse(route, bytes, had_content_type),
-            &mut report,
-        )?,
-        _ => None,
-    };
-    conclude(route, check(route, parts, body.as_ref()), &mut report)?;
-    Ok(report)
 }
 
 /// The header that tells the upstream, in report-only mode, what would have been rejected.
