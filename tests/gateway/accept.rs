@@ -44,9 +44,15 @@ async fn accept_backs_off_on_emfile_and_recovers() {
     let config = dir.path().join("gateway.yaml");
     std::fs::write(
         &config,
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         upstreams:\n  demo:\n    url: mock\n    mock: { status: 200, body_file: mock.json }\n\
-         routes:\n  - { name: r, method: GET, path: /x, upstream: demo }\n",
+        r#"listeners:
+  - address: 127.0.0.1:0
+upstreams:
+  demo:
+    url: mock
+    mock: { status: 200, body_file: mock.json }
+routes:
+  - { name: r, method: GET, path: /x, upstream: demo }
+"#,
     )
     .unwrap();
     let mut child = Command::new("sh")

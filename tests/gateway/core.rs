@@ -290,9 +290,15 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
 
 #[tokio::test]
 async fn mock_upstream_answers_from_config() {
-    let yaml = "listeners:\n  - address: 127.0.0.1:0\n\
-                upstreams:\n  m:\n    url: mock\n    mock: { status: 201, body_file: answer.json }\n\
-                routes:\n  - { name: m.create, method: POST, path: /things, upstream: m }\n";
+    let yaml = r#"listeners:
+  - address: 127.0.0.1:0
+upstreams:
+  m:
+    url: mock
+    mock: { status: 201, body_file: answer.json }
+routes:
+  - { name: m.create, method: POST, path: /things, upstream: m }
+"#;
     let gw = TestGateway::start(yaml, &[("answer.json", r#"{"id": "<value>"}"#)]).await;
     let got = send(
         gw.addr,

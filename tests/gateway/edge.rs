@@ -32,10 +32,16 @@ fn serve(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Served) {
 /// `defaults:`) and `routes` (lines under `routes:`).
 fn config(upstream: &str, defaults_extra: &str, routes: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: {{ connect: 1s, response_headers: 2s, header_read: 60s }}\n\
-         {defaults_extra}\
-         upstreams:\n  backend: {{ url: \"{upstream}\" }}\nroutes:\n{routes}"
+        r#"listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+defaults:
+  timeouts: {{ connect: 1s, response_headers: 2s, header_read: 60s }}
+{defaults_extra}upstreams:
+  backend: {{ url: "{upstream}" }}
+routes:
+{routes}"#
     )
 }
 
@@ -139,9 +145,10 @@ async fn rejected_field_labels_are_the_schemas_names() {
     let strict = format!(r#"{{"type":"object",{NAMED_N},"additionalProperties":false}}"#);
     let map =
         format!(r#"{{"type":"object",{NAMED_N},"additionalProperties":{{"type":"integer"}}}}"#);
-    let routes = "  - { name: strict, method: POST, path: /strict, upstream: backend, schemas: { body: strict.json } }\n\
-                  \x20 - { name: map, method: POST, path: /map, upstream: backend, schemas: { body: map.json } }\n\
-                  \x20 - { name: query, method: GET, path: /q, upstream: backend, schemas: { query: strict.json } }\n";
+    let routes = r#"  - { name: strict, method: POST, path: /strict, upstream: backend, schemas: { body: strict.json } }
+  - { name: map, method: POST, path: /map, upstream: backend, schemas: { body: map.json } }
+  - { name: query, method: GET, path: /q, upstream: backend, schemas: { query: strict.json } }
+"#;
     let (_dir, gw) = serve(
         &config(&upstream.url(), "", routes),
         &[("schemas/strict.json", &strict), ("schemas/map.json", &map)],
@@ -281,8 +288,12 @@ async fn header_names_with_underscores_are_dropped_unless_kept() {
         ("  limits: { underscore_headers: keep }\n", true),
     ] {
         let upstream = Upstream::start(Answer::default()).await;
-        let routes = "  - name: r\n    method: GET\n    path: /x\n    upstream: backend\n    \
-                      tenant: { from: header, name: X-Tenant }\n";
+        let routes = r#"  - name: r
+    method: GET
+    path: /x
+    upstream: backend
+    tenant: { from: header, name: X-Tenant }
+"#;
         let (_dir, gw) = serve(&config(&upstream.url(), limits, routes), &[]);
         let headers = [
             ("x-tenant", "7"),

@@ -19,13 +19,11 @@ use crate::support::*;
 const RESPONSE_HEADERS_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn config(upstream: &str) -> String {
-    format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: {{ connect: 1s, response_headers: 1s, drain: 5s }}\n\
-         upstreams:\n  backend:\n    url: {upstream}\n\
-         routes:\n\
-         \x20 - {{ name: get, method: GET, path: /g, upstream: backend }}\n\
-         \x20 - {{ name: post, method: POST, path: /p, upstream: backend }}\n"
+    backend_config(
+        upstream,
+        r#"  - { name: get, method: GET, path: /g, upstream: backend }
+  - { name: post, method: POST, path: /p, upstream: backend }
+"#,
     )
 }
 

@@ -12,15 +12,20 @@ const BODY_SCHEMA: &str = r#"{"type":"object"}"#;
 /// a tenant header.
 fn config(upstream: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: {{ connect: 1s, response_headers: 2s, drain: 5s }}\n\
-         upstreams:\n  backend:\n    url: {upstream}\n\
-         routes:\n\
-         \x20 - {{ name: stream, method: POST, path: /s, upstream: backend }}\n\
-         \x20 - {{ name: checked, method: POST, path: /v, upstream: backend, schemas: {{ body: b.json }} }}\n\
-         \x20 - {{ name: plain, method: GET, path: /g, upstream: backend }}\n\
-         \x20 - {{ name: bearer, method: GET, path: /a, upstream: backend, auth: bearer }}\n\
-         \x20 - {{ name: tenant, method: GET, path: /t, upstream: backend, tenant: {{ from: header, name: X-Tenant }} }}\n"
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+  timeouts: {{ connect: 1s, response_headers: 2s, drain: 5s }}
+upstreams:
+  backend:
+    url: {upstream}
+routes:
+  - {{ name: stream, method: POST, path: /s, upstream: backend }}
+  - {{ name: checked, method: POST, path: /v, upstream: backend, schemas: {{ body: b.json }} }}
+  - {{ name: plain, method: GET, path: /g, upstream: backend }}
+  - {{ name: bearer, method: GET, path: /a, upstream: backend, auth: bearer }}
+  - {{ name: tenant, method: GET, path: /t, upstream: backend, tenant: {{ from: header, name: X-Tenant }} }}
+"#
     )
 }
 

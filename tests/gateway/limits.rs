@@ -14,13 +14,16 @@ use crate::support::*;
 /// A gateway with two routes (POST /v with a body schema, POST /s streamed) and `defaults`.
 fn config(upstream: &str, defaults: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n{defaults}\
-         upstreams:\n  backend: {{ url: '{upstream}' }}\n\
-         routes:\n\
-         \x20 - {{ name: r.v, method: POST, path: /v, upstream: backend, schemas: {{ body: s.json }} }}\n\
-         \x20 - {{ name: r.s, method: POST, path: /s, upstream: backend }}\n\
-         \x20 - {{ name: r.g, method: GET, path: /g, upstream: backend }}\n"
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+{defaults}upstreams:
+  backend: {{ url: '{upstream}' }}
+routes:
+  - {{ name: r.v, method: POST, path: /v, upstream: backend, schemas: {{ body: s.json }} }}
+  - {{ name: r.s, method: POST, path: /s, upstream: backend }}
+  - {{ name: r.g, method: GET, path: /g, upstream: backend }}
+"#
     )
 }
 
@@ -90,10 +93,15 @@ async fn oversized_heads_get_431_and_414_envelopes() {
 #[tokio::test]
 async fn a_header_limit_above_hypers_default_is_the_gateways() {
     let gw = TestGateway::start(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  limits: { headers: 150 }\n\
-         upstreams:\n  m: { url: mock, mock: { status: 200, body_file: ok.json } }\n\
-         routes:\n  - { name: r.g, method: GET, path: /g, upstream: m }\n",
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+  limits: { headers: 150 }
+upstreams:
+  m: { url: mock, mock: { status: 200, body_file: ok.json } }
+routes:
+  - { name: r.g, method: GET, path: /g, upstream: m }
+"#,
         &[("ok.json", r#"{"ok":true}"#)],
     )
     .await;
@@ -204,10 +212,15 @@ async fn a_slow_reader_gets_a_large_response_whole() {
     const SIZE: usize = 16 << 20;
     let body = format!("\"{}\"", "a".repeat(SIZE - 2));
     let gw = TestGateway::start(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: { header_read: 1s, write_stall: 5s }\n\
-         upstreams:\n  m: { url: mock, mock: { status: 200, body_file: big.json } }\n\
-         routes:\n  - { name: r.g, method: GET, path: /g, upstream: m }\n",
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+  timeouts: { header_read: 1s, write_stall: 5s }
+upstreams:
+  m: { url: mock, mock: { status: 200, body_file: big.json } }
+routes:
+  - { name: r.g, method: GET, path: /g, upstream: m }
+"#,
         &[("big.json", &body)],
     )
     .await;

@@ -14,9 +14,18 @@ const SCHEMA_MIN_5: &str =
 
 fn config(upstream: &str, extra_routes: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         upstreams:\n  backend: {{ url: '{upstream}' }}\n\
-         routes:\n  - name: r.x\n    method: POST\n    path: /x\n    upstream: backend\n    schemas: {{ body: s.json }}\n    rate_limit: {{ quota: 1/min, burst: 3 }}\n{extra_routes}"
+        r#"listeners:
+  - address: 127.0.0.1:0
+upstreams:
+  backend: {{ url: '{upstream}' }}
+routes:
+  - name: r.x
+    method: POST
+    path: /x
+    upstream: backend
+    schemas: {{ body: s.json }}
+    rate_limit: {{ quota: 1/min, burst: 3 }}
+{extra_routes}"#
     )
 }
 

@@ -312,13 +312,33 @@ impl TestGateway {
     }
 }
 
+/// A config in front of `upstream_url` as `backend`, with short timeouts and `routes` (the
+/// lines under `routes:`).
+pub fn backend_config(upstream_url: &str, routes: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+  timeouts: {{ connect: 1s, response_headers: 1s, drain: 5s }}
+upstreams:
+  backend:
+    url: {upstream_url}
+routes:
+{routes}"#
+    )
+}
+
 /// A one-route config in front of `upstream_url`, with extra route keys.
 pub fn one_route(upstream_url: &str, method: &str, path: &str, route_extra: &str) -> String {
-    format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: {{ connect: 1s, response_headers: 1s, drain: 5s }}\n\
-         upstreams:\n  backend:\n    url: {upstream_url}\n\
-         routes:\n  - name: test.route\n    method: {method}\n    path: {path}\n    upstream: backend\n{route_extra}"
+    backend_config(
+        upstream_url,
+        &format!(
+            r#"  - name: test.route
+    method: {method}
+    path: {path}
+    upstream: backend
+{route_extra}"#
+        ),
     )
 }
 

@@ -84,9 +84,19 @@ impl Pki {
 /// A TLS listener config in front of `upstream`; `tls_extra` is appended to the `tls` block.
 fn tls_config(upstream: &str, tls_extra: &str, route_extra: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ cert: certs/a.pem, key: certs/a.key }}\n{tls_extra}\
-         upstreams:\n  backend: {{ url: '{upstream}' }}\n\
-         routes:\n  - name: r.x\n    method: GET\n    path: /x\n    upstream: backend\n{route_extra}"
+        r#"listeners:
+  - address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: certs/a.pem, key: certs/a.key }}
+{tls_extra}upstreams:
+  backend: {{ url: '{upstream}' }}
+routes:
+  - name: r.x
+    method: GET
+    path: /x
+    upstream: backend
+{route_extra}"#
     )
 }
 
@@ -543,10 +553,20 @@ impl TlsUpstream {
 
 fn https_upstream_config(port: u16, tls: &str) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:0\n\
-         defaults:\n  timeouts: {{ connect: 2s, response_headers: 2s }}\n\
-         upstreams:\n  backend:\n    url: https://localhost:{port}\n    tls: {{ {tls} }}\n\
-         routes:\n  - name: r.x\n    method: GET\n    path: /x\n    upstream: backend\n"
+        r#"listeners:
+  - address: 127.0.0.1:0
+defaults:
+  timeouts: {{ connect: 2s, response_headers: 2s }}
+upstreams:
+  backend:
+    url: https://localhost:{port}
+    tls: {{ {tls} }}
+routes:
+  - name: r.x
+    method: GET
+    path: /x
+    upstream: backend
+"#
     )
 }
 
