@@ -1,26 +1,45 @@
 //! One integration-test binary: modules by capability, all over real loopback sockets.
+//! Each line says what goes there; a new test goes in the module whose line fits it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Running out of file descriptors in the accept loop (the binary under a low ulimit).
 #[cfg(target_os = "linux")]
 mod accept;
+// The admin listener: metrics, health, status, reload, token, the dashboard (chromium).
 mod admin;
+// The binary as users run it: `check`, `serve`, `validate`, SIGHUP, one worker.
 mod cli;
+// Config errors: file, line and key; every error at once.
 mod config_errors;
+// Routing, forwarding fidelity, hop-by-hop, X-Forwarded-*, request ids.
 mod core;
+// Edge defects through the binary: metric labels, CL+TE answers, backlog, underscores.
 mod edge;
+// Misbehaving upstreams (hand-written servers): resets, garbage, stalls, timeouts.
 mod faults;
-// HTTP/2 attacks (issue 23) on the binary; reads its memory and CPU time from /proc.
+// HTTP/2 attacks on the binary; reads its memory and CPU time from /proc.
 #[cfg(target_os = "linux")]
 mod h2_attacks;
+// Hostile HTTP/1 as raw bytes: smuggling, malformed heads, bare answers.
 mod hostile;
+// Hot reload through the binary on real layouts, under steady traffic.
 mod hot_reload;
+// Limits and timeouts: heads, bodies, connections, in-flight, write stalls.
 mod limits;
+// `schemagate openapi` and the document's error bodies.
 mod openapi;
+// The upstream connection pool: reuse, eviction, closed connections.
 mod pool;
+// Raw HTTP/1 framing a client library will not produce.
 mod raw;
+// Hot reload in process: new routes and schemas, broken ones refused, carry-over.
 mod reload;
+// Fixtures: upstreams, gateways (in process and the binary), requests.
 mod support;
+// API keys, tenants and per-tenant rate limits, on a fake clock.
 mod tenants;
+// TLS on both sides: ALPN, SNI, key formats, rotation, client certificates, h2 upstreams.
 mod tls;
+// Validation of the five documented endpoints, as data: request in, answer out.
 mod validation;
