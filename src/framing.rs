@@ -9,10 +9,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
 
 use crate::body::{BoxError, DownstreamBodyError, Guarded, RequestBody};
 use crate::error::GatewayError;
+use crate::schema::Parsed;
 use crate::snapshot::Route;
 use crate::validate::{enforce_or_report, Report};
 
@@ -26,7 +26,7 @@ pub struct Settled {
     pub streamed: bool,
     /// The parsed body, for a route with a body schema (`None` in report-only mode when it
     /// did not parse).
-    pub parsed: Option<Value>,
+    pub parsed: Option<Parsed>,
 }
 
 /// The body stage: media type, declared length, guard, read or stream, parse. In report-only
@@ -102,10 +102,11 @@ pub fn accepted_media_type(route: &Route, headers: &HeaderMap) -> Result<bool, G
 }
 
 /// After the body is read, for a route with a body schema: a body without Content-Type
-/// (415), then strict JSON (400).
-pub fn parse(route: &Route, bytes: &Bytes, had_content_type: bool) -> Result<Value, GatewayError> {
+/// (415), then strict JSON (400). A number that is not exactly the double it is read as is
+/// noted, not refused here: `validate` refuses it where the schema constrains it (422).
+pub fn parse(route: &Route, bytes: &Bytes, had_content_type: bool) -> Result<Parsed, GatewayError> {
     check_missing_media_type(had_content_type, bytes)?;
-    crate::schema::parse_body(bytes, route.limits.json_depth).map_err(|e| {
+    crate::schema::parse_request_body(bytes, route.limits.json_depth).map_err(|e| {
         GatewayError::BadRequest {
             message: e.to_string(),
         }

@@ -377,7 +377,10 @@ fn handle_inner<'a>(
         // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
         // limit applies before the schemas (429 before 422).
         let tenant = match &route.tenant {
-            Some(rule) => Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?),
+            Some(rule) => Some(tenant::resolve(
+                rule,
+                &tenant_inputs(parsed.as_ref().map(|p| &p.value)),
+            )?),
             None => None,
         };
         if let Some(limiter) = &route.limiter {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 use serde_json::Value;
 
-pub use json::{parse_body, BodyError, SERDE_JSON_MAX_DEPTH};
+pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
 pub use number::{NumberProblem, MAX_LITERAL_LEN};
 
@@ -398,6 +398,52 @@ impl CompiledSchema {
             } else {
                 omitted += 1;
             }
+        }
+        omitted
+    }
+
+    /// For a body with numbers that are not exactly the double they were read as
+    /// (`Parsed::inexact`): a `precision` violation for each such number where the schema
+    /// constrains it (a number type, `enum`, `const`), none where the schema leaves the
+    /// value open (a field it does not name). Found by validating the body again with each
+    /// such number replaced by a marker no constraint on a number accepts; the rare body that
+    /// needs this pays a second parse and validation. Places already reported in `out` are
+    /// not reported twice. Returns how many were left out past `cap`.
+    pub fn collect_inexact(
+        &self,
+        text: &[u8],
+        max_depth: usize,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
+        let Ok(text) = std::str::from_utf8(text) else {
+            return 0;
+        };
+        let Ok((marked, _)) = json::parse_with(text, max_depth, json::Inexact::Mark) else {
+            return 0;
+        };
+        let mut omitted = 0;
+        for error in self.validator.iter_errors(&marked) {
+            if !json::is_inexact_marker(error.instance()) {
+                continue;
+            }
+            let pointer = error.instance_path().as_str();
+            let reported = out
+                .iter()
+                .any(|v| v.location == Location::Body && v.pointer == pointer);
+            if reported {
+                continue;
+            }
+            if out.len() >= cap {
+                omitted += 1;
+                continue;
+            }
+            out.push(message::inexact_number(
+                Location::Body,
+                pointer,
+                error.evaluation_path().as_str(),
+                &marked,
+            ));
         }
         omitted
     }

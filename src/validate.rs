@@ -7,10 +7,8 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 
-use serde_json::Value;
-
 use crate::error::GatewayError;
-use crate::schema::{Location, Violation};
+use crate::schema::{Location, Parsed, Violation};
 use crate::snapshot::Route;
 
 /// The request parts validation looks at.
@@ -49,7 +47,7 @@ impl Report {
 }
 
 /// Every schema violation of path, query, headers and (parsed) body, worded up to the cap.
-pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Value>) -> Findings {
+pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Findings {
     let schemas = &route.schemas;
     let cap = route.limits.violations;
     let mut violations = Vec::new();
@@ -69,8 +67,12 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Value>) -> Findings
         violations.append(&mut found);
         omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
     }
-    if let (Some(schema), Some(value)) = (&schemas.body, body) {
-        omitted += schema.collect_violations(Location::Body, value, &mut violations, cap);
+    if let (Some(schema), Some(parsed)) = (&schemas.body, body) {
+        omitted += schema.collect_violations(Location::Body, &parsed.value, &mut violations, cap);
+        if let (true, Some(bytes)) = (parsed.inexact, parts.body) {
+            let depth = route.limits.json_depth;
+            omitted += schema.collect_inexact(bytes, depth, &mut violations, cap);
+        }
     }
     Findings {
         violations,

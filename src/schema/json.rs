@@ -103,8 +103,70 @@ pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Value, BodyError> {
     parse_str(text, max_depth)
 }
 
+/// What the parser does with a number that is not exactly the double it is read as (one
+/// whose literal is too long is always refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inexact {
+    /// Refuse the text (`BodyError::Number`): schema files, and `parse_body`.
+    Refuse,
+    /// Keep the double and note that there was one (`Parsed::inexact`).
+    Note,
+    /// Put [`inexact_marker`] in its place, so that schema validation shows where the schema
+    /// constrains such a number (a number type, `enum` or `const` fails on the marker; a
+    /// place the schema leaves open accepts it).
+    Mark,
+}
+
+/// What stands for an inexact number under [`Inexact::Mark`]: an object with one key no
+/// schema names, so it fails every number, string and array check and passes where anything
+/// goes.
+pub fn inexact_marker() -> Value {
+    serde_json::json!({ INEXACT_KEY: true })
+}
+
+/// Whether `value` is [`inexact_marker`].
+pub fn is_inexact_marker(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.len() == 1 && o.contains_key(INEXACT_KEY))
+}
+
+const INEXACT_KEY: &str = "\u{fffe}schemagate: a number not exactly a 64-bit float";
+
+/// A request body parsed with [`Inexact::Note`].
+#[derive(Debug)]
+pub struct Parsed {
+    pub value: Value,
+    /// Whether some number in it is not exactly the double it was read as.
+    pub inexact: bool,
+}
+
+/// Parses a request body as [`parse_body`] does, except that numbers not exactly a double are
+/// kept and noted (`Parsed::inexact`): they are refused only where the schema constrains them
+/// (`CompiledSchema::collect_inexact`), never in a field the schema leaves open.
+pub fn parse_request_body(bytes: &[u8], max_depth: usize) -> Result<Parsed, BodyError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(BodyError::InvalidUtf8);
+    };
+    if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let (value, inexact) = parse_with(text, max_depth, Inexact::Note)?;
+    Ok(Parsed { value, inexact })
+}
+
 /// Parses text that is known to be UTF-8; see [`parse_body`].
 pub(crate) fn parse_str(text: &str, max_depth: usize) -> Result<Value, BodyError> {
+    parse_with(text, max_depth, Inexact::Refuse).map(|(value, _)| value)
+}
+
+/// Parses text that is known to be UTF-8, doing `inexact` with inexact numbers; returns the
+/// value and whether any number was inexact.
+pub(crate) fn parse_with(
+    text: &str,
+    max_depth: usize,
+    inexact: Inexact,
+) -> Result<(Value, bool), BodyError> {
     let limit = max_depth.min(SERDE_JSON_MAX_DEPTH);
     let state = State {
         max_depth: limit,
@@ -112,6 +174,8 @@ pub(crate) fn parse_str(text: &str, max_depth: usize) -> Result<Value, BodyError
         text,
         cursor: Cell::new(0),
         pending: Cell::new(0),
+        inexact,
+        seen_inexact: Cell::new(false),
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let parsed = ValueSeed {
@@ -121,7 +185,7 @@ pub(crate) fn parse_str(text: &str, max_depth: usize) -> Result<Value, BodyError
     .deserialize(&mut deserializer)
     .and_then(|value| deserializer.end().map(|()| value));
     match parsed {
-        Ok(value) => Ok(value),
+        Ok(value) => Ok((value, state.seen_inexact.get())),
         Err(error) => Err(match state.failure.into_inner() {
             Some(Failure::TooDeep) => BodyError::TooDeep { limit },
             Some(Failure::Duplicate { mut reversed }) => {
@@ -220,6 +284,10 @@ struct State<'t> {
     /// Integers visited since `cursor` was last moved (not located: serde_json holds them
     /// exactly, so they need no check, and are skipped only if a double follows).
     pending: Cell<usize>,
+    /// What to do with an inexact number.
+    inexact: Inexact,
+    /// Whether one was seen.
+    seen_inexact: Cell<bool>,
 }
 
 impl State<'_> {
@@ -249,8 +317,9 @@ impl State<'_> {
     }
 
     /// Checks the literal of the number serde_json has just read as `value` (the next number
-    /// after the cursor and the pending integers), and moves the cursor past it.
-    fn check_double<E: de::Error>(&self, value: f64) -> Result<(), E> {
+    /// after the cursor and the pending integers), and moves the cursor past it. Returns
+    /// whether the number is exact; an inexact one is an error only under `Inexact::Refuse`.
+    fn check_double<E: de::Error>(&self, value: f64) -> Result<bool, E> {
         let found = find_number(self.text.as_bytes(), self.cursor.get(), self.pending.get());
         // The number serde_json read is always there; not finding it would be a bug here,
         // and refusing the body is then the safe answer.
@@ -273,12 +342,17 @@ impl State<'_> {
             Some(Literal::TooLong) => Err(NumberProblem::TooLong),
             None => Err(NumberProblem::Inexact),
         };
-        verdict.map_err(|problem| {
-            self.fail(Failure::Number {
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(NumberProblem::Inexact) if self.inexact != Inexact::Refuse => {
+                self.seen_inexact.set(true);
+                Ok(false)
+            }
+            Err(problem) => Err(self.fail(Failure::Number {
                 problem,
                 reversed: Vec::new(),
-            })
-        })
+            })),
+        }
     }
 }
 
@@ -397,7 +471,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
-        self.state.check_double(value)?;
+        let exact = self.state.check_double(value)?;
+        if !exact && self.state.inexact == Inexact::Mark {
+            return Ok(inexact_marker());
+        }
         // JSON text cannot spell a non-finite number, so the `Null` fallback of `Value::from`
         // is never taken for input serde_json accepted.
         Ok(Value::from(value))

@@ -114,6 +114,28 @@ pub(crate) fn field_label(
     out
 }
 
+/// The violation for a number that is not exactly the double it was read as, found where the
+/// schema constrains it (see `CompiledSchema::collect_inexact`): at `pointer` in `instance`,
+/// reached by the schema at `evaluation_path`.
+pub(crate) fn inexact_number(
+    location: Location,
+    pointer: &str,
+    evaluation_path: &str,
+    instance: &Value,
+) -> Violation {
+    Violation {
+        location,
+        pointer: pointer.to_string(),
+        field: field_label(location, pointer, |name| names_on(evaluation_path, name)),
+        keyword: "precision",
+        message: format!(
+            "{} {}",
+            field(location, pointer, Some(instance)),
+            super::number::NumberProblem::Inexact.requirement()
+        ),
+    }
+}
+
 /// Whether `segment` (escaped as in a JSON pointer) is a property name the schema spells on
 /// `evaluation_path`: the token after a `properties` keyword.
 fn names_on(evaluation_path: &str, segment: &str) -> bool {

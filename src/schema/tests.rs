@@ -1355,3 +1355,52 @@ fn patterns_the_linear_engine_cannot_run_are_load_errors() {
     let dir = dir_with(&[("s.json", json!({"pattern": "^(?=a)"}))]);
     assert!(load_err(&dir, "s.json").contains("invalid schema at /pattern"));
 }
+
+/// A body number that is not exactly its double is refused where the schema constrains it
+/// (a number type, `enum`) and left alone where the schema leaves the value open.
+#[test]
+fn inexact_numbers_count_only_where_the_schema_constrains_them() {
+    let schema = compile(json!({
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 1},
+            "e": {"enum": [1, 2]},
+            "s": {"type": "string"},
+            "free": {}
+        }
+    }));
+    let text = br#"{"n":0.99999999999999999,"e":1.0000000000000001,"s":"x","free":1.0000000000000001,"other":[0.99999999999999999]}"#;
+    let parsed = super::parse_request_body(text, 64).unwrap();
+    assert!(parsed.inexact);
+    let mut violations = Vec::new();
+    // Judged as the doubles they were read as (1.0), everything passes...
+    assert_eq!(
+        schema.collect_violations(Location::Body, &parsed.value, &mut violations, 20),
+        0
+    );
+    assert!(violations.is_empty(), "{violations:?}");
+    // ...but not as written.
+    schema.collect_inexact(text, 64, &mut violations, 20);
+    let found: Vec<_> = violations
+        .iter()
+        .map(|v| (v.pointer.as_str(), v.keyword, v.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "/e",
+                "precision",
+                "body.e must be a number that round-trips through a 64-bit float"
+            ),
+            (
+                "/n",
+                "precision",
+                "body.n must be a number that round-trips through a 64-bit float"
+            ),
+        ]
+    );
+    // An exact body notes nothing.
+    let exact = super::parse_request_body(br#"{"n":1.0,"x":0.1}"#, 64).unwrap();
+    assert!(!exact.inexact);
+}
