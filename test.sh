@@ -27,6 +27,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 
+# The shared rate-limit tests (tests/redis_limits.rs) start their own redis-server (Debian's
+# package) on a free loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server for the shared rate-limit tests..."
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends redis-server >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }
+fi
+
 # The benchmark harness is not run in CI (it takes minutes and needs nginx and wrk); CI
 # only checks that its scripts parse.
 for script in bench/*.sh; do bash -n "$script"; done
@@ -39,7 +49,7 @@ cargo clippy --locked --all-targets -- -D warnings
 # nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
 CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
 # `cargo test` alone needs nothing installed; the tests that need a tool installed above
-# (chromium, openssl) are marked `#[ignore]` and run here with the rest.
+# (chromium, openssl, redis-server) are marked `#[ignore]` and run here with the rest.
 cargo test --locked -- --include-ignored
 
 # Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by

@@ -20,6 +20,8 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 
+pub mod shared;
+
 /// The clock limiters run on: real time, or a fake one that tests advance by hand.
 #[derive(Debug, Clone)]
 pub enum GatewayClock {

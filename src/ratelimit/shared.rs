@@ -1,0 +1,306 @@
+//! Rate limits shared by several gateways through Redis (issue 18): GCRA in one atomic Lua
+//! script (`gcra.lua`) over one multiplexed connection.
+//!
+//! Built and tested against a real `redis-server` (`tests/redis_limits.rs`), but not wired to
+//! config or the request path yet. The answers are the local limiter's: [`SharedLimiter::check`]
+//! returns the same [`Outcome`] and [`LimitInfo`], computed from the script's reply.
+//!
+//! The script reads the time from Redis and decides and writes in one step, so the gateways'
+//! clocks do not matter and two gateways never both admit a tenant's last unit. Every key
+//! expires when its bucket is full again, so an idle tenant costs Redis nothing.
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{ceil_secs, LimitInfo, Outcome, QuotaSpec};
+
+/// Why a shared check gave no answer. The caller's `on_error` policy (local, allow, deny)
+/// decides what the request gets; these variants let it tell a slow Redis from a broken one.
+#[derive(Debug)]
+pub enum SharedError {
+    /// No reply within the caller's timeout (Redis slow, stopped, or still reconnecting).
+    Timeout(Duration),
+    /// Redis refused the connection or the command, or the connection broke.
+    Redis(redis::RedisError),
+    /// Redis answered, but not with the script's four integers.
+    BadReply(String),
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedError::Timeout(after) => write!(f, "redis gave no answer within {after:?}"),
+            SharedError::Redis(error) => write!(f, "redis: {error}"),
+            SharedError::BadReply(what) => {
+                write!(f, "unexpected reply from the GCRA script: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SharedError::Redis(error) => Some(error),
+            SharedError::Timeout(_) | SharedError::BadReply(_) => None,
+        }
+    }
+}
+
+impl From<redis::RedisError> for SharedError {
+    fn from(error: redis::RedisError) -> Self {
+        SharedError::Redis(error)
+    }
+}
+
+/// The script's reply, in milliseconds as Redis computed it (see `gcra.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests that could be sent now, after this one.
+    pub remaining: u64,
+    /// Until the bucket is full again, counted as `(burst - remaining) × interval`.
+    pub reset_ms: u64,
+    /// Until a request would be admitted; 0 when this one was.
+    pub retry_after_ms: u64,
+}
+
+impl Decision {
+    fn from_reply(reply: Value) -> Result<Decision, SharedError> {
+        let Value::Array(items) = reply else {
+            return Err(SharedError::BadReply(format!("{reply:?}")));
+        };
+        let numbers = items
+            .iter()
+            .map(|item| match item {
+                Value::Int(n) => u64::try_from(*n).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<u64>>>();
+        match numbers.as_deref() {
+            Some(&[allowed @ (0 | 1), remaining, reset_ms, retry_after_ms]) => Ok(Decision {
+                allowed: allowed == 1,
+                remaining,
+                reset_ms,
+                retry_after_ms,
+            }),
+            _ => Err(SharedError::BadReply(format!("{items:?}"))),
+        }
+    }
+
+    /// The local limiter's answer for the same state: `Retry-After` rounded up and at least
+    /// 1 s, `RateLimit-Reset` rounded up, `remaining` never above the burst.
+    pub fn outcome(&self, spec: &QuotaSpec) -> Outcome {
+        let limit = spec.burst;
+        let info = LimitInfo {
+            limit,
+            remaining: u32::try_from(self.remaining).unwrap_or(limit).min(limit),
+            reset_secs: ceil_secs(Duration::from_millis(self.reset_ms)),
+        };
+        if self.allowed {
+            Outcome::Allowed(info)
+        } else {
+            Outcome::Throttled {
+                info: LimitInfo {
+                    remaining: 0,
+                    ..info
+                },
+                retry_after_secs: ceil_secs(Duration::from_millis(self.retry_after_ms)).max(1),
+            }
+        }
+    }
+}
+
+/// Characters escaped in a key's parts: `{` and `}` (so a tenant cannot end or open the
+/// hash tag), `:` (so `route:tenant` splits one way only) and `%` (so escaping is reversible).
+const KEY_PART: &AsciiSet = &CONTROLS.add(b'{').add(b'}').add(b':').add(b'%');
+/// The prefix may contain `:` (`prod:schemagate`), but no brace: it sits before the tag.
+const KEY_PREFIX: &AsciiSet = &CONTROLS.add(b'{').add(b'}').add(b'%');
+
+/// The key of one tenant's bucket on one route: `{prefix}:{{route}:{tenant}}`, for example
+/// `schemagate:{orders.create:acme}`.
+///
+/// The braces are a Redis Cluster hash tag: only `route:tenant` decides the slot. A one-key
+/// script always runs on one slot; the tag is there so that keys added later for the same
+/// tenant on the same route (a tier's own bucket, a report-mode counter) land on the same
+/// slot and can be touched by the same script, while different tenants (and routes) still
+/// spread over the cluster. Tagging the route alone would put all of a route's tenants on one
+/// node; the route-wide `ceiling` is therefore a separate key and a separate call. Route and
+/// tenant are percent-escaped where they hold `{`, `}`, `:` or `%`, so two different pairs
+/// never share a key and nothing in a tenant can move the tag.
+pub fn key(prefix: &str, route: &str, tenant: &str) -> String {
+    format!(
+        "{}:{{{}:{}}}",
+        utf8_percent_encode(prefix, KEY_PREFIX),
+        utf8_percent_encode(route, KEY_PART),
+        utf8_percent_encode(tenant, KEY_PART)
+    )
+}
+
+/// How long a connection attempt may take before it counts as failed (a stopped process
+/// accepts TCP connections but never answers).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reconnection backoff: jittered, from 50 ms doubling up to 500 ms, so a restarted Redis is
+/// found again within about a second.
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+const RECONNECT_ATTEMPTS: usize = 6;
+
+/// A client of the shared GCRA buckets: one multiplexed connection (requests are pipelined
+/// on it, none holds it across an await) that reconnects by itself, and the script, sent by
+/// its SHA-1 (`EVALSHA`) and loaded again whenever Redis answers `NOSCRIPT` (after a restart
+/// or a `SCRIPT FLUSH`).
+#[derive(Clone)]
+pub struct SharedLimiter {
+    connection: ConnectionManager,
+    script: Script,
+}
+
+impl fmt::Debug for SharedLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLimiter")
+            .field("script", &self.script.get_hash())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedLimiter {
+    /// Connects to `url` (`redis://host:port/db`, `unix:///path`). Fails if the first
+    /// connection cannot be made after the reconnection attempts (about two seconds for a
+    /// refused port); later losses are repaired in the background.
+    pub async fn connect(url: &str) -> Result<SharedLimiter, SharedError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Each check carries its caller's timeout; a second, fixed one (500 ms by default)
+            // would turn a longer caller's timeout into a Redis error.
+            .set_response_timeout(None)
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY)
+            .set_number_of_retries(RECONNECT_ATTEMPTS);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(SharedLimiter {
+            connection,
+            script: Script::new(include_str!("gcra.lua")),
+        })
+    }
+
+    /// Takes one request from the bucket at `key` (see [`key`]) and answers as the local
+    /// limiter would. Never waits longer than `timeout`.
+    pub async fn check(
+        &self,
+        key: &str,
+        spec: &QuotaSpec,
+        timeout: Duration,
+    ) -> Result<Outcome, SharedError> {
+        Ok(self.decide(key, spec, timeout).await?.outcome(spec))
+    }
+
+    /// [`check`](Self::check)'s raw answer, in milliseconds.
+    pub async fn decide(
+        &self,
+        key: &str,
+        spec: &QuotaSpec,
+        timeout: Duration,
+    ) -> Result<Decision, SharedError> {
+        // The manager is a handle to the one shared connection; a clone costs an `Arc`.
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(interval_micros(spec))
+            .arg(spec.burst.max(1))
+            .arg(1);
+        let reply =
+            tokio::time::timeout(timeout, invocation.invoke_async::<Value>(&mut connection))
+                .await
+                .map_err(|_| SharedError::Timeout(timeout))??;
+        Decision::from_reply(reply)
+    }
+}
+
+/// The emission interval `per / count` in whole microseconds, at least 1: a quota finer than
+/// a million requests a second per tenant is held at that.
+fn interval_micros(spec: &QuotaSpec) -> u64 {
+    let micros = spec.per.as_micros() / u128::from(spec.count.max(1));
+    u64::try_from(micros).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_route_and_tenant_in_one_unambiguous_hash_tag() {
+        assert_eq!(
+            key("schemagate", "orders.create", "acme"),
+            "schemagate:{orders.create:acme}"
+        );
+        assert_eq!(key("prod:sg", "r", "a:b"), "prod:sg:{r:a%3Ab}");
+        // A tenant cannot close the tag early or open another one.
+        assert_eq!(key("sg", "r", "x}{y"), "sg:{r:x%7D%7By}");
+        // `a:b` + `c` and `a` + `b:c` are different buckets.
+        assert_ne!(key("sg", "a:b", "c"), key("sg", "a", "b:c"));
+        assert_ne!(key("sg", "r", "%3A"), key("sg", "r", ":"));
+    }
+
+    #[test]
+    fn intervals_in_microseconds() {
+        let spec = |text| QuotaSpec::parse(text, None).unwrap();
+        assert_eq!(interval_micros(&spec("100/s")), 10_000);
+        assert_eq!(interval_micros(&spec("6000/min")), 10_000);
+        assert_eq!(interval_micros(&spec("3/s")), 333_333);
+        assert_eq!(interval_micros(&spec("4000000/s")), 1);
+    }
+
+    #[test]
+    fn replies_map_to_the_local_limiters_outcome() {
+        let spec = QuotaSpec::parse("10/s", Some(5)).unwrap();
+        let reply = |items: &[i64]| Value::Array(items.iter().map(|n| Value::Int(*n)).collect());
+        let allowed = Decision::from_reply(reply(&[1, 4, 100, 0])).unwrap();
+        assert_eq!(
+            allowed.outcome(&spec),
+            Outcome::Allowed(LimitInfo {
+                limit: 5,
+                remaining: 4,
+                reset_secs: 1
+            })
+        );
+        let throttled = Decision::from_reply(reply(&[0, 0, 500, 37])).unwrap();
+        assert_eq!(
+            throttled.outcome(&spec),
+            Outcome::Throttled {
+                info: LimitInfo {
+                    limit: 5,
+                    remaining: 0,
+                    reset_secs: 1
+                },
+                retry_after_secs: 1,
+            }
+        );
+        let long = Decision::from_reply(reply(&[0, 0, 10_000, 2_001])).unwrap();
+        assert!(matches!(
+            long.outcome(&spec),
+            Outcome::Throttled {
+                retry_after_secs: 3,
+                ..
+            }
+        ));
+        // Malformed replies are errors, never panics.
+        for bad in [
+            reply(&[1, 2, 3]),
+            reply(&[2, 0, 0, 0]),
+            reply(&[1, -1, 0, 0]),
+            Value::Nil,
+            Value::Array(vec![Value::Nil; 4]),
+        ] {
+            assert!(matches!(
+                Decision::from_reply(bad),
+                Err(SharedError::BadReply(_))
+            ));
+        }
+    }
+}
