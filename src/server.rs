@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Sleep;
 
+use crate::body::ResponseBody;
 use crate::forward::Downstream;
 use crate::proxy;
 use crate::reload::{Loader, Reloader};
 use crate::snapshot::{ServerLimits, Snapshot};
 use crate::state::Shared;
 use crate::tls::ServerTls;
-use deadline::{Activity, HeadDeadline, Tracked};
+use deadline::{Activity, HeadDeadline, InFlight, Tracked};
 
 mod deadline;
 mod h2;
@@ -391,27 +392,10 @@ impl Connection {
                 drop(watcher);
                 ended
             } else {
-                // Boxed: hyper keeps a slot of the service future's size in every HTTP/1
-                // connection for its whole life, so unboxed, each idle connection would hold
-                // the request future's 2.3 KB. Boxed, a request allocates it and frees it
-                // when answered: ~340 instructions per request (0.5 %) for 2.2 MiB less at
-                // 1 000 idle connections. Each request counts in flight until its response
-                // body is dropped, for the head deadline.
-                let track = Arc::clone(&activity);
-                let service = service_fn(move |request| {
-                    let in_flight = track.begin();
-                    let handling = Box::pin(proxy::handle(
-                        Arc::clone(&shared),
-                        downstream.clone(),
-                        request,
-                    ));
-                    async move {
-                        let response = handling.await?;
-                        let in_flight = Some(in_flight.answered());
-                        Ok::<_, std::convert::Infallible>(
-                            response.map(|body| Tracked::new(body, in_flight)),
-                        )
-                    }
+                // Each request counts in flight until its response body is dropped, for the
+                // head deadline.
+                let service = service(shared, downstream, Arc::clone(&activity), |body, done| {
+                    Tracked::new(body, Some(done))
                 });
                 // The head is due within header_read of now (after the TLS handshake or the
                 // HTTP/2 sniff), then of each response's end.
@@ -432,6 +416,44 @@ impl Connection {
     }
 }
 
+/// The service of one connection: each request counts in flight on `activity` (dropped
+/// before its answer, it counts as a reset), is handled by `proxy::handle` in a boxed future,
+/// and has its response body wrapped by `wrap` with the request's in-flight guard, which the
+/// wrapper holds until the body is done.
+fn service<B>(
+    shared: Arc<Shared>,
+    downstream: Downstream,
+    activity: Arc<Activity>,
+    wrap: impl Fn(ResponseBody, InFlight) -> B + Clone + Send + Sync + 'static,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<B>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+where
+    B: http_body::Body + Send + 'static,
+{
+    service_fn(move |request| {
+        let in_flight = activity.begin();
+        // Boxed: hyper keeps a slot of the service future's size in every HTTP/1 connection
+        // for its whole life, so unboxed, each idle connection would hold the request
+        // future's 2.3 KB. Boxed, a request allocates it and frees it when answered: ~340
+        // instructions per request (0.5 %) for 2.2 MiB less at 1 000 idle connections.
+        let handling = Box::pin(proxy::handle(
+            Arc::clone(&shared),
+            downstream.clone(),
+            request,
+        ));
+        let wrap = wrap.clone();
+        async move {
+            let response = handling.await?;
+            let in_flight = in_flight.answered();
+            Ok::<_, std::convert::Infallible>(response.map(|body| wrap(body, in_flight)))
+        }
+    })
+}
+
 /// Serves HTTP/2 on `io` (see `h2`): each response body is fed to its stream under the write
 /// stall limit, the connection closes when idle or reset too often, and when `stop` turns
 /// true it gets GOAWAY and its streams finish.
@@ -447,24 +469,16 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let metrics_of = Arc::clone(&shared);
-    let track = Arc::clone(&activity);
-    let service = service_fn(move |request| {
-        let in_flight = track.begin();
-        let activity = Arc::clone(&track);
-        let shared = Arc::clone(&shared);
-        let handling = Box::pin(proxy::handle(
-            Arc::clone(&shared),
-            downstream.clone(),
-            request,
-        ));
-        async move {
-            let response = handling.await?;
-            let in_flight = in_flight.answered();
-            Ok::<_, std::convert::Infallible>(
-                response.map(|body| h2::fed(body, limits.write_stall, in_flight, activity, shared)),
-            )
-        }
-    });
+    let (feeding, fed_by) = (Arc::clone(&shared), Arc::clone(&activity));
+    let service = service(
+        shared,
+        downstream,
+        Arc::clone(&activity),
+        move |body, done| {
+            let (shared, activity) = (Arc::clone(&feeding), Arc::clone(&fed_by));
+            h2::fed(body, limits.write_stall, done, activity, shared)
+        },
+    );
     let connection = http2(&limits).serve_connection(io, service);
     h2::serve(
         connection,
