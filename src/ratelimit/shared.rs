@@ -372,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn redis_errors_are_logged_at_most_once_a_second() {
+        let store = SharedStore::new(StoreSettings {
+            url: "redis://127.0.0.1:1/0".to_string(),
+            timeout: Duration::from_millis(50),
+            on_error: OnRedisError::Local,
+            key_prefix: "sg".to_string(),
+        });
+        let error = SharedError::Timeout(Duration::from_millis(50));
+        for _ in 0..100 {
+            store.warn("r", &error);
+        }
+        // The first was logged; the other 99 wait to be counted in the next line.
+        assert_eq!(store.unlogged.load(Ordering::Relaxed), 99);
+        assert_ne!(store.last_warning.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn intervals_in_microseconds() {
         let spec = |text| QuotaSpec::parse(text, None).unwrap();
         assert_eq!(interval_micros(&spec("100/s")), 10_000);
