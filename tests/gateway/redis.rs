@@ -166,6 +166,7 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
     }
 
     redis.kill();
+    let killed = Instant::now();
     // 30 requests at once through each gateway: traffic, not one request at a time (which
     // at 50 ms each would stay within the local quota).
     let (allowed, slow_allow) = burst(allow.addr, "a").await;
@@ -198,6 +199,12 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
     );
     assert!((10..=13).contains(&ok), "local admitted {ok} of 30");
 
+    // Down longer than the connection manager's own reconnection attempts (about 2 s), so
+    // that requests must start it reconnecting again.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed())).await;
+    for gateway in [&allow, &late] {
+        assert_eq!(get(gateway.addr, "still-down").await.status, 200);
+    }
     let _redis = RedisServer::start_on(port);
     let back = Instant::now();
     loop {
