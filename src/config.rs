@@ -44,6 +44,52 @@ pub struct RawConfig {
     /// Access and event logs.
     #[serde(default)]
     pub logging: RawLogging,
+    /// The Redis that routes with `rate_limit.store: redis` share their buckets through.
+    #[serde(default)]
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `redis:`, the store of rate limits shared by several gateways. `cluster` and
+/// `password_file` are not built yet, so they are unknown fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host:port/db` or `unix:///path`.
+    pub url: Spanned<Text>,
+    /// Longest one Redis operation (and the first connection) may take; past it, `on_error`
+    /// decides. Default 50ms.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// What a request gets when Redis gives no answer: `local` [default], `allow`, `deny`.
+    #[serde(default)]
+    pub on_error: OnRedisError,
+    /// Keys are `{prefix}:{route:tenant}`. Default `schemagate`.
+    #[serde(default)]
+    pub key_prefix: Option<Text>,
+}
+
+/// What a request on a `store: redis` route gets when Redis gives no answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// This gateway's own limiter with the route's quota decides.
+    #[default]
+    Local,
+    /// Forwarded, without `RateLimit-*` headers.
+    Allow,
+    /// 503 with `Retry-After: 1`.
+    Deny,
+}
+
+/// Where a route's buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// In this process: each gateway counts alone.
+    #[default]
+    Local,
+    /// In the `redis:` store, shared by every gateway using it.
+    Redis,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +184,9 @@ pub struct RawRateLimit {
     /// Most tenants tracked at once; more share one overflow bucket. Default 100000.
     #[serde(default)]
     pub max_tenants: Option<usize>,
+    /// `local` [default]: this process's buckets; `redis`: shared through `redis:`.
+    #[serde(default)]
+    pub store: Store,
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,6 +93,11 @@ pub struct Metrics {
     /// Request header fields removed before any stage read them, `reason="underscore"`
     /// (`limits.underscore_headers: drop`); the one series, resolved once.
     pub dropped_underscore_headers: Counter,
+    /// Checks sent to Redis by routes with `store: redis`, answered or not.
+    pub redis_calls: Counter,
+    /// Redis checks that gave no answer (so `on_error` decided), by `reason`: `timeout`,
+    /// `redis` (refused, broken connection, command error) or `reply` (malformed).
+    pub redis_errors: Family<ReasonLabels, Counter>,
     in_flight_now: AtomicI64,
 }
 
@@ -243,6 +248,18 @@ impl Metrics {
             "Request header fields removed before the gateway read them, by reason (underscore)",
             dropped_headers,
         );
+        let redis_calls = Counter::default();
+        registry.register(
+            "redis_calls",
+            "Shared rate-limit checks sent to Redis (routes with store: redis)",
+            redis_calls.clone(),
+        );
+        let redis_errors = Family::default();
+        registry.register(
+            "redis_errors",
+            "Shared rate-limit checks Redis gave no answer to, so on_error decided, by reason (timeout, redis, reply)",
+            redis_errors.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -268,6 +285,8 @@ impl Metrics {
             h2_closed,
             h2_streams_reset,
             dropped_underscore_headers,
+            redis_calls,
+            redis_errors,
             in_flight_now: AtomicI64::new(0),
         }
     }

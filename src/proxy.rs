@@ -21,7 +21,7 @@ use pin_project_lite::pin_project;
 
 use crate::auth;
 use crate::body::ResponseBody;
-use crate::config::UnderscoreHeaders;
+use crate::config::{OnRedisError, Store, UnderscoreHeaders};
 use crate::error::GatewayError;
 use crate::forward::{self, Downstream, X_REQUEST_ID};
 use crate::framing;
@@ -48,6 +48,8 @@ struct Trace {
     reported: Vec<(&'static str, &'static str)>,
     /// Header field lines dropped for an `_` in their name.
     dropped_headers: usize,
+    /// A shared (Redis) rate-limit check was made: `Ok`, or the error's kind.
+    redis: Option<Result<(), &'static str>>,
 }
 
 /// Answers one request.
@@ -233,6 +235,15 @@ fn record(
             metrics.duration.get_or_create(&labels).observe(elapsed);
         }
     }
+    if let Some(call) = trace.redis {
+        metrics.redis_calls.inc();
+        if let Err(reason) = call {
+            metrics
+                .redis_errors
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc();
+        }
+    }
     if trace.dropped_headers > 0 {
         metrics
             .dropped_underscore_headers
@@ -305,6 +316,71 @@ fn count_rejection(metrics: &Metrics, route: &str, error: &GatewayError) {
 
 /// The limiter key of requests without a tenant ([`tenant::SHARED`]), owned once.
 static SHARED_TENANT: String = String::new();
+
+/// Stage: the route's rate limit for `tenant` (429 over it, with `Retry-After`). With
+/// `store: redis` the shared bucket decides; when Redis gives no answer within its timeout,
+/// `on_error` does: the local limiter (`local`), forward (`allow`) or 503 (`deny`).
+async fn rate_limit(
+    snapshot: &Snapshot,
+    route: &crate::snapshot::Route,
+    tenant: Option<String>,
+    trace: &mut Trace,
+) -> Result<(), GatewayError> {
+    if let Some(limiter) = &route.limiter {
+        let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
+        let outcome = match (route.store, &snapshot.redis) {
+            // Boxed: only these requests pay for the Redis call's state, not every request's
+            // future (see `handle`).
+            (Store::Redis, Some(redis)) => {
+                match Box::pin(redis.check(&route.name, who, &limiter.spec())).await {
+                    Ok(outcome) => {
+                        trace.redis = Some(Ok(()));
+                        Some(outcome)
+                    }
+                    Err(error) => {
+                        trace.redis = Some(Err(error.kind()));
+                        redis.warn(&route.name, &error);
+                        match redis.on_error() {
+                            OnRedisError::Local => Some(limiter.check_owned(who)),
+                            // Forwarded unlimited: no `RateLimit-*` headers claim a state.
+                            OnRedisError::Allow => None,
+                            OnRedisError::Deny => {
+                                trace.tenant = tenant;
+                                return Err(GatewayError::Unavailable {
+                                    retry_after_secs: 1,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            // `store: local`, or (never, by `snapshot`) `store: redis` without a store.
+            _ => Some(limiter.check_owned(who)),
+        };
+        match outcome {
+            Some(ratelimit::Outcome::Allowed(info)) => trace.limit = Some(info),
+            Some(ratelimit::Outcome::Throttled {
+                info,
+                retry_after_secs,
+            }) => {
+                trace.limit = Some(info);
+                trace.throttled = true;
+                if !limiter.report_only() {
+                    trace.tenant = tenant;
+                    return Err(GatewayError::TooManyRequests { retry_after_secs });
+                }
+                tracing::warn!(
+                    route = route.name,
+                    tenant = who.as_str(),
+                    "report-only: request would have been rate limited"
+                );
+            }
+            None => {}
+        }
+    }
+    trace.tenant = tenant;
+    Ok(())
+}
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -383,29 +459,7 @@ fn handle_inner<'a>(
             )?),
             None => None,
         };
-        if let Some(limiter) = &route.limiter {
-            let who = tenant.as_ref().unwrap_or(&SHARED_TENANT);
-            match limiter.check_owned(who) {
-                ratelimit::Outcome::Allowed(info) => trace.limit = Some(info),
-                ratelimit::Outcome::Throttled {
-                    info,
-                    retry_after_secs,
-                } => {
-                    trace.limit = Some(info);
-                    trace.throttled = true;
-                    if !limiter.report_only() {
-                        trace.tenant = tenant;
-                        return Err(GatewayError::TooManyRequests { retry_after_secs });
-                    }
-                    tracing::warn!(
-                        route = route.name,
-                        tenant = who.as_str(),
-                        "report-only: request would have been rate limited"
-                    );
-                }
-            }
-        }
-        trace.tenant = tenant;
+        rate_limit(snapshot, route, tenant, trace).await?;
 
         validate::conclude(
             route,

@@ -351,8 +351,14 @@ impl Drop for Watch {
 }
 
 /// Moves state that must survive a reload from `old` into `next`: a route's limiter when its
-/// limit settings are unchanged, an upstream (and its connection pool) when its settings are.
+/// limit settings are unchanged, an upstream (and its connection pool) when its settings are,
+/// the Redis store (and its connection) when the `redis` section is.
 fn carry_over(next: &mut Snapshot, old: &Snapshot) {
+    if let (Some(new_store), Some(old_store)) = (&next.redis, &old.redis) {
+        if new_store.settings() == old_store.settings() {
+            next.redis = Some(Arc::clone(old_store));
+        }
+    }
     for route in &mut next.routes {
         let Some(previous) = old.routes.iter().find(|r| r.name == route.name) else {
             continue;
@@ -397,4 +403,45 @@ fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
         changes.push("logging.format changed; restart to apply".to_string());
     }
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ratelimit::GatewayClock;
+
+    fn snapshot(redis: &str) -> Snapshot {
+        let text = format!(
+            "listeners: [{{ address: '127.0.0.1:0' }}]\nupstreams:\n  b: {{ url: 'http://127.0.0.1:1' }}\n{redis}routes:\n  - {{ name: r, method: GET, path: /x, upstream: b, rate_limit: {{ quota: 1/s, store: redis }} }}\n"
+        );
+        Snapshot::from_text(
+            std::path::Path::new("/nonexistent/gateway.yaml"),
+            &text,
+            |_| None,
+            &GatewayClock::real(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_redis_section_keeps_its_store_and_a_changed_one_gets_a_new_one() {
+        let section = |timeout: &str| {
+            format!("redis: {{ url: 'redis://127.0.0.1:1/0', timeout: {timeout} }}\n")
+        };
+        let old = snapshot(&section("50ms"));
+        let mut same = snapshot(&section("50ms"));
+        carry_over(&mut same, &old);
+        assert!(Arc::ptr_eq(
+            same.redis.as_ref().unwrap(),
+            old.redis.as_ref().unwrap()
+        ));
+        let mut changed = snapshot(&section("60ms"));
+        carry_over(&mut changed, &old);
+        assert!(!Arc::ptr_eq(
+            changed.redis.as_ref().unwrap(),
+            old.redis.as_ref().unwrap()
+        ));
+    }
 }

@@ -6,7 +6,7 @@
 //! a `Snapshot`; it never parses config or touches files.
 //!
 //! `compile` runs one build step per config section, each in its own file under
-//! `snapshot/` (listeners, defaults, upstreams, routes, admin, keys), all reporting into one
+//! `snapshot/` (listeners, defaults, upstreams, redis, routes, admin, keys), all reporting into one
 //! `Errors` collector. A new section is a new file and one line in `compile`.
 
 use std::net::SocketAddr;
@@ -21,11 +21,12 @@ use serde_saphyr::Spanned;
 use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
     self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute,
-    RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, TenantFrom, UnderscoreHeaders,
+    RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, Store, TenantFrom, UnderscoreHeaders,
     ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward::{self, ForwardPath};
+use crate::ratelimit::shared::SharedStore;
 use crate::ratelimit::{GatewayClock, LimitSettings, QuotaSpec, RouteLimiter};
 use crate::route::Router;
 use crate::schema::{CompiledSchema, SchemaDir};
@@ -40,6 +41,7 @@ mod defaults;
 mod errors;
 mod keys;
 mod listeners;
+mod redis;
 mod routes;
 mod upstreams;
 
@@ -92,6 +94,8 @@ pub struct Snapshot {
     pub fingerprint: u64,
     /// Certificate, key and CA files read for TLS (watched for hot reload).
     pub tls_files: Vec<PathBuf>,
+    /// The `redis:` store of routes with `store: redis` (carried over while unchanged).
+    pub redis: Option<Arc<SharedStore>>,
 }
 
 /// A listener as configured: where to bind and whether to terminate TLS.
@@ -122,7 +126,10 @@ pub struct Route {
     pub error_style: ErrorStyle,
     /// Where the tenant comes from; `None` means every request is the shared tenant.
     pub tenant: Option<TenantRule>,
+    /// With `store: redis`, the limiter answers only when Redis does not (`on_error: local`).
     pub limiter: Option<Arc<RouteLimiter>>,
+    /// Where the route's buckets live: this process, or the snapshot's `redis` store.
+    pub store: Store,
     pub schema_files: Vec<SchemaFile>,
     /// This route's metric series, resolved on first use (see `metrics::RouteSeries`).
     pub series: crate::metrics::RouteSeries,
@@ -287,6 +294,7 @@ fn compile(
         &mut material,
         &mut errors,
     );
+    let redis = redis::build(raw.redis.as_ref(), &mut errors);
     let schemas = routes::schema_dir(&raw, &base_dir, &mut errors);
     let context = routes::Context {
         raw: &raw,
@@ -314,6 +322,7 @@ fn compile(
         // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
         fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash) ^ material.hash(),
         tls_files: material.files,
+        redis,
     })
 }
 

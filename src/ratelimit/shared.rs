@@ -1,22 +1,25 @@
 //! Rate limits shared by several gateways through Redis (issue 18): GCRA in one atomic Lua
 //! script (`gcra.lua`) over one multiplexed connection.
 //!
-//! Built and tested against a real `redis-server` (`tests/redis_limits.rs`), but not wired to
-//! config or the request path yet. The answers are the local limiter's: [`SharedLimiter::check`]
-//! returns the same [`Outcome`] and [`LimitInfo`], computed from the script's reply.
+//! [`SharedStore`] is what a snapshot holds for the `redis:` section: its settings and a
+//! [`SharedLimiter`] connected on first use. The answers are the local limiter's:
+//! [`SharedLimiter::check`] returns the same [`Outcome`] and [`LimitInfo`], computed from the
+//! script's reply.
 //!
 //! The script reads the time from Redis and decides and writes in one step, so the gateways'
 //! clocks do not matter and two gateways never both admit a tenant's last unit. Every key
 //! expires when its bucket is full again, so an idle tenant costs Redis nothing.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{ceil_secs, LimitInfo, Outcome, QuotaSpec};
+use crate::config::OnRedisError;
 
 /// Why a shared check gave no answer. The caller's `on_error` policy (local, allow, deny)
 /// decides what the request gets; these variants let it tell a slow Redis from a broken one.
@@ -38,6 +41,17 @@ impl fmt::Display for SharedError {
             SharedError::BadReply(what) => {
                 write!(f, "unexpected reply from the GCRA script: {what}")
             }
+        }
+    }
+}
+
+impl SharedError {
+    /// A bounded label for the error counter: `timeout`, `redis` or `reply`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SharedError::Timeout(_) => "timeout",
+            SharedError::Redis(_) => "redis",
+            SharedError::BadReply(_) => "reply",
         }
     }
 }
@@ -222,6 +236,116 @@ impl SharedLimiter {
     }
 }
 
+/// The `redis:` section as compiled: equal settings keep one store (and its connection)
+/// across reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Checked with `IntoConnectionInfo` when the snapshot was built.
+    pub url: String,
+    /// Longest a request waits for Redis, the first connection included.
+    pub timeout: Duration,
+    pub on_error: OnRedisError,
+    pub key_prefix: String,
+}
+
+/// The shared store of one config generation (carried over while its settings are unchanged).
+///
+/// The connection is made on first use, inside a request and within its `timeout`, never
+/// while the snapshot is built: a gateway starts and serves (by `on_error`) with Redis down.
+/// A connection attempt cut short by the timeout is made again by a later request; once made,
+/// the connection repairs itself (see [`SharedLimiter`]).
+pub struct SharedStore {
+    settings: StoreSettings,
+    limiter: tokio::sync::OnceCell<SharedLimiter>,
+    created: Instant,
+    /// Milliseconds after `created` of the last warning logged, plus one (0: never).
+    last_warning: AtomicU64,
+    /// Errors not logged since the last warning.
+    unlogged: AtomicU64,
+}
+
+impl fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("timeout", &self.settings.timeout)
+            .field("on_error", &self.settings.on_error)
+            .field("key_prefix", &self.settings.key_prefix)
+            .field("connected", &self.limiter.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedStore {
+    pub fn new(settings: StoreSettings) -> SharedStore {
+        SharedStore {
+            settings,
+            limiter: tokio::sync::OnceCell::new(),
+            created: Instant::now(),
+            last_warning: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    pub fn on_error(&self) -> OnRedisError {
+        self.settings.on_error
+    }
+
+    /// Takes one request from `tenant`'s bucket on `route`, connecting first if no connection
+    /// was made yet. Never waits longer than the store's `timeout` in all.
+    pub async fn check(
+        &self,
+        route: &str,
+        tenant: &str,
+        spec: &QuotaSpec,
+    ) -> Result<Outcome, SharedError> {
+        let timeout = self.settings.timeout;
+        let started = Instant::now();
+        let connect = self
+            .limiter
+            .get_or_try_init(|| SharedLimiter::connect(&self.settings.url));
+        let limiter = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| SharedError::Timeout(timeout))??;
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(SharedError::Timeout(timeout));
+        }
+        let key = key(&self.settings.key_prefix, route, tenant);
+        limiter.check(&key, spec, left).await
+    }
+
+    /// Logs `error` at warn, at most once a second per store; the errors not logged in
+    /// between are counted in the next line (and every one in the error metric).
+    pub fn warn(&self, route: &str, error: &SharedError) {
+        let now = u64::try_from(self.created.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last_warning.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= 1000;
+        if due
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                route,
+                %error,
+                on_error = ?self.settings.on_error,
+                errors_since_last_warning = unlogged,
+                "shared rate limit: no answer from redis; on_error decides"
+            );
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The emission interval `per / count` in whole microseconds, at least 1: a quota finer than
 /// a million requests a second per tenant is held at that.
 fn interval_micros(spec: &QuotaSpec) -> u64 {
@@ -245,6 +369,23 @@ mod tests {
         // `a:b` + `c` and `a` + `b:c` are different buckets.
         assert_ne!(key("sg", "a:b", "c"), key("sg", "a", "b:c"));
         assert_ne!(key("sg", "r", "%3A"), key("sg", "r", ":"));
+    }
+
+    #[test]
+    fn redis_errors_are_logged_at_most_once_a_second() {
+        let store = SharedStore::new(StoreSettings {
+            url: "redis://127.0.0.1:1/0".to_string(),
+            timeout: Duration::from_millis(50),
+            on_error: OnRedisError::Local,
+            key_prefix: "sg".to_string(),
+        });
+        let error = SharedError::Timeout(Duration::from_millis(50));
+        for _ in 0..100 {
+            store.warn("r", &error);
+        }
+        // The first was logged; the other 99 wait to be counted in the next line.
+        assert_eq!(store.unlogged.load(Ordering::Relaxed), 99);
+        assert_ne!(store.last_warning.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -133,7 +133,10 @@ fn build_route(
     }
     let limiter = match &raw.rate_limit {
         Some(raw_limit) => {
-            match limit_settings(raw_limit).and_then(|s| RouteLimiter::new(&s, context.clock)) {
+            let built = store_allowed(raw_limit, context.raw.redis.is_some())
+                .and_then(|()| limit_settings(raw_limit))
+                .and_then(|s| RouteLimiter::new(&s, context.clock));
+            match built {
                 Ok(limiter) => Some(Some(Arc::new(limiter))),
                 Err(message) => {
                     at("rate_limit", message);
@@ -203,6 +206,10 @@ fn build_route(
         error_style: raw.errors,
         tenant,
         limiter,
+        store: raw
+            .rate_limit
+            .as_ref()
+            .map_or(Store::Local, |limit| limit.store),
         schema_files: schema_files(&schemas.path, &raw.schemas),
         series: Default::default(),
     })
@@ -390,6 +397,25 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> 
         source,
         shared_when_missing: raw.missing == MissingTenant::Shared,
     })
+}
+
+/// `store: redis` needs the `redis:` section, and supports the plain quota and burst only.
+fn store_allowed(raw: &RawRateLimit, redis_configured: bool) -> Result<(), String> {
+    if raw.store != Store::Redis {
+        return Ok(());
+    }
+    if !redis_configured {
+        return Err("`store: redis` needs a top-level `redis:` section with its `url`".to_string());
+    }
+    let unsupported = [
+        (!raw.tiers.is_empty(), "`tiers`"),
+        (raw.ceiling.is_some(), "`ceiling`"),
+        (raw.mode == ValidationMode::Report, "`mode: report`"),
+    ];
+    match unsupported.iter().find(|(set, _)| *set) {
+        Some((_, what)) => Err(format!("{what} is not supported with store: redis yet")),
+        None => Ok(()),
+    }
 }
 
 fn limit_settings(raw: &RawRateLimit) -> Result<LimitSettings, String> {

@@ -33,6 +33,9 @@ mod openapi;
 mod pool;
 // Raw HTTP/1 framing a client library will not produce.
 mod raw;
+mod redis;
+#[path = "../common/redis_server.rs"]
+mod redis_server;
 // Hot reload in process: new routes and schemas, broken ones refused, carry-over.
 mod reload;
 // Fixtures: upstreams, gateways (in process and the binary), requests.

@@ -1,0 +1,251 @@
+//! Rate limits shared through Redis, through the real binary: several `schemagate` processes
+//! on one `redis-server` (accuracy), and Redis killed and restarted under traffic (each
+//! `on_error` policy, then shared limiting again).
+//!
+//! `#[ignore]`d like `tests/redis_limits.rs`: they need Debian's `redis-server`, which
+//! `./test.sh` installs before running them with `--include-ignored`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::redis_server::RedisServer;
+use crate::support::*;
+
+/// One route, `GET /x`, limited per `X-Tenant` to 20/s with a burst of 10 in the `redis:`
+/// store at `url`, with `on_error` and `timeout`.
+fn config(upstream: &str, url: &str, on_error: &str, timeout: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+upstreams:
+  backend: {{ url: "{upstream}" }}
+redis:
+  url: {url}
+  timeout: {timeout}
+  on_error: {on_error}
+routes:
+  - name: shared
+    method: GET
+    path: /x
+    upstream: backend
+    tenant: {{ from: header, name: X-Tenant }}
+    rate_limit: {{ quota: 20/s, burst: 10, store: redis }}
+"#
+    )
+}
+
+/// A gateway process on `config`, with the temp dir that holds its file.
+fn serve(config: &str) -> (tempfile::TempDir, Served) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), config).unwrap();
+    let served = Served::start(dir.path(), "gateway.yaml", &[]);
+    (dir, served)
+}
+
+async fn get(addr: SocketAddr, tenant: &str) -> Got {
+    send(addr, request("GET", "/x", &[("x-tenant", tenant)], b"")).await
+}
+
+/// 30 requests from `tenant` at once; their answers and the slowest one's time.
+async fn burst(addr: SocketAddr, tenant: &'static str) -> (Vec<Got>, Duration) {
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            tokio::spawn(async move {
+                let at = Instant::now();
+                let got = get(addr, tenant).await;
+                (got, at.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (got, took) = task.await.unwrap();
+        slowest = slowest.max(took);
+        answers.push(got);
+    }
+    (answers, slowest)
+}
+
+/// A 429 as the local limiter gives it: envelope, `Retry-After`, `RateLimit-*`.
+fn assert_throttled(got: &Got) {
+    assert_envelope(got, 429, "Too Many Requests");
+    assert!(got.headers.contains_key("retry-after"), "{:?}", got.headers);
+    assert_eq!(got.headers["ratelimit-limit"], "10");
+    assert_eq!(got.headers["ratelimit-remaining"], "0");
+}
+
+/// (a) Two gateways, one Redis: one tenant driven through both alternately at 4× its quota
+/// for 2 s is admitted `burst + quota × elapsed` (±10 %), not twice that; another tenant
+/// still has its whole burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn two_gateways_share_one_tenants_quota() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start(Answer::default()).await;
+    // A generous timeout: this test is about accuracy, and `deny` makes any Redis miss a 503
+    // that fails it instead of a silent local admission.
+    let config = config(&upstream.url(), &redis.url(), "deny", "1s");
+    let (_d1, one) = serve(&config);
+    let (_d2, two) = serve(&config);
+    let gateways = [one.addr, two.addr];
+
+    let (quota, burst) = (20.0, 10.0);
+    let mut ticks = tokio::time::interval(Duration::from_micros(12_500)); // 80/s: 4 × 20/s
+    let started = Instant::now();
+    let (mut first, mut last) = (None, None);
+    let (mut admitted, mut throttled, mut sent) = (0u32, 0u32, 0u32);
+    while started.elapsed() < Duration::from_secs(2) {
+        ticks.tick().await;
+        let at = Instant::now();
+        first.get_or_insert(at);
+        last = Some(at);
+        let got = get(gateways[sent as usize % 2], "acme").await;
+        sent += 1;
+        match got.status {
+            200 => {
+                admitted += 1;
+                assert_eq!(got.headers["ratelimit-limit"], "10");
+            }
+            429 => {
+                throttled += 1;
+                assert_throttled(&got);
+            }
+            other => panic!("request {sent}: status {other}: {:?}", got.body),
+        }
+    }
+    let elapsed = last.unwrap().duration_since(first.unwrap()).as_secs_f64();
+    let expected = burst + quota * elapsed;
+    eprintln!(
+        "two gateways: {sent} sent in {elapsed:.3} s, {admitted} admitted, {throttled} throttled; \
+         expected {expected:.1} (two local limiters: about {:.1})",
+        2.0 * expected
+    );
+    let admitted = f64::from(admitted);
+    assert!(
+        (admitted - expected).abs() <= 0.1 * expected,
+        "admitted {admitted}, expected {expected:.1} ± 10 %"
+    );
+    assert!(
+        admitted < 1.5 * expected,
+        "as if each gateway counted alone"
+    );
+    assert!(f64::from(sent) > 3.0 * expected, "not driven hard enough");
+
+    // Another tenant on the same route has its own bucket, full.
+    for (i, gateway) in gateways.iter().cycle().take(10).enumerate() {
+        let got = get(*gateway, "globex").await;
+        assert_eq!(got.status, 200, "globex request {i}");
+        assert_eq!(got.headers["ratelimit-remaining"], (9 - i).to_string());
+    }
+}
+
+/// (b) Redis killed under traffic: `allow` forwards every request, `deny` answers 503 with
+/// `Retry-After`, `local` applies the local quota, none waits past `timeout` (+200 ms); a
+/// gateway started meanwhile serves too. Redis back on the same port: within 5 s a tenant
+/// exhausted through one gateway is throttled by Redis through another, and the late gateway
+/// has connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn redis_killed_each_policy_holds_then_sharing_resumes() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let upstream = Upstream::start(Answer::default()).await;
+    let timeout = Duration::from_millis(50);
+    let bound = timeout + Duration::from_millis(200);
+    let (_da, allow) = serve(&config(&upstream.url(), &redis.url(), "allow", "50ms"));
+    let (_dd, deny) = serve(&config(&upstream.url(), &redis.url(), "deny", "50ms"));
+    let (_dl, local) = serve(&config(&upstream.url(), &redis.url(), "local", "50ms"));
+    // Each connects on its first request; all answer from Redis.
+    for gateway in [&allow, &deny, &local] {
+        let got = get(gateway.addr, "warm").await;
+        assert_eq!(got.status, 200);
+        assert!(got.headers.contains_key("ratelimit-limit"));
+    }
+
+    redis.kill();
+    let killed = Instant::now();
+    // 30 requests at once through each gateway: traffic, not one request at a time (which
+    // at 50 ms each would stay within the local quota).
+    let (allowed, slow_allow) = burst(allow.addr, "a").await;
+    for got in &allowed {
+        assert_eq!(got.status, 200);
+        assert!(!got.headers.contains_key("ratelimit-limit"));
+    }
+    let (denied, slow_deny) = burst(deny.addr, "d").await;
+    for got in &denied {
+        assert_envelope(got, 503, "Service Unavailable");
+        assert_eq!(got.headers["retry-after"], "1");
+    }
+    let (locally, slow_local) = burst(local.addr, "l").await;
+    let ok = locally.iter().filter(|g| g.status == 200).count();
+    for got in locally.iter().filter(|g| g.status != 200) {
+        assert_throttled(got);
+    }
+    // A gateway started while Redis is down: it serves (by `on_error`), connecting later.
+    let (_dn, late) = serve(&config(&upstream.url(), &redis.url(), "allow", "50ms"));
+    let (started_late, slow_late) = burst(late.addr, "n").await;
+    assert!(started_late.iter().all(|g| g.status == 200));
+    let slowest = slow_allow.max(slow_deny).max(slow_local).max(slow_late);
+    eprintln!(
+        "redis down: slowest answer {slowest:?} (allow {slow_allow:?}, deny {slow_deny:?}, \
+         local {slow_local:?}; timeout {timeout:?}); local: {ok} of 30 admitted"
+    );
+    assert!(
+        slowest <= bound,
+        "an answer took {slowest:?}, over {bound:?}"
+    );
+    assert!((10..=13).contains(&ok), "local admitted {ok} of 30");
+
+    // Down longer than the connection manager's own reconnection attempts (about 2 s), so
+    // that requests must start it reconnecting again.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed())).await;
+    for gateway in [&allow, &late] {
+        assert_eq!(get(gateway.addr, "still-down").await.status, 200);
+    }
+    let _redis = RedisServer::start_on(port);
+    let back = Instant::now();
+    loop {
+        // Exhausted through `deny` (only Redis admits there), then asked through `allow`
+        // (only Redis throttles there).
+        for _ in 0..11 {
+            get(deny.addr, "back").await;
+        }
+        let got = get(allow.addr, "back").await;
+        if got.status == 429 {
+            assert_throttled(&got);
+            break;
+        }
+        assert_eq!(got.status, 200);
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "shared limiting did not resume within 5 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The gateway that never reached Redis connects now, on a later request.
+    loop {
+        let got = get(late.addr, "n2").await;
+        assert_eq!(got.status, 200);
+        if got.headers.contains_key("ratelimit-limit") {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "a gateway started without Redis did not connect within 5 s of it coming up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "redis back: a tenant exhausted through one gateway is throttled by another after {:?}",
+        back.elapsed()
+    );
+
+    // Every call and every error was counted.
+    let metrics = send(allow.admin, request("GET", "/metrics", &[], b"")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("schemagate_redis_calls_total"), "{text}");
+    assert!(text.contains("schemagate_redis_errors_total{"), "{text}");
+}
