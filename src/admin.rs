@@ -108,7 +108,8 @@ fn unix(time: SystemTime) -> u64 {
 }
 
 /// `/status`: version, uptime, generation, routes with their schema files and content
-/// hashes, the last reload with its result, and the directories watched for changes.
+/// hashes, the last reload with its result, the directories watched for changes, and the
+/// shared rate-limit store (Redis) when one is configured.
 pub fn status(shared: &Shared, reloader: Option<&Reloader>) -> serde_json::Value {
     let snapshot = shared.snapshot.load();
     let routes: Vec<_> = snapshot
@@ -179,6 +180,22 @@ pub fn status(shared: &Shared, reloader: Option<&Reloader>) -> serde_json::Value
         "routes": routes,
         "last_reload": last_reload,
         "watching": watching,
+        "redis": snapshot.redis.as_ref().map(|store| {
+            let state = store.state();
+            let settings = store.settings();
+            serde_json::json!({
+                "address": state.address,
+                "connected": state.connected,
+                "last_check": state.last,
+                "timeout_ms": settings.timeout.as_millis() as u64,
+                "on_error": match settings.on_error {
+                    crate::config::OnRedisError::Local => "local",
+                    crate::config::OnRedisError::Allow => "allow",
+                    crate::config::OnRedisError::Deny => "deny",
+                },
+                "key_prefix": settings.key_prefix,
+            })
+        }),
     })
 }
 

@@ -98,6 +98,9 @@ pub struct Metrics {
     /// Redis checks that gave no answer (so `on_error` decided), by `reason`: `timeout`,
     /// `redis` (refused, broken connection, command error) or `reply` (malformed).
     pub redis_errors: Family<ReasonLabels, Counter>,
+    /// How long each shared rate-limit check took, answered or not (a timeout shows as the
+    /// configured `redis.timeout`).
+    pub redis_duration: Histogram,
     in_flight_now: AtomicI64,
 }
 
@@ -260,6 +263,12 @@ impl Metrics {
             "Shared rate-limit checks Redis gave no answer to, so on_error decided, by reason (timeout, redis, reply)",
             redis_errors.clone(),
         );
+        let redis_duration = latency_histogram();
+        registry.register(
+            "redis_duration_seconds",
+            "Time each shared rate-limit check took, answered or not",
+            redis_duration.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -287,6 +296,7 @@ impl Metrics {
             dropped_underscore_headers,
             redis_calls,
             redis_errors,
+            redis_duration,
             in_flight_now: AtomicI64::new(0),
         }
     }

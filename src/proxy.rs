@@ -49,7 +49,7 @@ struct Trace {
     /// Header field lines dropped for an `_` in their name.
     dropped_headers: usize,
     /// A shared (Redis) rate-limit check was made: `Ok`, or the error's kind.
-    redis: Option<Result<(), &'static str>>,
+    redis: Option<(Result<(), &'static str>, std::time::Duration)>,
 }
 
 /// Answers one request.
@@ -235,8 +235,9 @@ fn record(
             metrics.duration.get_or_create(&labels).observe(elapsed);
         }
     }
-    if let Some(call) = trace.redis {
+    if let Some((call, took)) = trace.redis {
         metrics.redis_calls.inc();
+        metrics.redis_duration.observe(took.as_secs_f64());
         if let Err(reason) = call {
             metrics
                 .redis_errors
@@ -332,13 +333,16 @@ async fn rate_limit(
             // Boxed: only these requests pay for the Redis call's state, not every request's
             // future (see `handle`).
             (Store::Redis, Some(redis)) => {
-                match Box::pin(redis.check(&route.name, who, &limiter.spec())).await {
+                let started = Instant::now();
+                let answer = Box::pin(redis.check(&route.name, who, &limiter.spec())).await;
+                let took = started.elapsed();
+                match answer {
                     Ok(outcome) => {
-                        trace.redis = Some(Ok(()));
+                        trace.redis = Some((Ok(()), took));
                         Some(outcome)
                     }
                     Err(error) => {
-                        trace.redis = Some(Err(error.kind()));
+                        trace.redis = Some((Err(error.kind()), took));
                         redis.warn(&route.name, &error);
                         match redis.on_error() {
                             OnRedisError::Local => Some(limiter.check_owned(who)),

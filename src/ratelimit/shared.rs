@@ -46,6 +46,9 @@ impl fmt::Display for SharedError {
 }
 
 impl SharedError {
+    /// Every value [`SharedError::kind`] gives.
+    pub const KINDS: [&'static str; 3] = ["timeout", "redis", "reply"];
+
     /// A bounded label for the error counter: `timeout`, `redis` or `reply`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -248,6 +251,20 @@ pub struct StoreSettings {
     pub key_prefix: String,
 }
 
+const LAST_NONE: u8 = 0;
+const LAST_OK: u8 = 1;
+
+/// A shared store as `/status` shows it (see [`SharedStore::state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreState {
+    /// `host:port` (or the socket path): never the URL, which may hold a password.
+    pub address: String,
+    /// Whether a connection was made (it then reconnects by itself).
+    pub connected: bool,
+    /// How the last check ended: `ok`, or the error kind; `None` before any check.
+    pub last: Option<&'static str>,
+}
+
 /// The shared store of one config generation (carried over while its settings are unchanged).
 ///
 /// The connection is made on first use, inside a request and within its `timeout`, never
@@ -262,6 +279,9 @@ pub struct SharedStore {
     last_warning: AtomicU64,
     /// Errors not logged since the last warning.
     unlogged: AtomicU64,
+    /// How the last check ended, for `/status`: `LAST_NONE`, `LAST_OK`, or 1 + the index of
+    /// the error kind in `SharedError::KINDS`.
+    last: std::sync::atomic::AtomicU8,
 }
 
 impl fmt::Debug for SharedStore {
@@ -283,6 +303,25 @@ impl SharedStore {
             created: Instant::now(),
             last_warning: AtomicU64::new(0),
             unlogged: AtomicU64::new(0),
+            last: std::sync::atomic::AtomicU8::new(LAST_NONE),
+        }
+    }
+
+    /// The store as `/status` shows it: where it points (host and port, never credentials),
+    /// whether a connection was made, and how the last check ended (`ok`, `timeout`, `redis`,
+    /// `reply`; `None` before any).
+    pub fn state(&self) -> StoreState {
+        let address = redis::IntoConnectionInfo::into_connection_info(self.settings.url.as_str())
+            .map_or_else(|_| "-".to_string(), |info| info.addr().to_string());
+        let last = match self.last.load(Ordering::Relaxed) {
+            LAST_NONE => None,
+            LAST_OK => Some("ok"),
+            n => SharedError::KINDS.get(usize::from(n) - 2).copied(),
+        };
+        StoreState {
+            address,
+            connected: self.limiter.initialized(),
+            last,
         }
     }
 
@@ -302,6 +341,17 @@ impl SharedStore {
         tenant: &str,
         spec: &QuotaSpec,
     ) -> Result<Outcome, SharedError> {
+        let result = self.connect_and_check(route, tenant, spec).await;
+        self.note(&result);
+        result
+    }
+
+    async fn connect_and_check(
+        &self,
+        route: &str,
+        tenant: &str,
+        spec: &QuotaSpec,
+    ) -> Result<Outcome, SharedError> {
         let timeout = self.settings.timeout;
         let started = Instant::now();
         let connect = self
@@ -316,6 +366,18 @@ impl SharedStore {
         }
         let key = key(&self.settings.key_prefix, route, tenant);
         limiter.check(&key, spec, left).await
+    }
+
+    /// Notes how a check ended, for [`SharedStore::state`].
+    fn note(&self, result: &Result<Outcome, SharedError>) {
+        let code = match result {
+            Ok(_) => LAST_OK,
+            Err(error) => SharedError::KINDS
+                .iter()
+                .position(|k| *k == error.kind())
+                .map_or(LAST_NONE, |i| u8::try_from(i + 2).unwrap_or(LAST_NONE)),
+        };
+        self.last.store(code, Ordering::Relaxed);
     }
 
     /// Logs `error` at warn, at most once a second per store; the errors not logged in

@@ -134,6 +134,29 @@ async fn two_gateways_share_one_tenants_quota() {
     );
     assert!(f64::from(sent) > 3.0 * expected, "not driven hard enough");
 
+    // `/status` says where the store points (never the URL's credentials) and that it works;
+    // `/metrics` has each call's duration.
+    let status = one.status().await;
+    assert_eq!(
+        status["redis"]["address"],
+        format!("127.0.0.1:{}", redis.port),
+        "{status}"
+    );
+    assert_eq!(status["redis"]["connected"], true, "{status}");
+    assert_eq!(status["redis"]["last_check"], "ok", "{status}");
+    assert_eq!(status["redis"]["on_error"], "deny", "{status}");
+    let metrics = send(one.admin, request("GET", "/metrics", &[], b"")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("schemagate_redis_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(
+        count >= f64::from(sent) / 2.0 - 1.0,
+        "{count} durations for {sent} requests over two gateways"
+    );
+
     // Another tenant on the same route has its own bucket, full.
     for (i, gateway) in gateways.iter().cycle().take(10).enumerate() {
         let got = get(*gateway, "globex").await;
@@ -205,6 +228,13 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
     for gateway in [&allow, &late] {
         assert_eq!(get(gateway.addr, "still-down").await.status, 200);
     }
+    // `/status` shows the store failing.
+    let status = allow.status().await;
+    let last = status["redis"]["last_check"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last == "timeout" || last == "redis", "{status}");
     let _redis = RedisServer::start_on(port);
     let back = Instant::now();
     loop {
