@@ -66,6 +66,10 @@ pub struct RawRedis {
     /// Keys are `{prefix}:{route:tenant}`. Default `schemagate`.
     #[serde(default)]
     pub key_prefix: Option<Text>,
+    /// A file holding the Redis password (one trailing newline ignored), instead of a password
+    /// in `url`; relative to the config's directory, read when the config loads and watched.
+    #[serde(default)]
+    pub password_file: Option<Spanned<Text>>,
 }
 
 /// What a request on a `store: redis` route gets when Redis gives no answer in time.

@@ -294,7 +294,7 @@ fn compile(
         &mut material,
         &mut errors,
     );
-    let redis = redis::build(raw.redis.as_ref(), &mut errors);
+    let redis = redis::build(raw.redis.as_ref(), &base_dir, &mut errors);
     let schemas = routes::schema_dir(&raw, &base_dir, &mut errors);
     let context = routes::Context {
         raw: &raw,
@@ -327,7 +327,8 @@ fn compile(
 }
 
 /// Hashes the config text, the schema files as they were scanned for this snapshot (see
-/// `SchemaDir::content_hash`, stored in `fingerprint` by `compile`) and the mock bodies.
+/// `SchemaDir::content_hash`, stored in `fingerprint` by `compile`), the mock bodies and the
+/// Redis password read from its file.
 fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
@@ -337,6 +338,10 @@ fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
         if let UpstreamTarget::Mock { status, body, .. } = &route.upstream.target {
             (status.as_u16(), body).hash(&mut hasher);
         }
+    }
+    // A new password in `redis.password_file` is a new generation (and a new connection).
+    if let Some(store) = &snapshot.redis {
+        store.settings().password.hash(&mut hasher);
     }
     hasher.finish()
 }

@@ -190,7 +190,20 @@ impl SharedLimiter {
     /// connection cannot be made after the reconnection attempts (about two seconds for a
     /// refused port); later losses are repaired in the background.
     pub async fn connect(url: &str) -> Result<SharedLimiter, SharedError> {
-        let client = redis::Client::open(url)?;
+        SharedLimiter::connect_with(url, None).await
+    }
+
+    /// Like [`SharedLimiter::connect`], with `password` (when given) in place of any in `url`.
+    pub async fn connect_with(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<SharedLimiter, SharedError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             // Each check carries its caller's timeout; a second, fixed one (500 ms by default)
@@ -241,10 +254,14 @@ impl SharedLimiter {
 
 /// The `redis:` section as compiled: equal settings keep one store (and its connection)
 /// across reloads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoreSettings {
     /// Checked with `IntoConnectionInfo` when the snapshot was built.
     pub url: String,
+    /// From `password_file`: replaces any password in `url`.
+    pub password: Option<String>,
+    /// The file it was read from (watched for hot reload).
+    pub password_file: Option<std::path::PathBuf>,
     /// Longest a request waits for Redis, the first connection included.
     pub timeout: Duration,
     pub on_error: OnRedisError,
@@ -263,6 +280,18 @@ pub struct StoreState {
     pub connected: bool,
     /// How the last check ended: `ok`, or the error kind; `None` before any check.
     pub last: Option<&'static str>,
+}
+
+impl fmt::Debug for StoreSettings {
+    // Never the URL or the password: either may hold a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .field("key_prefix", &self.key_prefix)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared store of one config generation (carried over while its settings are unchanged).
@@ -354,9 +383,9 @@ impl SharedStore {
     ) -> Result<Outcome, SharedError> {
         let timeout = self.settings.timeout;
         let started = Instant::now();
-        let connect = self
-            .limiter
-            .get_or_try_init(|| SharedLimiter::connect(&self.settings.url));
+        let connect = self.limiter.get_or_try_init(|| {
+            SharedLimiter::connect_with(&self.settings.url, self.settings.password.as_deref())
+        });
         let limiter = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SharedError::Timeout(timeout))??;
@@ -437,6 +466,8 @@ mod tests {
     fn redis_errors_are_logged_at_most_once_a_second() {
         let store = SharedStore::new(StoreSettings {
             url: "redis://127.0.0.1:1/0".to_string(),
+            password: None,
+            password_file: None,
             timeout: Duration::from_millis(50),
             on_error: OnRedisError::Local,
             key_prefix: "sg".to_string(),

@@ -2,6 +2,7 @@
 //! The URL is parsed here; nothing connects while a snapshot is built (the first request
 //! that needs Redis does, within `timeout`).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub const DEFAULT_KEY_PREFIX: &str = "schemagate";
 
 pub(super) fn build(
     raw: Option<&Spanned<RawRedis>>,
+    base_dir: &Path,
     errors: &mut Errors<'_>,
 ) -> Option<Arc<SharedStore>> {
     let spanned = raw?;
@@ -59,12 +61,43 @@ pub(super) fn build(
         );
         ok = false;
     }
+    let password_file = raw
+        .password_file
+        .as_ref()
+        .map(|file| (base_dir.join(&*file.value), file.referenced));
+    let password = match &password_file {
+        Some((path, at)) => match read_password(path) {
+            Ok(password) => Some(password),
+            Err(message) => {
+                errors.at(*at, "redis.password_file", message);
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
     ok.then(|| {
         Arc::new(SharedStore::new(StoreSettings {
             url: url.to_string(),
+            password,
+            password_file: password_file.map(|(path, _)| path),
             timeout,
             on_error: raw.on_error,
             key_prefix: key_prefix.to_string(),
         }))
     })
+}
+
+/// The password in `path`: its text without one trailing newline (`echo secret > file`
+/// writes one). Errors name the file, never its content.
+fn read_password(path: &Path) -> Result<String, String> {
+    let bytes = crate::files::read_capped(path, crate::files::MAX_TLS_FILE)?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+    let password = text
+        .strip_suffix('\n')
+        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(password.to_string())
 }

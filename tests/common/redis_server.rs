@@ -74,6 +74,28 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
+    /// Sends inline commands (words without spaces) on one connection and returns the first
+    /// line of each reply, e.g. `+OK`.
+    pub fn commands(&self, commands: &[&[&str]]) -> Vec<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut replies = Vec::new();
+        for words in commands {
+            stream
+                .write_all(format!("{}\r\n", words.join(" ")).as_bytes())
+                .unwrap();
+            let mut reply = Vec::new();
+            let mut byte = [0u8; 1];
+            while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+                reply.push(byte[0]);
+            }
+            replies.push(String::from_utf8_lossy(&reply).trim_end().to_string());
+        }
+        replies
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }

@@ -279,3 +279,65 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
     assert!(text.contains("schemagate_redis_calls_total"), "{text}");
     assert!(text.contains("schemagate_redis_errors_total{"), "{text}");
 }
+
+/// `redis.password_file`: the password comes from a file next to the config (its trailing
+/// newline ignored), never from the URL; a new password in the file is a reload, and a new
+/// connection with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn the_password_comes_from_password_file_and_reloads() {
+    let redis = RedisServer::start();
+    assert_eq!(
+        redis.commands(&[&["CONFIG", "SET", "requirepass", "pw-alpha-1"]]),
+        ["+OK"]
+    );
+    let upstream = Upstream::start(Answer::default()).await;
+    // `deny`: a request that Redis does not answer (wrong password) is a 503, not a silent
+    // local admission.
+    let config = config(&upstream.url(), &redis.url(), "deny", "1s").replace(
+        "  on_error: deny\n",
+        "  on_error: deny\n  password_file: redis.pass\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), &config).unwrap();
+    std::fs::write(dir.path().join("redis.pass"), "pw-alpha-1\n").unwrap();
+    let served = Served::start(dir.path(), "gateway.yaml", &[]);
+
+    let got = get(served.addr, "acme").await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(
+        got.headers["ratelimit-limit"], "10",
+        "limited through Redis"
+    );
+
+    // The password changes on the server and in the file: the gateway reloads and reconnects.
+    assert_eq!(
+        redis.commands(&[
+            &["AUTH", "pw-alpha-1"],
+            &["CONFIG", "SET", "requirepass", "pw-beta-2"]
+        ]),
+        ["+OK", "+OK"]
+    );
+    std::fs::write(dir.path().join("redis.pass"), "pw-beta-2\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served.generation().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the password file change was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = get(served.addr, "acme").await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    // `deny` makes an unanswered check a 503: this 200 was decided by Redis, with the new
+    // password.
+    assert_eq!(
+        got.headers["ratelimit-limit"], "10",
+        "limited through Redis"
+    );
+    let status = served.status().await;
+    assert!(
+        !status.to_string().contains("pw-beta-2") && !status.to_string().contains("pw-alpha-1"),
+        "/status shows no password: {status}"
+    );
+}
