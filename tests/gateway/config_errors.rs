@@ -97,11 +97,11 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "not a Redis URL",
     ),
     (
-        // Not built yet, so unknown: a config that needs it fails instead of half working.
+        // A password file that cannot be read is located; its content is never echoed.
         "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  url: 'redis://127.0.0.1:6379'\n  password_file: /run/secrets/redis\n",
         7,
         "redis.password_file",
-        "unknown field `password_file`",
+        "cannot read /run/secrets/redis",
     ),
 ];
 
