@@ -101,6 +101,9 @@ pub struct Metrics {
     /// How long each shared rate-limit check took, answered or not (a timeout shows as the
     /// configured `redis.timeout`).
     pub redis_duration: Histogram,
+    /// 1 while a `store: redis` route's last check got no answer from Redis (so `on_error`
+    /// decided), 0 once Redis answers again; by route.
+    pub ratelimit_fallback: Family<RouteLabels, Gauge>,
     in_flight_now: AtomicI64,
 }
 
@@ -269,6 +272,12 @@ impl Metrics {
             "Time each shared rate-limit check took, answered or not",
             redis_duration.clone(),
         );
+        let ratelimit_fallback = Family::default();
+        registry.register(
+            "ratelimit_fallback",
+            "1 while a store: redis route's last check got no answer from Redis and on_error decided, by route",
+            ratelimit_fallback.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -297,6 +306,7 @@ impl Metrics {
             redis_calls,
             redis_errors,
             redis_duration,
+            ratelimit_fallback,
             in_flight_now: AtomicI64::new(0),
         }
     }
@@ -357,6 +367,7 @@ pub struct RouteSeries {
     statuses: [OnceLock<Counter>; COMMON_STATUSES.len()],
     duration: OnceLock<Histogram>,
     upstream_duration: OnceLock<Histogram>,
+    fallback: OnceLock<Gauge>,
 }
 
 impl RouteSeries {
@@ -382,6 +393,16 @@ impl RouteSeries {
                 route: name.to_string(),
             };
             metrics.duration.get_or_create(&labels).clone()
+        })
+    }
+
+    /// Whether route `name` (`store: redis`) is on its `on_error` fallback.
+    pub fn fallback(&self, metrics: &Metrics, name: &str) -> &Gauge {
+        self.fallback.get_or_init(|| {
+            let labels = RouteLabels {
+                route: name.to_string(),
+            };
+            metrics.ratelimit_fallback.get_or_create(&labels).clone()
         })
     }
 

@@ -236,6 +236,12 @@ fn record(
         }
     }
     if let Some((call, took)) = trace.redis {
+        if let Some(route) = route {
+            route
+                .series
+                .fallback(metrics, &route.name)
+                .set(i64::from(call.is_err()));
+        }
         metrics.redis_calls.inc();
         metrics.redis_duration.observe(took.as_secs_f64());
         if let Err(reason) = call {
@@ -334,7 +340,9 @@ async fn rate_limit(
             // future (see `handle`).
             (Store::Redis, Some(redis)) => {
                 let started = Instant::now();
-                let answer = Box::pin(redis.check(&route.name, who, &limiter.spec())).await;
+                let spec = limiter.spec_for(who);
+                let ceiling = limiter.ceiling();
+                let answer = Box::pin(redis.check(&route.name, who, &spec, ceiling.as_ref())).await;
                 let took = started.elapsed();
                 match answer {
                     Ok(outcome) => {

@@ -312,6 +312,18 @@ impl RouteLimiter {
         self.settings.spec
     }
 
+    /// The quota `tenant` is held to: its tier's when config names it, else the route's.
+    pub fn spec_for(&self, tenant: &str) -> QuotaSpec {
+        self.tiers
+            .get(tenant)
+            .map_or(self.settings.spec, |(spec, _)| *spec)
+    }
+
+    /// The route-wide quota every tenant's admitted requests also count against.
+    pub fn ceiling(&self) -> Option<QuotaSpec> {
+        self.settings.ceiling
+    }
+
     /// Count and log what would be throttled, but forward anyway.
     pub fn report_only(&self) -> bool {
         self.settings.report_only

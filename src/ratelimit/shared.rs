@@ -158,6 +158,17 @@ pub fn key(prefix: &str, route: &str, tenant: &str) -> String {
     )
 }
 
+/// The key of a route's `ceiling` bucket, shared by all its tenants: `{prefix}:{{route}}`,
+/// for example `schemagate:{orders.create}`. A tenant's key always has a `:` inside its tag
+/// and an escaped route never does, so the two kinds never meet.
+pub fn ceiling_key(prefix: &str, route: &str) -> String {
+    format!(
+        "{}:{{{}}}",
+        utf8_percent_encode(prefix, KEY_PREFIX),
+        utf8_percent_encode(route, KEY_PART)
+    )
+}
+
 /// How long a connection attempt may take before it counts as failed (a stopped process
 /// accepts TCP connections but never answers).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -362,15 +373,18 @@ impl SharedStore {
         self.settings.on_error
     }
 
-    /// Takes one request from `tenant`'s bucket on `route`, connecting first if no connection
-    /// was made yet. Never waits longer than the store's `timeout` in all.
+    /// Takes one request from `tenant`'s bucket on `route` (held to `spec`, the route's quota
+    /// or the tenant's tier) and, when that admits it, from the route's `ceiling` bucket, as
+    /// the local limiter does. Connects first if no connection was made yet. Never waits
+    /// longer than the store's `timeout` in all.
     pub async fn check(
         &self,
         route: &str,
         tenant: &str,
         spec: &QuotaSpec,
+        ceiling: Option<&QuotaSpec>,
     ) -> Result<Outcome, SharedError> {
-        let result = self.connect_and_check(route, tenant, spec).await;
+        let result = self.connect_and_check(route, tenant, spec, ceiling).await;
         self.note(&result);
         result
     }
@@ -380,6 +394,7 @@ impl SharedStore {
         route: &str,
         tenant: &str,
         spec: &QuotaSpec,
+        ceiling: Option<&QuotaSpec>,
     ) -> Result<Outcome, SharedError> {
         let timeout = self.settings.timeout;
         let started = Instant::now();
@@ -389,12 +404,32 @@ impl SharedStore {
         let limiter = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SharedError::Timeout(timeout))??;
-        let left = timeout.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(SharedError::Timeout(timeout));
+        let left = || {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                Err(SharedError::Timeout(timeout))
+            } else {
+                Ok(left)
+            }
+        };
+        let prefix = &self.settings.key_prefix;
+        let own = limiter
+            .check(&key(prefix, route, tenant), spec, left()?)
+            .await?;
+        match (own, ceiling) {
+            // A second call, not a second key in one script: in a cluster the ceiling's key
+            // is on another slot than the tenant's.
+            (Outcome::Allowed(_), Some(ceiling)) => {
+                let route_wide = limiter
+                    .check(&ceiling_key(prefix, route), ceiling, left()?)
+                    .await?;
+                Ok(match route_wide {
+                    Outcome::Allowed(_) => own,
+                    throttled @ Outcome::Throttled { .. } => throttled,
+                })
+            }
+            _ => Ok(own),
         }
-        let key = key(&self.settings.key_prefix, route, tenant);
-        limiter.check(&key, spec, left).await
     }
 
     /// Notes how a check ended, for [`SharedStore::state`].
@@ -460,6 +495,10 @@ mod tests {
         // `a:b` + `c` and `a` + `b:c` are different buckets.
         assert_ne!(key("sg", "a:b", "c"), key("sg", "a", "b:c"));
         assert_ne!(key("sg", "r", "%3A"), key("sg", "r", ":"));
+        // A route's ceiling is one key for all its tenants, never a tenant's key.
+        assert_eq!(ceiling_key("sg", "orders.create"), "sg:{orders.create}");
+        assert_eq!(ceiling_key("sg", "a:b"), "sg:{a%3Ab}");
+        assert_ne!(ceiling_key("sg", "a:b"), key("sg", "a", "b"));
     }
 
     #[test]

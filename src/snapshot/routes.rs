@@ -399,23 +399,12 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> 
     })
 }
 
-/// `store: redis` needs the `redis:` section, and supports the plain quota and burst only.
+/// `store: redis` needs the `redis:` section.
 fn store_allowed(raw: &RawRateLimit, redis_configured: bool) -> Result<(), String> {
-    if raw.store != Store::Redis {
-        return Ok(());
-    }
-    if !redis_configured {
+    if raw.store == Store::Redis && !redis_configured {
         return Err("`store: redis` needs a top-level `redis:` section with its `url`".to_string());
     }
-    let unsupported = [
-        (!raw.tiers.is_empty(), "`tiers`"),
-        (raw.ceiling.is_some(), "`ceiling`"),
-        (raw.mode == ValidationMode::Report, "`mode: report`"),
-    ];
-    match unsupported.iter().find(|(set, _)| *set) {
-        Some((_, what)) => Err(format!("{what} is not supported with store: redis yet")),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 fn limit_settings(raw: &RawRateLimit) -> Result<LimitSettings, String> {

@@ -307,10 +307,6 @@ async fn admin_token_guards_all_but_probes_and_dashboard_is_self_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium: ./test.sh installs it and runs ignored tests"]
 async fn dashboard_renders_in_headless_chromium() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("chromium is needed for this test: run ./test.sh, which installs it");
     let upstream = Upstream::start(Answer::default()).await;
     let gw = TestGateway::start(
         &admin_config(&upstream.url(), ""),
@@ -320,36 +316,7 @@ async fn dashboard_renders_in_headless_chromium() {
     for body in [r#"{"n":1}"#, r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":1}"#] {
         post_x(&gw, "a", body).await;
     }
-    let url = format!("http://{}/", gw.admin.unwrap());
-    let profile = tempfile::tempdir().unwrap();
-    let screenshot = std::env::var("SCHEMAGATE_SCREENSHOT").ok();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(chromium);
-        command.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=5000",
-            "--window-size=1280,900",
-        ]);
-        command.arg(format!("--user-data-dir={}", profile.path().display()));
-        match screenshot {
-            Some(path) => command.arg(format!("--screenshot={path}")),
-            None => command.arg("--dump-dom"),
-        };
-        command.arg(&url).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let log = String::from_utf8_lossy(&output.stderr);
+    let (dom, log) = render_in_chromium(gw.admin.unwrap()).await;
     assert!(!log.contains("Uncaught"), "console errors:\n{log}");
     if std::env::var("SCHEMAGATE_SCREENSHOT").is_err() {
         // Four requests were answered before the page loaded (its own admin calls are not

@@ -79,18 +79,6 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "`store: redis` needs a top-level `redis:` section",
     ),
     (
-        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nredis: { url: 'redis://127.0.0.1:1/0' }\nroutes:\n  - { name: r, method: GET, path: /x, upstream: b, rate_limit: { quota: 1/s, store: redis, tiers: { gold: { quota: 5/s } } } }\n",
-        7,
-        "routes[0].rate_limit",
-        "`tiers` is not supported with store: redis yet",
-    ),
-    (
-        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nredis: { url: 'redis://127.0.0.1:1/0' }\nroutes:\n  - { name: r, method: GET, path: /x, upstream: b, rate_limit: { quota: 1/s, store: redis, ceiling: 100/s } }\n",
-        7,
-        "routes[0].rate_limit",
-        "`ceiling` is not supported with store: redis yet",
-    ),
-    (
         "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  url: 'http://127.0.0.1:6379'\n",
         6,
         "redis.url",

@@ -69,6 +69,19 @@ async fn burst(addr: SocketAddr, tenant: &'static str) -> (Vec<Got>, Duration) {
     (answers, slowest)
 }
 
+/// `schemagate_ratelimit_fallback{route="shared"}` of `gateway`, if it has that series.
+async fn fallback(gateway: &Served) -> Option<f64> {
+    let metrics = send(gateway.admin, request("GET", "/metrics", &[], b"")).await;
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("schemagate_ratelimit_fallback{route=\"shared\"} ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 /// A 429 as the local limiter gives it: envelope, `Retry-After`, `RateLimit-*`.
 fn assert_throttled(got: &Got) {
     assert_envelope(got, 429, "Too Many Requests");
@@ -235,6 +248,11 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
         .unwrap_or_default()
         .to_string();
     assert!(last == "timeout" || last == "redis", "{status}");
+    assert_eq!(
+        fallback(&allow).await,
+        Some(1.0),
+        "the route is on its fallback"
+    );
     let _redis = RedisServer::start_on(port);
     let back = Instant::now();
     loop {
@@ -273,6 +291,11 @@ async fn redis_killed_each_policy_holds_then_sharing_resumes() {
         back.elapsed()
     );
 
+    assert_eq!(
+        fallback(&allow).await,
+        Some(0.0),
+        "the route is back on Redis"
+    );
     // Every call and every error was counted.
     let metrics = send(allow.admin, request("GET", "/metrics", &[], b"")).await;
     let text = String::from_utf8_lossy(&metrics.body);
@@ -340,4 +363,167 @@ async fn the_password_comes_from_password_file_and_reloads() {
         !status.to_string().contains("pw-beta-2") && !status.to_string().contains("pw-alpha-1"),
         "/status shows no password: {status}"
     );
+}
+
+/// `tiers`, `ceiling` and `mode: report` with `store: redis` answer as with `store: local`:
+/// the same sequence of requests gets the same statuses and `RateLimit-*` headers from one
+/// gateway counting alone and from two gateways sharing Redis (taking turns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn tiers_ceiling_and_report_answer_as_the_local_limiter() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start(Answer::default()).await;
+    // Per minute, so that nothing refills while the test runs: `gold` has a burst of 5,
+    // everyone else 2, and all tenants together 8 (`ceiling`). `/r` only reports.
+    let config = |store: &str| {
+        format!(
+            r#"listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+upstreams:
+  backend: {{ url: "{upstream}" }}
+redis:
+  url: {redis}
+  timeout: 1s
+  on_error: deny
+routes:
+  - name: tiered
+    method: GET
+    path: /x
+    upstream: backend
+    tenant: {{ from: header, name: X-Tenant }}
+    rate_limit:
+      quota: 1/min
+      burst: 2
+      store: {store}
+      tiers: {{ gold: {{ quota: 1/min, burst: 5 }} }}
+      ceiling: 8/min
+  - name: reported
+    method: GET
+    path: /r
+    upstream: backend
+    tenant: {{ from: header, name: X-Tenant }}
+    rate_limit: {{ quota: 1/min, burst: 1, store: {store}, mode: report }}
+"#,
+            upstream = upstream.url(),
+            redis = redis.url(),
+        )
+    };
+    let sequence: Vec<(&str, &str)> = [
+        ("/x", "gold"),
+        ("/x", "a"),
+        ("/x", "gold"),
+        ("/x", "a"),
+        ("/x", "a"),
+        ("/x", "gold"),
+        ("/x", "gold"),
+        ("/x", "gold"),
+        ("/x", "gold"),
+        ("/x", "b"),
+        ("/x", "b"),
+        ("/x", "c"),
+        ("/r", "a"),
+        ("/r", "a"),
+        ("/r", "a"),
+    ]
+    .to_vec();
+    let answers = |gateways: Vec<SocketAddr>| {
+        let sequence = sequence.clone();
+        async move {
+            let mut answers = Vec::new();
+            for (i, (path, tenant)) in sequence.iter().enumerate() {
+                let got = send(
+                    gateways[i % gateways.len()],
+                    request("GET", path, &[("x-tenant", tenant)], b""),
+                )
+                .await;
+                let header = |name: &str| {
+                    got.headers
+                        .get(name)
+                        .map_or("-".to_string(), |v| v.to_str().unwrap_or("?").to_string())
+                };
+                if got.status == 429 {
+                    assert_envelope(&got, 429, "Too Many Requests");
+                    assert!(got.headers.contains_key("retry-after"));
+                }
+                answers.push(format!(
+                    "{path} {tenant}: {} limit {} remaining {}",
+                    got.status,
+                    header("ratelimit-limit"),
+                    header("ratelimit-remaining")
+                ));
+            }
+            answers
+        }
+    };
+    let (_dl, local) = serve(&config("local"));
+    let expected = answers(vec![local.addr]).await;
+    let (_d1, one) = serve(&config("redis"));
+    let (_d2, two) = serve(&config("redis"));
+    let shared = answers(vec![one.addr, two.addr]).await;
+    assert_eq!(shared, expected);
+    // What the local limiter answers, spelled out, so that the comparison cannot pass on two
+    // equally wrong sides: gold's own burst of 5, `a`'s 2, then the ceiling of 8 stops `b`'s
+    // second request and `c`'s first; report mode forwards what it would have throttled.
+    let statuses: Vec<&str> = expected
+        .iter()
+        .map(|a| a.split(' ').nth(2).unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "200", "200", "200", "200", "429", "200", "200", "200", "429", "200", "429", "429",
+            "200", "200", "200"
+        ],
+        "{expected:#?}"
+    );
+    assert!(
+        expected[10].ends_with("limit 8 remaining 0"),
+        "{expected:#?}"
+    );
+    assert!(
+        expected[13].ends_with("limit 1 remaining 0"),
+        "{expected:#?}"
+    );
+}
+
+/// The dashboard shows the Redis store: where it points, that it is connected and answering,
+/// and then, with Redis gone, the route on its fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and chromium: ./test.sh installs them and runs ignored tests"]
+async fn the_dashboard_shows_redis_and_routes_on_fallback() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::start(Answer::default()).await;
+    let (_d, gateway) = serve(&config(&upstream.url(), &redis.url(), "local", "50ms"));
+    assert_eq!(get(gateway.addr, "acme").await.status, 200);
+    let (dom, log) = render_in_chromium(gateway.admin).await;
+    assert!(!log.contains("Uncaught"), "console errors:\n{log}");
+    let address = format!("127.0.0.1:{}", redis.port);
+    let row = |dom: &str| {
+        let table = dom.split("id=\"redis\"").nth(1).unwrap_or_default();
+        table
+            .split("</table>")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let up = row(&dom);
+    assert!(up.contains(&address), "{up}");
+    assert!(up.contains(">yes<") && up.contains(">ok<"), "{up}");
+    assert!(up.contains("<td>none</td>"), "no route on fallback: {up}");
+
+    redis.kill();
+    assert_eq!(
+        get(gateway.addr, "acme").await.status,
+        200,
+        "on_error: local"
+    );
+    let (dom, _) = render_in_chromium(gateway.admin).await;
+    let down = row(&dom);
+    assert!(
+        down.contains(">shared<"),
+        "the route on its fallback: {down}"
+    );
+    assert!(!down.contains(">ok<"), "{down}");
 }

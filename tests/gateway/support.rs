@@ -565,3 +565,45 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// The admin dashboard at `admin` as a real headless Chromium renders it after five seconds
+/// of virtual time: its DOM (or, with `SCHEMAGATE_SCREENSHOT=path`, a screenshot there and
+/// no DOM) and Chromium's log. `./test.sh` installs Debian's chromium when it is missing.
+pub async fn render_in_chromium(admin: SocketAddr) -> (String, String) {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is needed for this test: run ./test.sh, which installs it");
+    let url = format!("http://{admin}/");
+    let profile = tempfile::tempdir().unwrap();
+    let screenshot = std::env::var("SCHEMAGATE_SCREENSHOT").ok();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(chromium);
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=1280,900",
+        ]);
+        command.arg(format!("--user-data-dir={}", profile.path().display()));
+        match screenshot {
+            Some(path) => command.arg(format!("--screenshot={path}")),
+            None => command.arg("--dump-dom"),
+        };
+        command.arg(&url).output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
