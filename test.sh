@@ -27,9 +27,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }
 fi
 
-# The shared rate-limit tests (tests/redis_limits.rs) start their own redis-server (Debian's
-# package) on a free loopback port.
-if ! command -v redis-server >/dev/null 2>&1; then
+# The shared rate-limit tests (tests/redis_limits.rs, tests/gateway/redis.rs) start their own
+# redis-server (Debian's package) on free loopback ports; the cluster test joins three with
+# redis-cli (redis-tools, which redis-server depends on).
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   echo "installing redis-server for the shared rate-limit tests..."
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive

@@ -49,13 +49,21 @@ pub struct RawConfig {
     pub redis: Option<Spanned<RawRedis>>,
 }
 
-/// `redis:`, the store of rate limits shared by several gateways. `cluster` and
-/// `password_file` are not built yet, so they are unknown fields.
+/// `redis:`, the store of rate limits shared by several gateways: one node (`url`) or a
+/// Redis Cluster (`cluster`), exactly one of them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://[user:password@]host:port/db` or `unix:///path`.
-    pub url: Spanned<Text>,
+    /// `redis://[user:password@]host:port/db`, `rediss://` (TLS) or `unix:///path`.
+    #[serde(default)]
+    pub url: Option<Spanned<Text>>,
+    /// A Redis Cluster's seed URLs (`redis://` or `rediss://`), instead of `url`.
+    #[serde(default)]
+    pub cluster: Option<Spanned<Vec<Text>>>,
+    /// For `rediss://`: the CAs trusted (default: the system's roots) and a client
+    /// certificate, as for an upstream.
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
     /// Longest one Redis operation (and the first connection) may take; past it, `on_error`
     /// decides. Default 50ms.
     #[serde(default)]

@@ -328,7 +328,7 @@ fn compile(
 
 /// Hashes the config text, the schema files as they were scanned for this snapshot (see
 /// `SchemaDir::content_hash`, stored in `fingerprint` by `compile`), the mock bodies and the
-/// Redis password read from its file.
+/// Redis password and TLS files.
 fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
@@ -339,9 +339,10 @@ fn fingerprint(config_text: &str, snapshot: &Snapshot) -> u64 {
             (status.as_u16(), body).hash(&mut hasher);
         }
     }
-    // A new password in `redis.password_file` is a new generation (and a new connection).
+    // A new password in `redis.password_file` or a new `redis.tls` file is a new generation
+    // (and a new connection).
     if let Some(store) = &snapshot.redis {
-        store.settings().password.hash(&mut hasher);
+        store.settings().target.hash(&mut hasher);
     }
     hasher.finish()
 }

@@ -178,14 +178,23 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const RECONNECT_ATTEMPTS: usize = 6;
 
-/// A client of the shared GCRA buckets: one multiplexed connection (requests are pipelined
-/// on it, none holds it across an await) that reconnects by itself, and the script, sent by
-/// its SHA-1 (`EVALSHA`) and loaded again whenever Redis answers `NOSCRIPT` (after a restart
-/// or a `SCRIPT FLUSH`).
+/// A client of the shared GCRA buckets: one multiplexed connection per Redis node (requests
+/// are pipelined on it, none holds it across an await) that reconnects by itself, and the
+/// script, sent by its SHA-1 (`EVALSHA`) and loaded again whenever Redis answers `NOSCRIPT`
+/// (after a restart or a `SCRIPT FLUSH`).
 #[derive(Clone)]
 pub struct SharedLimiter {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Script,
+}
+
+/// One node through redis-rs's `ConnectionManager`, or a Redis Cluster through its cluster
+/// connection, which keeps one multiplexed connection per node, learns the slot map from the
+/// seeds and follows `MOVED` and `ASK`. Either is a handle: a clone costs an `Arc`.
+#[derive(Clone)]
+enum Connection {
+    Node(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 impl fmt::Debug for SharedLimiter {
@@ -196,34 +205,92 @@ impl fmt::Debug for SharedLimiter {
     }
 }
 
+/// Where the shared buckets live, and how to reach them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// One URL (`redis://`, `rediss://`, `unix://`), or a Redis Cluster's seed URLs.
+    pub urls: Vec<String>,
+    /// Whether `urls` are a cluster's seeds.
+    pub cluster: bool,
+    /// From `password_file`: replaces any password in the URLs.
+    pub password: Option<String>,
+    /// PEM trust roots and client certificate for `rediss://` (`redis.tls`); none: the
+    /// system's roots, no client certificate.
+    pub tls: Option<TlsPem>,
+}
+
+/// `redis.tls` as read from its files.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct TlsPem {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate chain and key, both PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsPem {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
 impl SharedLimiter {
     /// Connects to `url` (`redis://host:port/db`, `unix:///path`). Fails if the first
     /// connection cannot be made after the reconnection attempts (about two seconds for a
     /// refused port); later losses are repaired in the background.
     pub async fn connect(url: &str) -> Result<SharedLimiter, SharedError> {
-        SharedLimiter::connect_with(url, None).await
+        SharedLimiter::connect_to(&Target {
+            urls: vec![url.to_string()],
+            cluster: false,
+            password: None,
+            tls: None,
+        })
+        .await
     }
 
-    /// Like [`SharedLimiter::connect`], with `password` (when given) in place of any in `url`.
-    pub async fn connect_with(
-        url: &str,
-        password: Option<&str>,
-    ) -> Result<SharedLimiter, SharedError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
-        if let Some(password) = password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            // Each check carries its caller's timeout; a second, fixed one (500 ms by default)
-            // would turn a longer caller's timeout into a Redis error.
-            .set_response_timeout(None)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY)
-            .set_number_of_retries(RECONNECT_ATTEMPTS);
-        let connection = ConnectionManager::new_with_config(client, config).await?;
+    /// Connects to `target`: its one node, or its cluster through the seeds (each node's
+    /// connection and answers bounded by `CONNECT_TIMEOUT`; the caller bounds each check).
+    pub async fn connect_to(target: &Target) -> Result<SharedLimiter, SharedError> {
+        let connection = if target.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder(target.urls.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(CONNECT_TIMEOUT);
+            if let Some(password) = &target.password {
+                builder = builder.password(password.as_str());
+            }
+            if let Some(tls) = &target.tls {
+                builder = builder.certs(tls.certificates());
+            }
+            Connection::Cluster(builder.build()?.get_async_connection().await?)
+        } else {
+            let url = target.urls.first().map_or("", String::as_str);
+            let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
+            if let Some(password) = &target.password {
+                let settings = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(settings);
+            }
+            let client = match &target.tls {
+                Some(tls) => redis::Client::build_with_tls(info, tls.certificates())?,
+                None => redis::Client::open(info)?,
+            };
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                // Each check carries its caller's timeout; a second, fixed one (500 ms by
+                // default) would turn a longer caller's timeout into a Redis error.
+                .set_response_timeout(None)
+                .set_min_delay(RECONNECT_MIN_DELAY)
+                .set_max_delay(RECONNECT_MAX_DELAY)
+                .set_number_of_retries(RECONNECT_ATTEMPTS);
+            Connection::Node(ConnectionManager::new_with_config(client, config).await?)
+        };
         Ok(SharedLimiter {
             connection,
             script: Script::new(include_str!("gcra.lua")),
@@ -248,17 +315,29 @@ impl SharedLimiter {
         spec: &QuotaSpec,
         timeout: Duration,
     ) -> Result<Decision, SharedError> {
-        // The manager is a handle to the one shared connection; a clone costs an `Arc`.
-        let mut connection = self.connection.clone();
         let mut invocation = self.script.key(key);
         invocation
             .arg(interval_micros(spec))
             .arg(spec.burst.max(1))
             .arg(1);
-        let reply =
-            tokio::time::timeout(timeout, invocation.invoke_async::<Value>(&mut connection))
-                .await
-                .map_err(|_| SharedError::Timeout(timeout))??;
+        // A connection is a handle to the shared one(s); a clone costs an `Arc`.
+        let call = async {
+            match &self.connection {
+                Connection::Node(connection) => {
+                    invocation
+                        .invoke_async::<Value>(&mut connection.clone())
+                        .await
+                }
+                Connection::Cluster(connection) => {
+                    invocation
+                        .invoke_async::<Value>(&mut connection.clone())
+                        .await
+                }
+            }
+        };
+        let reply = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| SharedError::Timeout(timeout))??;
         Decision::from_reply(reply)
     }
 }
@@ -267,12 +346,11 @@ impl SharedLimiter {
 /// across reloads.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// Checked with `IntoConnectionInfo` when the snapshot was built.
-    pub url: String,
-    /// From `password_file`: replaces any password in `url`.
-    pub password: Option<String>,
-    /// The file it was read from (watched for hot reload).
-    pub password_file: Option<std::path::PathBuf>,
+    /// The URLs checked with `IntoConnectionInfo`, the password and TLS files read, when the
+    /// snapshot was built.
+    pub target: Target,
+    /// The files `password_file` and `tls` were read from (watched for hot reload).
+    pub files: Vec<std::path::PathBuf>,
     /// Longest a request waits for Redis, the first connection included.
     pub timeout: Duration,
     pub on_error: OnRedisError,
@@ -285,7 +363,8 @@ const LAST_OK: u8 = 1;
 /// A shared store as `/status` shows it (see [`SharedStore::state`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreState {
-    /// `host:port` (or the socket path): never the URL, which may hold a password.
+    /// `host:port` (or the socket path), a cluster's seeds joined by `, `: never a URL, which
+    /// may hold a password.
     pub address: String,
     /// Whether a connection was made (it then reconnects by itself).
     pub connected: bool,
@@ -300,7 +379,8 @@ impl fmt::Debug for StoreSettings {
             .field("timeout", &self.timeout)
             .field("on_error", &self.on_error)
             .field("key_prefix", &self.key_prefix)
-            .field("password_file", &self.password_file)
+            .field("cluster", &self.target.cluster)
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
@@ -351,8 +431,17 @@ impl SharedStore {
     /// whether a connection was made, and how the last check ended (`ok`, `timeout`, `redis`,
     /// `reply`; `None` before any).
     pub fn state(&self) -> StoreState {
-        let address = redis::IntoConnectionInfo::into_connection_info(self.settings.url.as_str())
-            .map_or_else(|_| "-".to_string(), |info| info.addr().to_string());
+        let address = self
+            .settings
+            .target
+            .urls
+            .iter()
+            .map(|url| {
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_or_else(|_| "-".to_string(), |info| info.addr().to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let last = match self.last.load(Ordering::Relaxed) {
             LAST_NONE => None,
             LAST_OK => Some("ok"),
@@ -398,9 +487,9 @@ impl SharedStore {
     ) -> Result<Outcome, SharedError> {
         let timeout = self.settings.timeout;
         let started = Instant::now();
-        let connect = self.limiter.get_or_try_init(|| {
-            SharedLimiter::connect_with(&self.settings.url, self.settings.password.as_deref())
-        });
+        let connect = self
+            .limiter
+            .get_or_try_init(|| SharedLimiter::connect_to(&self.settings.target));
         let limiter = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| SharedError::Timeout(timeout))??;
@@ -504,9 +593,13 @@ mod tests {
     #[test]
     fn redis_errors_are_logged_at_most_once_a_second() {
         let store = SharedStore::new(StoreSettings {
-            url: "redis://127.0.0.1:1/0".to_string(),
-            password: None,
-            password_file: None,
+            target: Target {
+                urls: vec!["redis://127.0.0.1:1/0".to_string()],
+                cluster: false,
+                password: None,
+                tls: None,
+            },
+            files: Vec::new(),
             timeout: Duration::from_millis(50),
             on_error: OnRedisError::Local,
             key_prefix: "sg".to_string(),

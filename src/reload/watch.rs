@@ -61,12 +61,14 @@ pub fn sources(snapshot: &Snapshot) -> Vec<(PathBuf, bool, String)> {
     for file in &snapshot.tls_files {
         sources.push((file.clone(), false, "TLS file".to_string()));
     }
-    if let Some(file) = snapshot
-        .redis
-        .as_ref()
-        .and_then(|store| store.settings().password_file.clone())
-    {
-        sources.push((file, false, "Redis password file".to_string()));
+    if let Some(store) = &snapshot.redis {
+        for file in &store.settings().files {
+            sources.push((
+                file.clone(),
+                false,
+                "Redis password or TLS file".to_string(),
+            ));
+        }
     }
     sources
 }

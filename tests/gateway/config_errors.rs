@@ -85,6 +85,24 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "not a Redis URL",
     ),
     (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  url: 'redis://127.0.0.1:6379'\n  cluster: ['redis://127.0.0.1:7000']\n",
+        6,
+        "redis",
+        "needs exactly one of `url` (one Redis) and `cluster`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  cluster: ['redis://127.0.0.1:7000', 'unix:///tmp/r.sock']\n",
+        6,
+        "redis.cluster",
+        "a cluster's seeds are redis:// or rediss:// URLs",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  url: 'redis://127.0.0.1:6379'\n  tls: { ca: ca.pem }\n",
+        7,
+        "redis.tls",
+        "applies to rediss:// URLs only",
+    ),
+    (
         // A password file that cannot be read is located; its content is never echoed.
         "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nredis:\n  url: 'redis://127.0.0.1:6379'\n  password_file: /run/secrets/redis\n",
         7,

@@ -527,3 +527,159 @@ async fn the_dashboard_shows_redis_and_routes_on_fallback() {
     );
     assert!(!down.contains(">ok<"), "{down}");
 }
+
+/// `rediss://`: the gateway reaches Redis over TLS (rustls), trusting the CA in `redis.tls.ca`;
+/// without it (the system's roots) the same server is not trusted, and `deny` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn rediss_verifies_the_server_against_the_configured_ca() {
+    let pki = crate::tls::Pki::new("redis test CA");
+    let leaf = pki.server(&["127.0.0.1"]);
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::write(certs.path().join("redis.pem"), &leaf.cert).unwrap();
+    std::fs::write(certs.path().join("redis.key"), &leaf.key).unwrap();
+    let redis = RedisServer::start_tls(
+        &certs.path().join("redis.pem"),
+        &certs.path().join("redis.key"),
+    );
+    let upstream = Upstream::start(Answer::default()).await;
+    let plain = config(&upstream.url(), &redis.tls_url(), "deny", "1s");
+    let trusted = plain.replace(
+        "  on_error: deny\n",
+        "  on_error: deny\n  tls: { ca: ca.pem }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), &trusted).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let gateway = Served::start(dir.path(), "gateway.yaml", &[]);
+    for remaining in ["9", "8"] {
+        let got = get(gateway.addr, "acme").await;
+        assert_eq!(got.status, 200, "{:?}", got.body);
+        assert_eq!(got.headers["ratelimit-remaining"], remaining);
+    }
+    // With `deny`, a count going down is Redis answering: over TLS, the only port it was given.
+
+    // The system's roots do not know the test CA: no answer from Redis, so `deny` says 503.
+    let (_d, untrusting) = serve(&plain);
+    let got = get(untrusting.addr, "acme").await;
+    assert_envelope(&got, 503, "Service Unavailable");
+    let status = untrusting.status().await;
+    // Refused at the handshake, and again on each reconnection attempt within the timeout.
+    let last = status["redis"]["last_check"].as_str().unwrap_or_default();
+    assert!(last == "redis" || last == "timeout", "{status}");
+}
+
+/// Redis Cluster (three nodes joined by `redis-cli --cluster create`): two gateways share each
+/// tenant's quota, tenants' keys spread over the nodes, and when a tenant's slot moves to
+/// another node (its key migrated), both gateways follow the `MOVED` answer: the tenant stays
+/// throttled, and `deny` turns any unanswered check into a 503 that would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn a_cluster_shares_quotas_and_follows_a_moved_slot() {
+    let nodes = RedisServer::cluster(3);
+    let upstream = Upstream::start(Answer::default()).await;
+    let seeds: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}", n.port))
+        .collect();
+    // Per minute: nothing refills while the test runs, and keys live a minute.
+    let config = config(&upstream.url(), "SEEDS", "deny", "1s")
+        .replace(
+            "  url: SEEDS\n",
+            &format!("  cluster: [{}]\n", seeds.join(", ")),
+        )
+        .replace("quota: 20/s", "quota: 10/min");
+    let (_d1, one) = serve(&config);
+    let (_d2, two) = serve(&config);
+    let gateways = [one.addr, two.addr];
+    let tenants: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    for tenant in &tenants {
+        let statuses: Vec<u16> = {
+            let mut statuses = Vec::new();
+            for i in 0..11 {
+                statuses.push(get(gateways[i % 2], tenant).await.status);
+            }
+            statuses
+        };
+        assert_eq!(
+            statuses,
+            [[200; 10].as_slice(), &[429]].concat(),
+            "{tenant}"
+        );
+    }
+    let per_node: Vec<u64> = nodes
+        .iter()
+        .map(|n| {
+            n.query(&["DBSIZE"])
+                .trim_start_matches(':')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 12, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "keys spread over the nodes: {per_node:?}"
+    );
+    let status = one.status().await;
+    assert_eq!(
+        status["redis"]["address"],
+        seeds
+            .iter()
+            .map(|s| s.trim_start_matches("redis://"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "{status}"
+    );
+
+    // Move t0's slot, with its key, to another node.
+    let key = "schemagate:{shared:t0}";
+    let slot = nodes[0].query(&["CLUSTER", "KEYSLOT", key]);
+    let slot = slot.trim_start_matches(':');
+    let from = nodes
+        .iter()
+        .position(|n| n.query(&["EXISTS", key]) == ":1")
+        .expect("the key is on one node");
+    let to = (from + 1) % nodes.len();
+    let (source, target) = (&nodes[from], &nodes[to]);
+    let source_id = source.query(&["CLUSTER", "MYID"]);
+    let target_id = target.query(&["CLUSTER", "MYID"]);
+    assert_eq!(
+        target.query(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &source_id]),
+        "+OK"
+    );
+    assert_eq!(
+        source.query(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &target_id]),
+        "+OK"
+    );
+    let port = target.port.to_string();
+    assert_eq!(
+        source.query(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "\"\"",
+            "0",
+            "5000",
+            "KEYS",
+            key
+        ]),
+        "+OK"
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.query(&["CLUSTER", "SETSLOT", slot, "NODE", &target_id]),
+            "+OK"
+        );
+    }
+    assert_eq!(target.query(&["EXISTS", key]), ":1", "the key moved");
+    for gateway in gateways {
+        let got = get(gateway, "t0").await;
+        assert_throttled(&got);
+    }
+    // A tenant never seen, on the moved slot's new owner or any other: its own full bucket.
+    for gateway in gateways {
+        let got = get(gateway, "fresh").await;
+        assert_eq!(got.status, 200, "{:?}", got.body);
+    }
+}

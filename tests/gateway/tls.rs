@@ -27,19 +27,19 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::support::*;
 
 /// A private CA that signs server and client certificates.
-struct Pki {
-    ca_pem: String,
+pub struct Pki {
+    pub ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 /// A certificate and its private key, both PEM.
-struct Leaf {
-    cert: String,
-    key: String,
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub fn new(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -51,7 +51,7 @@ impl Pki {
         }
     }
 
-    fn server(&self, names: &[&str]) -> Leaf {
+    pub fn server(&self, names: &[&str]) -> Leaf {
         self.leaf(names, names[0], ExtendedKeyUsagePurpose::ServerAuth, None)
     }
 
