@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -99,6 +100,10 @@ pub struct BoundedStore<K: Hash + Eq + Clone> {
     keys: DashMapStateStore<K>,
     overflow: DashMapStateStore<()>,
     cap: usize,
+    /// Set when a key was sent to the overflow bucket; the limiter then sweeps (at most once
+    /// a second) and clears it. Shared with the [`RouteLimiter`], which cannot reach its
+    /// store through governor's limiter.
+    full: Arc<AtomicBool>,
 }
 
 impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
@@ -113,6 +118,7 @@ impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
         if self.keys.contains_key(key) || self.keys.len() < self.cap {
             self.keys.measure_and_replace(key, f)
         } else {
+            self.full.store(true, Ordering::Relaxed);
             self.overflow.measure_and_replace(&(), f)
         }
     }
@@ -168,6 +174,9 @@ pub struct RouteLimiter {
     clock: GatewayClock,
     /// Clock reading (ns) of the last sweep, so a full store sweeps at most once a second.
     last_sweep: AtomicU64,
+    /// The keyed store's [`BoundedStore::full`]: one atomic load per check instead of
+    /// counting the keys of every shard.
+    full: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RouteLimiter {
@@ -198,10 +207,12 @@ impl RouteLimiter {
             Ok(RateLimiter::direct_with_clock(spec.quota()?, clock.clone())
                 .with_middleware::<StateInformationMiddleware>())
         };
+        let full = Arc::new(AtomicBool::new(false));
         let store = BoundedStore {
             keys: DashMap::default(),
             overflow: DashMap::default(),
             cap: settings.max_tenants,
+            full: Arc::clone(&full),
         };
         let keyed: Keyed =
             RateLimiter::<_, _, _, governor::middleware::NoOpMiddleware<Nanos>>::new(
@@ -225,6 +236,7 @@ impl RouteLimiter {
             ceiling,
             clock: clock.clone(),
             last_sweep: AtomicU64::new(0),
+            full,
         })
     }
 
@@ -243,7 +255,7 @@ impl RouteLimiter {
         let own = match self.tiers.get(tenant) {
             Some((_, limiter)) => limiter.check(),
             None => {
-                if self.keyed.len() >= self.settings.max_tenants {
+                if self.full.load(Ordering::Relaxed) {
                     self.sweep_if_due();
                 }
                 match owned {
@@ -284,6 +296,7 @@ impl RouteLimiter {
 
     /// Drops the state of tenants idle long enough to be back at a full bucket.
     pub fn sweep(&self) {
+        self.full.store(false, Ordering::Relaxed);
         self.keyed.retain_recent();
         self.keyed.shrink_to_fit();
         self.last_sweep
