@@ -3,8 +3,9 @@
 //! A checked example is a ```sh block followed, with only blank lines between, by a block
 //! showing what it prints: ```http for one `curl -si` answer (the status line, the headers
 //! worth showing, a blank line, the body) or ```text for plain output. In either, a line
-//! `...` stands for any number of lines, so a long body can be cut, and in an http block a
-//! header value `...` means "present, any value" (request ids, dates). Every ```sh block that
+//! `...` stands for any number of lines, so a long body can be cut; a line ending in `...`
+//! for any line that starts with what comes before it; and in an http block a header value
+//! `...` means "present, any value" (request ids, dates). Every ```sh block that
 //! runs `curl` must be checked this way: an example nobody runs is how the README's first curl
 //! came to answer 401.
 //!
@@ -104,27 +105,41 @@ fn examples(markdown: &str) -> (Vec<Example>, Vec<usize>) {
     (examples, unchecked)
 }
 
+/// Whether an actual line is the shown one: equal, or, when the shown line ends in `...`,
+/// starting with what comes before it (a long JSON line cut short).
+fn line_matches(shown: &str, actual: &str) -> bool {
+    match shown.strip_suffix("...") {
+        Some(prefix) if !prefix.trim().is_empty() => actual.starts_with(prefix),
+        _ => shown == actual,
+    }
+}
+
+/// Whether the lines of `actual` are `shown` line for line ([`line_matches`]).
+fn lines_match(shown: &[&str], actual: &[&str]) -> bool {
+    shown.len() == actual.len() && shown.iter().zip(actual).all(|(s, a)| line_matches(s, a))
+}
+
 /// Whether `actual` is `expected`, where a line `...` in `expected` stands for any lines.
 fn matches_elided(expected: &str, actual: &str) -> bool {
     let expected: Vec<&str> = expected.trim_end().lines().collect();
     let actual: Vec<&str> = actual.trim_end().lines().collect();
     let parts: Vec<&[&str]> = expected.split(|l| l.trim() == "...").collect();
     if parts.len() == 1 {
-        return expected == actual;
+        return lines_match(&expected, &actual);
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if actual.len() < first.len() + last.len() || !actual.starts_with(first) {
+    if actual.len() < first.len() + last.len() {
         return false;
     }
-    if !actual.ends_with(last) {
+    let end = actual.len() - last.len();
+    if !lines_match(first, &actual[..first.len()]) || !lines_match(last, &actual[end..]) {
         return false;
     }
     // Each middle part in order, within what the first and last parts left.
     let mut at = first.len();
-    let end = actual.len() - last.len();
     for part in &parts[1..parts.len() - 1] {
-        match (at..=end.saturating_sub(part.len()))
-            .find(|&k| k + part.len() <= end && actual[k..k + part.len()] == **part)
+        match (at..end)
+            .find(|&k| k + part.len() <= end && lines_match(part, &actual[k..k + part.len()]))
         {
             Some(k) => at = k + part.len(),
             None => return false,
@@ -405,6 +420,9 @@ fn shown_answers_are_compared_line_for_line() {
     assert!(matches_elided("a\n...\nc\n...\ne", "a\nb\nc\nd\ne"));
     assert!(!matches_elided("a\n...\nx\n...\ne", "a\nb\nc\nd\ne"));
     assert!(!matches_elided("a\n...\na", "a"));
+    assert!(matches_elided("{\"a\":1,...\nz", "{\"a\":1,\"b\":2}\nz"));
+    assert!(!matches_elided("{\"a\":2,...", "{\"a\":1,\"b\":2}"));
+    assert!(!matches_elided("...x", "x"));
 }
 
 #[test]
