@@ -440,3 +440,24 @@ fn every_curl_on_the_pages_has_its_answer_shown() {
     assert_eq!(examples.len(), 1);
     assert_eq!(examples[0].expected, "ok");
 }
+
+/// The vendors' variables the README names are the ones the shipped config reads, all five.
+#[test]
+fn the_readme_names_the_shipped_configs_upstream_variables() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let config = std::fs::read_to_string(Path::new(ROOT).join("config/gateway.yaml")).unwrap();
+    let named = |text: &str| {
+        let mut names: Vec<String> = text
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|w| w.len() > "_UPSTREAM".len() && w.ends_with("_UPSTREAM"))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(named(&readme), named(&config));
+    let mut vendors = VENDOR_VARS.map(String::from).to_vec();
+    vendors.sort();
+    assert_eq!(named(&config), vendors);
+}
