@@ -206,7 +206,16 @@ impl Gateway {
             command.env_remove(var);
         }
         let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Lines arrive through a thread, so that a gateway that never prints its addresses
+        // fails the test after a bound instead of hanging it. It keeps reading afterwards, so
+        // the access log never meets a full or closed pipe.
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (lines, printed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
         let address = |line: &str| -> String {
             line.split("http://")
                 .nth(1)
@@ -216,11 +225,9 @@ impl Gateway {
         };
         let (mut listen, mut admin, mut started) = (None, None, Vec::new());
         while admin.is_none() {
-            let mut line = String::new();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "schemagate exited before it listened"
-            );
+            let line = printed
+                .recv_timeout(EXAMPLE_TIMEOUT)
+                .unwrap_or_else(|e| panic!("no admin address on stdout ({e}) after {started:?}"));
             if line.contains("schemagate listening on") {
                 listen = Some(address(&line));
             } else if line.contains("schemagate admin on") {
@@ -228,8 +235,6 @@ impl Gateway {
             }
             started.push(line.trim_end().to_string());
         }
-        // Keep reading, so the access log never meets a full or closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let (listen, admin) = (listen.unwrap(), admin.unwrap());
         let started = started
             .iter()
