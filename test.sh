@@ -18,6 +18,14 @@ if ! command -v openssl >/dev/null 2>&1; then
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends openssl >/dev/null; }
 fi
 
+# The README's and docs' examples (tests/gateway/readme.rs) run with real curl.
+if ! command -v curl >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends curl >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends curl >/dev/null; }
+fi
+
 # The dashboard test drives a real headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium for the dashboard test..."
@@ -50,7 +58,7 @@ cargo clippy --locked --all-targets -- -D warnings
 # nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
 CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
 # `cargo test` alone needs nothing installed; the tests that need a tool installed above
-# (chromium, openssl, redis-server) are marked `#[ignore]` and run here with the rest.
+# (chromium, openssl, redis-server, curl) are marked `#[ignore]` and run here with the rest.
 cargo test --locked -- --include-ignored
 
 # Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by

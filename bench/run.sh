@@ -7,7 +7,7 @@
 #
 #   bench/run.sh            # ~4 minutes; results in target/bench/
 #
-# What it does (see README, "Performance"):
+# What it does (see docs/performance.md):
 #   1. installs nginx, wrk, python3 and curl from Debian's packages when missing;
 #   2. builds schemagate --release;
 #   3. starts, on free loopback ports: the upstream (nginx, worker_processes 1, answering a

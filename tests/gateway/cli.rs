@@ -332,3 +332,41 @@ async fn one_worker_serves_side_by_side_and_drains() {
     assert_eq!(in_flight.await.unwrap().status, 200);
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
 }
+
+/// `hash-key` hashes one line of stdin: its line break (`\n`, `\r\n`) is dropped silently,
+/// so `echo` and `printf %s` agree; what follows the first line break is ignored; spaces are
+/// part of the key; no key is exit 2.
+#[test]
+fn hash_key_hashes_the_first_line_without_its_line_break() {
+    use std::io::Write;
+    let hash_key = |stdin: &[u8]| {
+        let mut child = command(&["hash-key"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // SHA-256("abc"), the FIPS 180-2 test vector.
+    let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+    for stdin in [&b"abc"[..], b"abc\n", b"abc\r\n", b"abc\nsecond line\n"] {
+        let (code, stdout, stderr) = hash_key(stdin);
+        assert_eq!(code, Some(0), "{stdin:?}: {stderr}");
+        assert_eq!(stdout, abc, "{stdin:?}");
+    }
+    let (code, stdout, _) = hash_key(b"abc \n");
+    assert_eq!(code, Some(0));
+    assert_ne!(stdout, abc, "a trailing space is part of the key");
+    for stdin in [&b""[..], b"\n"] {
+        let (code, stdout, stderr) = hash_key(stdin);
+        assert_eq!(code, Some(2), "{stdin:?}: {stdout}");
+        assert!(stderr.contains("no key on stdin"), "{stderr}");
+    }
+}

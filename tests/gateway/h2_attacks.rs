@@ -4,7 +4,7 @@
 //! with short limits and attacks it with the `h2` crate where it can produce the attack, and
 //! with raw frames over a socket where it refuses to. Every wait is bounded. Each attack
 //! prints one `h2 cost:` line (the gateway's RSS and CPU time, a well-behaved client's p99)
-//! for the README.
+//! for docs/configuration.md.
 
 use std::future::Future;
 use std::net::SocketAddr;

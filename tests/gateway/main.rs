@@ -33,6 +33,8 @@ mod openapi;
 mod pool;
 // Raw HTTP/1 framing a client library will not produce.
 mod raw;
+// The examples of README.md and docs/*.md, run with real curl against the binary.
+mod readme;
 mod redis;
 #[path = "../common/redis_server.rs"]
 mod redis_server;
