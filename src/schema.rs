@@ -13,6 +13,7 @@
 //! location and the field's path, then the problem in the schema's terms.
 
 mod coerce;
+mod documents;
 mod json;
 mod load;
 mod message;
@@ -25,8 +26,15 @@ use std::sync::Arc;
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
+
+/// Parses a document's JSON text with the strict rules schema files follow (duplicate keys,
+/// numbers not as written); the error says what and where.
+pub fn parse_document_json(text: &str) -> Result<Value, String> {
+    load::parse_json_text(text)
+}
 pub use number::{NumberProblem, MAX_LITERAL_LEN};
 
 use coerce::Plan;
@@ -285,18 +293,39 @@ struct PlanDocs<'a> {
     root: &'a Value,
 }
 
+/// A reference split into its target document's URI (resolved against `base`) and its
+/// fragment.
+fn split_reference<'r>(base: &str, reference: &'r str) -> Option<(String, &'r str)> {
+    let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
+    let target = if path.is_empty() {
+        base.split('#').next().unwrap_or(base).to_string()
+    } else {
+        let base = jsonschema::uri::from_str(base).ok()?;
+        jsonschema::uri::resolve_against(&base.borrow(), path)
+            .ok()?
+            .as_str()
+            .to_string()
+    };
+    Some((target, fragment))
+}
+
+/// The value a JSON-pointer fragment (percent-encoded as in a URI) names in `document`.
+fn at_fragment<'v>(document: &'v Value, fragment: &str) -> Option<&'v Value> {
+    let fragment = percent_encoding::percent_decode_str(fragment)
+        .decode_utf8()
+        .ok()?;
+    if fragment.is_empty() {
+        Some(document)
+    } else if fragment.starts_with('/') {
+        document.pointer(&fragment)
+    } else {
+        None
+    }
+}
+
 impl coerce::Resolve for PlanDocs<'_> {
     fn resolve(&self, base: &str, reference: &str) -> Option<(String, &Value)> {
-        let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
-        let target = if path.is_empty() {
-            base.to_string()
-        } else {
-            let base = jsonschema::uri::from_str(base).ok()?;
-            jsonschema::uri::resolve_against(&base.borrow(), path)
-                .ok()?
-                .as_str()
-                .to_string()
-        };
+        let (target, fragment) = split_reference(base, reference)?;
         let document = if target == self.root_uri {
             self.root
         } else {
@@ -304,16 +333,7 @@ impl coerce::Resolve for PlanDocs<'_> {
             let key = scanned.by_id.get(&target).unwrap_or(&target);
             scanned.by_uri.get(key)?.parsed.as_deref().ok()?
         };
-        let fragment = percent_encoding::percent_decode_str(fragment)
-            .decode_utf8()
-            .ok()?;
-        let value = if fragment.is_empty() {
-            document
-        } else if fragment.starts_with('/') {
-            document.pointer(&fragment)?
-        } else {
-            return None;
-        };
+        let value = at_fragment(document, fragment)?;
         Some((target, value))
     }
 }

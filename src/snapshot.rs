@@ -41,6 +41,7 @@ mod defaults;
 mod errors;
 mod keys;
 mod listeners;
+mod openapi;
 mod redis;
 mod routes;
 mod upstreams;
@@ -92,6 +93,8 @@ pub struct Snapshot {
     /// A hash of everything the snapshot was built from (config text, every schema file,
     /// mock bodies, TLS files): a reload that finds it unchanged keeps the current generation.
     pub fingerprint: u64,
+    /// OpenAPI documents and the files their `$ref`s name (watched for hot reload).
+    pub openapi_files: Vec<PathBuf>,
     /// Certificate, key and CA files read for TLS (watched for hot reload).
     pub tls_files: Vec<PathBuf>,
     /// The `redis:` store of routes with `store: redis` (carried over while unchanged).
@@ -131,8 +134,55 @@ pub struct Route {
     /// Where the route's buckets live: this process, or the snapshot's `redis` store.
     pub store: Store,
     pub schema_files: Vec<SchemaFile>,
+    /// For a route from an OpenAPI document with a request body: the media types it takes
+    /// (others are 415) and whether the body is required. `None`: a hand-written route,
+    /// whose body schema takes JSON only.
+    pub body_media: Option<BodyMedia>,
     /// This route's metric series, resolved on first use (see `metrics::RouteSeries`).
     pub series: crate::metrics::RouteSeries,
+}
+
+/// The media types an OpenAPI operation's request body may have.
+#[derive(Debug, Clone)]
+pub struct BodyMedia {
+    pub ranges: Vec<MediaRange>,
+    /// An empty body without Content-Type is refused (400) when the body is required.
+    pub required: bool,
+}
+
+/// A media type or range (`application/json`, `application/*+json`, `*/*`), lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRange {
+    pub kind: String,
+    pub subtype: String,
+    /// Whether bodies of this type are parsed as JSON and validated.
+    pub json: bool,
+}
+
+impl MediaRange {
+    /// Whether `kind/subtype` (lowercase) is in this range; `application/*+json` takes any
+    /// `+json` subtype.
+    pub fn matches(&self, kind: &str, subtype: &str) -> bool {
+        let kind_ok = self.kind == "*" || self.kind == kind;
+        let subtype_ok = self.subtype == "*"
+            || self.subtype == subtype
+            || (self.subtype == "*+json" && subtype.ends_with("+json"));
+        kind_ok && subtype_ok
+    }
+}
+
+impl BodyMedia {
+    /// The range a declared media type falls in, most specific first (exact type, then a
+    /// `+json` or subtype wildcard, then `*/*`).
+    pub fn find(&self, essence: &str) -> Option<&MediaRange> {
+        let lower = essence.trim().to_ascii_lowercase();
+        let (kind, subtype) = lower.split_once('/')?;
+        let rank = |r: &MediaRange| (r.kind == "*") as u8 * 2 + (r.subtype.contains('*')) as u8;
+        self.ranges
+            .iter()
+            .filter(|r| r.matches(kind, subtype))
+            .min_by_key(|r| rank(r))
+    }
 }
 
 /// Where the admin listener is and who may use it.
@@ -303,7 +353,8 @@ fn compile(
         schemas: &schemas,
         clock,
     };
-    let (router, routes) = routes::build(&context, &mut errors);
+    let imported = openapi::import(&raw, &base_dir, &mut errors);
+    let (router, routes) = routes::build(&context, imported.operations, &mut errors);
     let admin = admin::build(raw.admin.as_ref(), &mut errors);
     let api_keys = keys::build(&raw.api_keys, &mut errors);
     errors.finish()?;
@@ -320,7 +371,10 @@ fn compile(
         admin,
         log_format: raw.logging.format,
         // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
-        fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash) ^ material.hash(),
+        fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash)
+            ^ material.hash()
+            ^ imported.hash,
+        openapi_files: imported.files,
         tls_files: material.files,
         redis,
     })
