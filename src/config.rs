@@ -476,6 +476,7 @@ impl RawOpenApi {
     /// The document-level route keys.
     pub fn keys(&self) -> RawOperationKeys {
         RawOperationKeys {
+            skip: None,
             strip_prefix: self.strip_prefix.clone(),
             preserve_host: self.preserve_host,
             timeouts: self.timeouts.clone(),
@@ -494,6 +495,9 @@ impl RawOpenApi {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOperationKeys {
+    /// `true`: the operation is not a route (only under `operations:`).
+    #[serde(default)]
+    pub skip: Option<bool>,
     #[serde(default)]
     pub strip_prefix: Option<Text>,
     #[serde(default)]

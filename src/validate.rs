@@ -17,7 +17,7 @@ pub struct Parts<'a> {
     /// The raw query string, as on the wire.
     pub query: Option<&'a str>,
     /// Path parameters captured by the router.
-    pub params: &'a matchit::Params<'a, 'a>,
+    pub params: &'a crate::route::Params<'a>,
     /// The body, read whole, when the route has a body schema.
     pub body: Option<&'a Bytes>,
 }

@@ -310,6 +310,9 @@ fn operations(
             if over.is_some() {
                 used.insert(id.clone());
             }
+            if over.and_then(|o| o.value.skip) == Some(true) {
+                continue;
+            }
             let site = Site {
                 documents,
                 uri: &item_uri,
@@ -368,6 +371,7 @@ impl RawOperationKeys {
     /// These keys with each one `over` sets replacing ours.
     fn overridden(self, over: &RawOperationKeys) -> RawOperationKeys {
         RawOperationKeys {
+            skip: over.skip.or(self.skip),
             strip_prefix: over.strip_prefix.clone().or(self.strip_prefix),
             preserve_host: over.preserve_host.or(self.preserve_host),
             timeouts: over.timeouts.clone().or(self.timeouts),

@@ -99,9 +99,10 @@ pub(super) fn build(
         let Some(route) = build_route(context, &prefix, spanned, source, errors) else {
             continue;
         };
-        let clash = routes
-            .iter()
-            .position(|r| r.method == route.method && r.path == route.path);
+        let place = crate::route::place(&route.path);
+        let clash = routes.iter().position(|r| {
+            r.method == route.method && place.is_some() && crate::route::place(&r.path) == place
+        });
         if let Some(other) = clash {
             errors.at(
                 spanned.defined,

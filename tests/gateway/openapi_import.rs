@@ -218,6 +218,19 @@ paths:
           application/*+json: { schema: { $ref: "#/components/schemas/Item" } }
           text/plain: { schema: { type: string } }
       responses: { "200": { description: ok } }
+  /items/{name}:
+    delete:
+      operationId: deleteItem
+      parameters:
+        - { name: name, in: path, required: true, schema: { type: string, minLength: 3 } }
+      responses: { "204": { description: gone } }
+  /compare/{base}...{head}:
+    get:
+      operationId: compare
+      parameters:
+        - { name: base, in: path, required: true, schema: { type: string, enum: [main] } }
+        - { name: head, in: path, required: true, schema: { type: string } }
+      responses: { "200": { description: ok } }
   /nodes:
     post:
       operationId: postNode
@@ -382,6 +395,21 @@ async fn document_features_validate_as_documented() {
     // A body the operation does not require may be left out.
     let got = post("", &[]).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
+    // Another parameter name at the same place, and two parameters in one segment.
+    let got = send(gw.addr, request("DELETE", "/v2/items/ab", &[], b"")).await;
+    assert_eq!(
+        got.json()["message"][0],
+        "path.name must be at least 3 characters long"
+    );
+    let got = send(gw.addr, request("GET", "/v2/compare/main...dev", &[], b"")).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let got = send(gw.addr, request("GET", "/v2/compare/dev...main", &[], b"")).await;
+    assert_eq!(
+        got.json()["message"][0],
+        "path.base must be one of: \"main\""
+    );
+    let got = send(gw.addr, request("GET", "/v2/compare/main", &[], b"")).await;
+    assert_eq!(got.status, 404);
     // An operation without operationId is still a route.
     let got = send(gw.addr, request("GET", "/v2/nodes", &[], b"")).await;
     assert_eq!(got.status, 200);
