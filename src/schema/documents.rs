@@ -91,6 +91,11 @@ impl DocumentSet {
         })
     }
 
+    /// The document registered under `uri`.
+    pub fn document(&self, uri: &str) -> Option<&Value> {
+        self.docs.get(uri).map(|d| &**d)
+    }
+
     /// Compiles `schema` (whose `$ref`s name the set's documents by absolute URI), known to
     /// messages and the status page as `source`; `delimiters` names the properties whose
     /// values are lists in one string (`a,b,c`) and the character between items.

@@ -595,3 +595,123 @@ async fn an_edited_document_is_reloaded_by_the_binary() {
     let status = served.status().await.to_string();
     assert!(status.contains("OpenAPI document"), "{status}");
 }
+
+/// The npm packages of real documents, installed by `./test.sh` under `target/npm`.
+fn npm_document(package_path: &str) -> std::path::PathBuf {
+    let path = Path::new(ROOT)
+        .join("target/npm/node_modules")
+        .join(package_path);
+    assert!(
+        path.exists(),
+        "{} is missing: ./test.sh installs it (npm install --prefix target/npm, see test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// How many operations a document's `paths` hold.
+fn operation_count(document: &serde_json::Value) -> usize {
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| methods.iter().filter(|m| item.get(**m).is_some()).count())
+        .sum()
+}
+
+fn load_real(file: &Path, extra: &str) -> Result<Snapshot, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{BASE}openapi:\n  - file: {}\n    upstream: api\n    name: real\n{extra}",
+        file.display()
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), config).unwrap();
+    Snapshot::load(&dir.path().join("gateway.yaml"))
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+}
+
+/// GitHub's REST description (OpenAPI 3.0.3, ~1000 operations, written by no one here):
+/// every operation compiles into a route that validates. Its two GET operations on
+/// `/repos/{owner}/{repo}/compare/...` match the same paths: a clash until one is skipped.
+/// Loading time and memory are measured by `bench/openapi_load.sh`, not here.
+#[test]
+#[ignore = "needs npm: ./test.sh installs @octokit/openapi"]
+fn githubs_rest_description_compiles_every_operation() {
+    let file = npm_document("@octokit/openapi/generated/api.github.com.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.0."));
+    let operations = operation_count(&document);
+    assert!(operations > 900, "{operations} operations");
+
+    let clash = load_real(&file, "").unwrap_err().join("\n");
+    assert!(
+        clash.contains("GET /repos/{owner}/{repo}/compare/{base}...{head} is both route \"real.repos/compare-commits-with-basehead\""),
+        "{clash}"
+    );
+    let skip = "    operations:\n      repos/compare-commits: { skip: true }\n";
+    let snapshot = load_real(&file, skip).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    assert_eq!(snapshot.routes.len(), operations - 1);
+    // Bearer from the document's security; a query enum and a path integer, validated.
+    let route = |name: &str| {
+        snapshot
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no route {name}"))
+    };
+    let issues = route("real.issues/list-for-repo");
+    assert_eq!(issues.path, "/repos/{owner}/{repo}/issues");
+    let query = issues.schemas.query.as_ref().unwrap();
+    let (value, _) = query.coerce_query(Some("state=bogus&per_page=20&labels=bug,ui"));
+    let found = query.violations(schemagate::schema::Location::Query, &value);
+    let messages: Vec<_> = found.iter().map(|v| v.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec!["query.state must be one of: \"open\", \"closed\", \"all\""]
+    );
+    let get_issue = route("real.issues/get");
+    let path = get_issue.schemas.path.as_ref().unwrap();
+    let pairs = [("owner", "o"), ("repo", "r"), ("issue_number", "x")];
+    let (value, _) = path.coerce_params(schemagate::schema::Location::Path, pairs.into_iter());
+    let found = path.violations(schemagate::schema::Location::Path, &value);
+    assert_eq!(
+        found[0].message,
+        "path.issue_number must be of type integer"
+    );
+    // A JSON request body with a 3.0 `nullable` field.
+    let create = route("real.issues/create");
+    let body = create.schemas.body.as_ref().unwrap();
+    let found = body.violations(
+        schemagate::schema::Location::Body,
+        &serde_json::json!({"title": "t", "milestone": null, "labels": 5}),
+    );
+    let messages: Vec<_> = found.iter().map(|v| v.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec!["body.labels must be of type array"],
+        "{found:?}"
+    );
+}
+
+/// Scalar's Galaxy example (OpenAPI 3.1.1, YAML and JSON, from npm): every operation compiles.
+#[test]
+#[ignore = "needs npm: ./test.sh installs @scalar/galaxy"]
+fn an_openapi_31_document_from_npm_compiles_every_operation() {
+    for variant in ["3.1.yaml", "3.1.json"] {
+        let file = npm_document(&format!("@scalar/galaxy/dist/{variant}"));
+        let json = npm_document("@scalar/galaxy/dist/3.1.json");
+        let document: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        assert!(document["openapi"].as_str().unwrap().starts_with("3.1."));
+        let snapshot = load_real(&file, "").unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        assert_eq!(
+            snapshot.routes.len(),
+            operation_count(&document),
+            "{variant}"
+        );
+    }
+}
