@@ -119,7 +119,11 @@ pub fn parses(route: &Route, headers: &HeaderMap) -> bool {
         return true;
     };
     match declared_essence(headers) {
-        Ok(Some(essence)) => media.find(essence).is_some_and(|range| range.json),
+        // A wildcard range (`*/*`, `application/*`) validates only what is itself JSON.
+        Ok(Some(essence)) => {
+            media.find(essence).is_some_and(|range| range.json)
+                && crate::snapshot::MediaRange::parse(essence).is_some_and(|r| r.json)
+        }
         _ => true,
     }
 }

@@ -817,8 +817,9 @@ fn is_json(media: &str) -> bool {
 }
 
 impl MediaRange {
-    /// Parses `type/subtype` (parameters dropped, case-insensitive).
-    pub(super) fn parse(text: &str) -> Option<MediaRange> {
+    /// Parses `type/subtype` (parameters dropped, case-insensitive); `json` for JSON types
+    /// and the wildcards that take them.
+    pub fn parse(text: &str) -> Option<MediaRange> {
         let essence = text.split(';').next()?.trim().to_ascii_lowercase();
         let (kind, subtype) = essence.split_once('/')?;
         if kind.is_empty() || subtype.is_empty() {
