@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
+use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::auth::{self, ApiKey, AuthMode};
@@ -295,6 +296,28 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// The schemas of the routes from `openapi:` documents, as files for `schemagate
+    /// openapi` (`openapi/<name>.json` and `openapi/<name>/<operation>.<location>.json`):
+    /// the config and its documents read again (the snapshot keeps no copy of them).
+    pub fn openapi_export_files(&self) -> Result<Vec<(String, Arc<Value>)>, Vec<ConfigError>> {
+        let path = &self.source;
+        let text = crate::files::read_capped(path, crate::files::MAX_CONFIG_FILE)
+            .and_then(|b| String::from_utf8(b).map_err(|_| "is not valid UTF-8".to_string()))
+            .map_err(|e| {
+                vec![ConfigError::file(
+                    path,
+                    format!("cannot read config file: {e}"),
+                )]
+            })?;
+        let raw = config::parse_with_env(path, &text, |name| std::env::var(name).ok())
+            .map_err(|e| vec![e])?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errors = Errors::new(path);
+        let imported = openapi::import(&raw, &base_dir, true, &mut errors);
+        errors.finish()?;
+        Ok(imported.export)
+    }
+
     /// A human-readable route table, for `schemagate check`.
     pub fn summary(&self) -> String {
         let mut out = format!(
@@ -353,7 +376,7 @@ fn compile(
         schemas: &schemas,
         clock,
     };
-    let imported = openapi::import(&raw, &base_dir, &mut errors);
+    let imported = openapi::import(&raw, &base_dir, false, &mut errors);
     let (router, routes) = routes::build(&context, imported.operations, &mut errors);
     let admin = admin::build(raw.admin.as_ref(), &mut errors);
     let api_keys = keys::build(&raw.api_keys, &mut errors);

@@ -41,10 +41,19 @@ pub(super) struct Imported {
     pub operations: Vec<Operation>,
     pub files: Vec<PathBuf>,
     pub hash: u64,
+    /// With `keep`: the schemas the routes were compiled from, as files for the exporter
+    /// (`openapi/<name>.json`, the translated document, and `openapi/<name>/<operation>.
+    /// <location>.json`, each location's schema with `$ref`s relative to it).
+    pub export: Vec<(String, std::sync::Arc<Value>)>,
 }
 
 /// Reads every document of `openapi:` and turns its operations into routes-to-be.
-pub(super) fn import(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'_>) -> Imported {
+pub(super) fn import(
+    raw: &RawConfig,
+    base_dir: &Path,
+    keep: bool,
+    errors: &mut Errors<'_>,
+) -> Imported {
     let mut imported = Imported::default();
     for (i, spanned) in raw.openapi.iter().enumerate() {
         let entry = &spanned.value;
@@ -52,7 +61,11 @@ pub(super) fn import(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'_>) 
         let file = &entry.file;
         let read = Documents::read(&base_dir.join(&*file.value)).and_then(|mut documents| {
             // The set holds the documents from now on (one copy fewer of a large document).
-            let docs = std::mem::take(&mut documents.by_uri).into_iter().collect();
+            let docs: Vec<(String, Value)> =
+                std::mem::take(&mut documents.by_uri).into_iter().collect();
+            if keep {
+                documents.kept = docs.clone();
+            }
             let set = DocumentSet::new(docs).map_err(|e| format!("{}: {e}", documents.shown))?;
             documents.set = Some(set);
             Ok(documents)
@@ -78,7 +91,15 @@ pub(super) fn import(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'_>) 
         for (at, message) in problems {
             errors.at(at, key.clone(), message);
         }
-        imported.operations.extend(operations);
+        if keep {
+            match export_files(&documents, &name, &operations) {
+                Ok(files) => imported.export.extend(files),
+                Err(message) => errors.at(spanned.defined, key.clone(), message),
+            }
+        }
+        imported
+            .operations
+            .extend(operations.into_iter().map(|(operation, _)| operation));
     }
     imported
 }
@@ -94,6 +115,10 @@ struct Documents {
     files: Vec<PathBuf>,
     hash: u64,
     set: Option<DocumentSet>,
+    /// The translated documents by URI, kept for the exporter.
+    kept: Vec<(String, Value)>,
+    /// The file of each document by URI (canonical).
+    paths: HashMap<String, PathBuf>,
 }
 
 impl Documents {
@@ -106,6 +131,7 @@ impl Documents {
         let mut hasher = DefaultHasher::new();
         let mut by_uri = HashMap::new();
         let mut files = Vec::new();
+        let mut paths = HashMap::new();
         let mut pending = vec![(canonical, root.clone())];
         let mut version = None;
         while let Some((file, uri)) = pending.pop() {
@@ -148,6 +174,7 @@ impl Documents {
                 translate::from_30(&mut value);
             }
             translate::read_only_not_required(&mut value);
+            paths.insert(uri.clone(), file.clone());
             // The main document as configured, so that the watch sees the symbolic links on
             // its way; the files it names as resolved.
             files.push(if uri == root {
@@ -164,6 +191,8 @@ impl Documents {
             files,
             hash: hasher.finish(),
             set: None,
+            kept: Vec::new(),
+            paths,
         })
     }
 
@@ -212,6 +241,117 @@ impl Documents {
             pointer = fragment;
         }
         Err(format!("#{pointer}: $ref chain longer than 32 steps"))
+    }
+}
+
+/// The exporter's files for one document: `openapi/<name>.json`, holding the translated
+/// document under `/root` and the files it names under `/files/<path relative to it>`, and
+/// each operation's schemas (`openapi/<name>/<operation>.<location>.json`) with `$ref`s into
+/// that file. The exporter copies a file as one component, walking only schema keywords, so
+/// every `$ref` inside the documents is written here as its final pointer into the exported
+/// document (`#/components/schemas/openapi.<name>/root/...`).
+fn export_files(
+    documents: &Documents,
+    name: &str,
+    operations: &[(Operation, Vec<(String, Value)>)],
+) -> Result<Vec<(String, std::sync::Arc<Value>)>, String> {
+    let root_dir = documents
+        .paths
+        .get(&documents.root)
+        .and_then(|p| p.parent())
+        .unwrap_or(Path::new("/"));
+    // Where each document goes inside the export file, as a JSON pointer.
+    let mut places: HashMap<String, String> = HashMap::new();
+    for (uri, _) in &documents.kept {
+        let place = if *uri == documents.root {
+            "/root".to_string()
+        } else {
+            let path = documents.paths.get(uri).map(PathBuf::as_path);
+            let inside = path.and_then(|p| p.strip_prefix(root_dir).ok());
+            let inside = inside.ok_or_else(|| {
+                format!(
+                    "{}: exporting a document whose $refs name files outside its directory is not supported yet",
+                    documents.shown
+                )
+            })?;
+            let key = inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            format!("/files/{}", escape(&key))
+        };
+        places.insert(uri.clone(), place);
+    }
+    let component = format!("#/components/schemas/openapi.{name}");
+    // The final pointer of a reference written in the document at `base`.
+    let target = |base: &str, reference: &str| -> Option<String> {
+        let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
+        let uri = if path.is_empty() {
+            base.to_string()
+        } else {
+            let base = jsonschema::uri::from_str(base).ok()?;
+            jsonschema::uri::resolve_against(&base.borrow(), path)
+                .ok()?
+                .as_str()
+                .to_string()
+        };
+        Some(format!("{}{fragment}", places.get(&uri)?))
+    };
+    let mut root = Map::new();
+    let mut files = Map::new();
+    for (uri, document) in &documents.kept {
+        let mut copy = document.clone();
+        rewrite_refs(&mut copy, &mut |reference| {
+            target(uri, reference).map(|pointer| format!("{component}{pointer}"))
+        });
+        match places.get(uri).and_then(|p| p.strip_prefix("/files/")) {
+            Some(key) => {
+                files.insert(key.replace("~1", "/").replace("~0", "~"), copy);
+            }
+            None => {
+                root.insert("root".to_string(), copy);
+            }
+        }
+    }
+    root.insert("files".to_string(), Value::Object(files));
+    let mut out = Vec::new();
+    for (_, wrappers) in operations {
+        for (file, wrapper) in wrappers {
+            let mut copy = wrapper.clone();
+            rewrite_refs(&mut copy, &mut |reference| {
+                let (uri, _) = reference.split_once('#')?;
+                target(uri, reference).map(|pointer| format!("../{name}.json#{pointer}"))
+            });
+            out.push((file.clone(), std::sync::Arc::new(copy)));
+        }
+    }
+    out.push((
+        format!("openapi/{name}.json"),
+        std::sync::Arc::new(Value::Object(root)),
+    ));
+    Ok(out)
+}
+
+/// Replaces every `$ref` string in `value` by what `rewrite` makes of it (kept when `None`).
+fn rewrite_refs(value: &mut Value, rewrite: &mut impl FnMut(&str) -> Option<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, member) in map.iter_mut() {
+                match (key.as_str(), &mut *member) {
+                    ("$ref", Value::String(reference)) => {
+                        if let Some(new) = rewrite(reference) {
+                            *reference = new;
+                        }
+                    }
+                    _ => rewrite_refs(member, rewrite),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_refs(item, rewrite)),
+        _ => {}
     }
 }
 
@@ -267,7 +407,7 @@ fn operations(
     key: &str,
     spanned: &Spanned<RawOpenApi>,
     problems: &mut Vec<(serde_saphyr::Location, String)>,
-) -> Vec<Operation> {
+) -> Vec<(Operation, Vec<(String, Value)>)> {
     let shown = &documents.shown;
     let mut fail =
         |message: String| problems.push((spanned.defined, format!("{shown}: {message}")));
@@ -318,6 +458,8 @@ fn operations(
                 continue;
             }
             let site = Site {
+                name,
+                id: &id,
                 documents,
                 uri: &item_uri,
                 item,
@@ -340,7 +482,7 @@ fn operations(
                         keys,
                         built.auth,
                     );
-                    out.push(Operation {
+                    let operation = Operation {
                         key: match over {
                             Some(_) => format!("{key}.operations.{id}"),
                             None => key.to_string(),
@@ -352,7 +494,8 @@ fn operations(
                         },
                         schemas: built.schemas,
                         body: built.body,
-                    });
+                    };
+                    out.push((operation, built.wrappers));
                 }
                 Err(message) => fail(format!("{message} (operation {id})")),
             }
@@ -418,6 +561,9 @@ fn raw_route(
 
 /// One operation in its document.
 struct Site<'d> {
+    /// The document's name, and the operation's id (for the exporter's file names).
+    name: &'d str,
+    id: &'d str,
     documents: &'d Documents,
     /// The URI of the document holding the path item.
     uri: &'d str,
@@ -430,6 +576,8 @@ struct Site<'d> {
 /// What an operation compiles to.
 struct Built {
     schemas: RouteSchemas,
+    /// (file name for the exporter, the schema compiled) of each location.
+    wrappers: Vec<(String, Value)>,
     body: Option<BodyMedia>,
     auth: AuthMode,
 }
@@ -524,24 +672,37 @@ impl Site<'_> {
                 .to_string()
                 .replace('%', "_")
         );
-        let compile =
+        // What status pages and the exporter call each schema.
+        let id: String = self
+            .id
+            .chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') => c,
+                _ => '_',
+            })
+            .collect();
+        let source = |location: &str| format!("openapi/{}/{id}.{location}.json", self.name);
+        let mut wrappers = Vec::new();
+        let mut compile =
             |location: &str, wrapper: &Wrapper| -> Result<Option<CompiledSchema>, String> {
                 let Some(schema) = wrapper.schema() else {
                     return Ok(None);
                 };
-                set.compile(
-                    &schema,
-                    &format!("{base}.{location}"),
-                    PathBuf::from(format!("#{}", self.pointer)),
-                    &wrapper.delimiters,
-                )
-                .map(Some)
-                .map_err(|e| format!("#{}: {location} parameters: {e}", self.pointer))
+                let compiled = set
+                    .compile(
+                        &schema,
+                        &format!("{base}.{location}"),
+                        PathBuf::from(source(location)),
+                        &wrapper.delimiters,
+                    )
+                    .map_err(|e| format!("#{}: {location} parameters: {e}", self.pointer))?;
+                wrappers.push((source(location), schema));
+                Ok(Some(compiled))
             };
         let mut schemas = RouteSchemas {
             path: compile("path", &path)?,
             query: compile("query", &query)?,
-            headers: compile("header", &header)?,
+            headers: compile("headers", &header)?,
             ..RouteSchemas::default()
         };
         let body = match self.operation.get("requestBody") {
@@ -555,10 +716,11 @@ impl Site<'_> {
                         .compile(
                             &wrapper,
                             &format!("{base}.body"),
-                            PathBuf::from(format!("#{at}")),
+                            PathBuf::from(source("body")),
                             &[],
                         )
                         .map_err(|e| format!("#{at}: {e}"))?;
+                    wrappers.push((source("body"), wrapper));
                     schemas.body = Some(compiled);
                 }
                 Some(media)
@@ -567,6 +729,7 @@ impl Site<'_> {
         };
         Ok(Built {
             schemas,
+            wrappers,
             body,
             auth: self.auth(),
         })

@@ -365,7 +365,10 @@ async fn document_features_validate_as_documented() {
         );
     }
     let post = |body: &str, headers: &[(&str, &str)]| {
-        send(gw.addr, request("POST", "/v2/nodes", headers, body.as_bytes()))
+        send(
+            gw.addr,
+            request("POST", "/v2/nodes", headers, body.as_bytes()),
+        )
     };
     // A listed media type that is not JSON is checked for type only and streamed.
     let got = put("/v2/items/1", &[("content-type", "text/plain")], "not json").await;
@@ -723,4 +726,84 @@ fn an_openapi_31_document_from_npm_compiles_every_operation() {
             "{variant}"
         );
     }
+}
+
+/// Follows `$ref`s (pointers into `document`) from `value` until a schema without one.
+fn follow<'v>(
+    document: &'v serde_json::Value,
+    mut value: &'v serde_json::Value,
+) -> &'v serde_json::Value {
+    while let Some(reference) = value.get("$ref").and_then(|r| r.as_str()) {
+        let pointer = reference.strip_prefix('#').unwrap();
+        value = document
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{reference} resolves to nothing"));
+    }
+    value
+}
+
+/// Every `$ref` string under `value`.
+fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, member) in map {
+                match (key.as_str(), member) {
+                    ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                    _ => refs(member, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| refs(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn openapi_reexports_the_imported_routes_self_contained() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["openapi", "--config", "config/openapi/gateway.yaml"])
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut all = Vec::new();
+    refs(&document, &mut all);
+    assert!(all.len() > 100, "{} refs", all.len());
+    for reference in &all {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{reference} is not local"));
+        assert!(
+            document.pointer(pointer).is_some(),
+            "{reference} resolves to nothing"
+        );
+    }
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(operations, 5);
+    // Flextell's body, followed to the document's 3.0 schema, translated.
+    let body = &document["paths"]["/v1/conversations"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let body = follow(&document, follow(&document, body));
+    assert_eq!(body["properties"]["channel_id"]["minimum"], 1);
+    assert_eq!(
+        body["properties"]["first_name"]["type"],
+        serde_json::json!(["string", "null"])
+    );
+    // Leadway's sort order, from the file its document names.
+    let parameters = document["paths"]["/conversations/search"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let sort = parameters.iter().find(|p| p["name"] == "sort").unwrap();
+    let sort = follow(&document, follow(&document, &sort["schema"]));
+    assert_eq!(sort["enum"], serde_json::json!(["asc", "desc"]));
 }
