@@ -419,6 +419,10 @@ pub struct RawRoute {
     /// `enforce` (default): reject invalid requests. `report`: forward them and report.
     #[serde(default)]
     pub validation: ValidationMode,
+    /// `true`: query parameters, (non-standard) headers and top-level body fields the
+    /// schemas do not name are violations (422), each named.
+    #[serde(default)]
+    pub strict: bool,
     /// Error body style: `nest` (default, the documented envelope) or `problem` (RFC 9457).
     #[serde(default)]
     pub errors: ErrorStyle,
@@ -462,6 +466,8 @@ pub struct RawOpenApi {
     #[serde(default)]
     pub validation: Option<ValidationMode>,
     #[serde(default)]
+    pub strict: Option<bool>,
+    #[serde(default)]
     pub errors: Option<ErrorStyle>,
     #[serde(default)]
     pub tenant: Option<RawTenant>,
@@ -483,6 +489,7 @@ impl RawOpenApi {
             limits: self.limits.clone(),
             auth: self.auth,
             validation: self.validation,
+            strict: self.strict,
             errors: self.errors,
             tenant: self.tenant.clone(),
             rate_limit: self.rate_limit.clone(),
@@ -511,6 +518,8 @@ pub struct RawOperationKeys {
     pub auth: Option<AuthMode>,
     #[serde(default)]
     pub validation: Option<ValidationMode>,
+    #[serde(default)]
+    pub strict: Option<bool>,
     #[serde(default)]
     pub errors: Option<ErrorStyle>,
     #[serde(default)]

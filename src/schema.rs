@@ -468,6 +468,12 @@ impl CompiledSchema {
         omitted
     }
 
+    /// The query's keys and values as strings, uncoerced (strict mode's view of a route
+    /// without a query schema).
+    pub fn raw_query(raw: Option<&str>) -> Value {
+        Plan::default().query(raw).0
+    }
+
     /// The object for a raw query string (undecoded, as on the wire; `None` when the URI has
     /// none): `application/x-www-form-urlencoded` decoding, then each value coerced to the
     /// types the schema allows. Keys the schema does not name are kept as strings. A key that
@@ -492,6 +498,53 @@ impl CompiledSchema {
         pairs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> (Value, Vec<Violation>) {
         self.plan.params(location, pairs)
+    }
+}
+
+/// Strict mode: a violation for each top-level key of `value` (a query's or a body's object)
+/// that `schema` does not name as a property (every key, without a schema). Only the top
+/// level: nested fields are the schema's own business (`additionalProperties`).
+pub fn unknown_keys(
+    schema: Option<&CompiledSchema>,
+    location: Location,
+    value: &Value,
+) -> Vec<Violation> {
+    let Value::Object(map) = value else {
+        return Vec::new();
+    };
+    map.keys()
+        .filter(|key| !schema.is_some_and(|s| s.plan.names(key, false)))
+        .map(|key| not_allowed(location, key))
+        .collect()
+}
+
+/// Strict mode: a violation for each header `schema` does not name, other than the
+/// `standard` ones (HTTP's own, and those proxies and browsers add).
+pub fn unknown_headers(
+    schema: Option<&CompiledSchema>,
+    headers: &http::HeaderMap,
+    standard: impl Fn(&str) -> bool,
+) -> Vec<Violation> {
+    headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|name| !standard(name) && !schema.is_some_and(|s| s.plan.names(name, true)))
+        .map(|name| not_allowed(Location::Header, name))
+        .collect()
+}
+
+/// `query.x is not allowed`: a key the route does not name, in strict mode.
+fn not_allowed(location: Location, key: &str) -> Violation {
+    let pointer = format!("/{}", message::escape_pointer_segment(key));
+    Violation {
+        location,
+        message: format!(
+            "{} is not allowed",
+            message::field(location, &pointer, None)
+        ),
+        field: format!("{}.*", location.as_str()),
+        pointer,
+        keyword: "additionalProperties",
     }
 }
 

@@ -127,6 +127,9 @@ pub struct Route {
     pub schemas: RouteSchemas,
     /// Forward invalid requests anyway, reporting what would have been rejected.
     pub report_only: bool,
+    /// Reject query parameters, (non-standard) headers and top-level body fields the
+    /// route's schemas do not name (422).
+    pub strict: bool,
     pub error_style: ErrorStyle,
     /// Where the tenant comes from; `None` means every request is the shared tenant.
     pub tenant: Option<TenantRule>,

@@ -165,6 +165,19 @@ impl Plan {
         }
     }
 
+    /// Whether the schema names `name` as a top-level property (`headers`: case-insensitive).
+    pub fn names(&self, name: &str, headers: bool) -> bool {
+        if headers {
+            self.properties.values().any(|p| {
+                p.header
+                    .as_ref()
+                    .is_some_and(|h| h.as_str().eq_ignore_ascii_case(name))
+            })
+        } else {
+            self.properties.contains_key(name)
+        }
+    }
+
     /// The object for a raw query string (`a=1&b=x+y`, undecoded).
     pub fn query(&self, raw: Option<&str>) -> (Value, Vec<Violation>) {
         let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();

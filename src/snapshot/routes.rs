@@ -263,6 +263,7 @@ fn build_route(
         auth: raw.auth,
         schemas: compiled,
         report_only: raw.validation == ValidationMode::Report,
+        strict: raw.strict,
         error_style: raw.errors,
         tenant,
         limiter,

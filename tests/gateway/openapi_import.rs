@@ -807,3 +807,90 @@ fn openapi_reexports_the_imported_routes_self_contained() {
     let sort = follow(&document, follow(&document, &sort["schema"]));
     assert_eq!(sort["enum"], serde_json::json!(["asc", "desc"]));
 }
+
+#[tokio::test]
+async fn strict_mode_names_each_unknown_field_parameter_and_header() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let document = r#"
+openapi: 3.1.0
+info: { title: s, version: "1" }
+paths:
+  /things:
+    post:
+      operationId: createThing
+      parameters:
+        - { name: dryRun, in: query, schema: { type: boolean } }
+        - { name: X-Trace-Tag, in: header, schema: { type: string } }
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                name: { type: string }
+                spec: { type: object, properties: { size: { type: integer } } }
+      responses: { "200": { description: ok } }
+    get:
+      operationId: listThings
+      responses: { "200": { description: ok } }
+"#;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  api: {{ url: '{}' }}\nopenapi:\n  - file: s.yaml\n    upstream: api\n    strict: true\n    operations:\n      listThings: {{ strict: false }}\nroutes:\n  - {{ name: hand, method: GET, path: /hand, upstream: api, strict: true }}\n",
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config, &[("s.yaml", document)]).await;
+    let json = ("content-type", "application/json");
+    // Known names, standard headers and nested fields the schema leaves open pass.
+    let got = send(
+        gw.addr,
+        request(
+            "POST",
+            "/things?dryRun=true",
+            &[
+                json,
+                ("x-trace-tag", "a"),
+                ("user-agent", "t"),
+                ("x-forwarded-for", "1.2.3.4"),
+            ],
+            br#"{"name":"n","spec":{"size":1,"colour":"red"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let got = send(
+        gw.addr,
+        request(
+            "POST",
+            "/things?dryRun=true&debug=1",
+            &[json, ("x-debug", "1")],
+            br#"{"name":"n","extra":1,"more":true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 422, "{:?}", got.body);
+    let messages: BTreeSet<String> = got.json()["message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = [
+        "query.debug is not allowed",
+        "header.x-debug is not allowed",
+        "body.extra is not allowed",
+        "body.more is not allowed",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(messages, expected);
+    // The override turns it off for one operation; a hand-written route takes it too.
+    let got = send(
+        gw.addr,
+        request("GET", "/things?any=1", &[("x-any", "1")], b""),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let got = send(gw.addr, request("GET", "/hand?any=1", &[], b"")).await;
+    assert_eq!(got.json()["message"][0], "query.any is not allowed");
+}
