@@ -46,6 +46,24 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }
 fi
 
+# The real-document tests (tests/gateway/openapi_import.rs, `#[ignore]`) load OpenAPI
+# documents that npm packages ship: GitHub's REST description (@octokit/openapi) and Scalar's
+# Galaxy (OpenAPI 3.1), installed under target/npm (node and npm from Debian when missing).
+OPENAPI_PACKAGES="@octokit/openapi@23.0.2 @scalar/galaxy@0.6.12"
+if [ ! -f target/npm/node_modules/@octokit/openapi/package.json ] \
+  || [ ! -f target/npm/node_modules/@scalar/galaxy/package.json ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing node and npm for the real-document OpenAPI tests..."
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y --no-install-recommends nodejs npm >/dev/null 2>&1 \
+      || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends nodejs npm >/dev/null; }
+  fi
+  mkdir -p target/npm
+  # shellcheck disable=SC2086
+  npm install --no-audit --no-fund --silent --prefix target/npm $OPENAPI_PACKAGES
+fi
+
 # The benchmark harness is not run in CI (it takes minutes and needs nginx and wrk); CI
 # only checks that its scripts parse.
 for script in bench/*.sh; do bash -n "$script"; done
@@ -58,7 +76,8 @@ cargo clippy --locked --all-targets -- -D warnings
 # nor cargo-fuzz, and sharing target/ means the dependencies are compiled once for both builds.
 CARGO_TARGET_DIR=target cargo build --locked --manifest-path fuzz/Cargo.toml
 # `cargo test` alone needs nothing installed; the tests that need a tool installed above
-# (chromium, openssl, redis-server, curl) are marked `#[ignore]` and run here with the rest.
+# (chromium, openssl, redis-server, curl, the npm documents) are marked `#[ignore]` and run here
+# with the rest.
 cargo test --locked -- --include-ignored
 
 # Schemathesis (from PyPI, pinned, in a venv under target/) against a live gateway, driven by

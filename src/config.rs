@@ -33,8 +33,13 @@ pub struct RawConfig {
     pub defaults: RawDefaults,
     /// Named upstreams that routes forward to.
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
-    /// The routes, matched by method and path.
+    /// The routes, matched by method and path. May be left out when `openapi:` documents
+    /// give every route.
+    #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// OpenAPI documents whose operations become routes (`docs/openapi.md`).
+    #[serde(default)]
+    pub openapi: Vec<Spanned<RawOpenApi>>,
     /// API keys for routes with `auth: api_key`, as SHA-256 hashes (`schemagate hash-key`).
     #[serde(default)]
     pub api_keys: Vec<Spanned<RawApiKey>>,
@@ -142,7 +147,7 @@ pub struct RawApiKey {
 }
 
 /// Where a route's tenant comes from.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTenant {
     /// `header`, `query`, `path`, `body` (a top-level field), `key` (the API key's binding) or
@@ -176,7 +181,7 @@ pub enum MissingTenant {
 }
 
 /// A route's rate limit, per tenant.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Requests per period for each tenant: `100/s`, `6000/min`, `10/h`.
@@ -201,7 +206,7 @@ pub struct RawRateLimit {
     pub store: Store,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTier {
     pub quota: Text,
@@ -422,6 +427,10 @@ pub struct RawRoute {
     /// `enforce` (default): reject invalid requests. `report`: forward them and report.
     #[serde(default)]
     pub validation: ValidationMode,
+    /// `true`: query parameters, (non-standard) headers and top-level body fields the
+    /// schemas do not name are violations (422), each named.
+    #[serde(default)]
+    pub strict: bool,
     /// Error body style: `nest` (default, the documented envelope) or `problem` (RFC 9457).
     #[serde(default)]
     pub errors: ErrorStyle,
@@ -429,6 +438,100 @@ pub struct RawRoute {
     #[serde(default)]
     pub tenant: Option<RawTenant>,
     /// Per-tenant rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// One entry of `openapi:`: a document whose operations become routes, and the route keys
+/// its operations take (defaults for all, then overrides by operationId).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenApi {
+    /// The document, JSON or YAML, OpenAPI 3.0.x or 3.1.x; relative to the config's
+    /// directory; watched and hot-reloaded.
+    pub file: Spanned<Text>,
+    /// Routes are named `<name>.<operationId>`. Default: the file name without extension.
+    #[serde(default)]
+    pub name: Option<Text>,
+    /// Name of an entry in `upstreams`.
+    pub upstream: Text,
+    /// Prepended to every path of the document (`/flextell`).
+    #[serde(default)]
+    pub path_prefix: Option<Spanned<Text>>,
+    // The route keys every operation of the document takes (as in `RawOperationKeys`;
+    // serde's `flatten` would lose `deny_unknown_fields`).
+    #[serde(default)]
+    pub strip_prefix: Option<Text>,
+    #[serde(default)]
+    pub preserve_host: Option<bool>,
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+    /// When absent: derived from the operation's `security`.
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
+    #[serde(default)]
+    pub validation: Option<ValidationMode>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+    #[serde(default)]
+    pub errors: Option<ErrorStyle>,
+    #[serde(default)]
+    pub tenant: Option<RawTenant>,
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+    /// Overrides by operationId, with the same keys.
+    #[serde(default)]
+    pub operations: BTreeMap<String, Spanned<RawOperationKeys>>,
+}
+
+impl RawOpenApi {
+    /// The document-level route keys.
+    pub fn keys(&self) -> RawOperationKeys {
+        RawOperationKeys {
+            skip: None,
+            strip_prefix: self.strip_prefix.clone(),
+            preserve_host: self.preserve_host,
+            timeouts: self.timeouts.clone(),
+            limits: self.limits.clone(),
+            auth: self.auth,
+            validation: self.validation,
+            strict: self.strict,
+            errors: self.errors,
+            tenant: self.tenant.clone(),
+            rate_limit: self.rate_limit.clone(),
+        }
+    }
+}
+
+/// The route keys an OpenAPI document or one of its operations may set; each falls back to
+/// the document's, then to the route's default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperationKeys {
+    /// `true`: the operation is not a route (only under `operations:`).
+    #[serde(default)]
+    pub skip: Option<bool>,
+    #[serde(default)]
+    pub strip_prefix: Option<Text>,
+    #[serde(default)]
+    pub preserve_host: Option<bool>,
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+    /// When absent: derived from the operation's `security`.
+    #[serde(default)]
+    pub auth: Option<AuthMode>,
+    #[serde(default)]
+    pub validation: Option<ValidationMode>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+    #[serde(default)]
+    pub errors: Option<ErrorStyle>,
+    #[serde(default)]
+    pub tenant: Option<RawTenant>,
     #[serde(default)]
     pub rate_limit: Option<RawRateLimit>,
 }

@@ -22,4 +22,6 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 /// The largest config file, mock body, schema file and TLS file read.
 pub const MAX_CONFIG_FILE: u64 = 4 << 20;
 pub const MAX_DATA_FILE: u64 = 16 << 20;
+/// OpenAPI documents of large APIs run to tens of MiB (GitHub's is ~12 MiB).
+pub const MAX_OPENAPI_FILE: u64 = 64 << 20;
 pub const MAX_TLS_FILE: u64 = 1 << 20;

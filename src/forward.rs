@@ -152,7 +152,7 @@ pub fn upstream_request(
     parts: &mut request::Parts,
     target: &Target<'_>,
     forward: &ForwardPath,
-    params: &matchit::Params<'_, '_>,
+    params: &crate::route::Params<'_>,
     preserve_host: bool,
     downstream: &Downstream,
     request_id: &HeaderValue,
@@ -204,7 +204,7 @@ fn rewritten_path(
     uri: &Uri,
     target: &Target<'_>,
     forward: &ForwardPath,
-    params: &matchit::Params<'_, '_>,
+    params: &crate::route::Params<'_>,
 ) -> String {
     let path = uri.path();
     let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 32);
@@ -269,7 +269,7 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 /// Writes `template` with each `{name}` replaced by the path parameter of that name.
 /// Names were checked against the route's path when the snapshot was built.
-fn fill_template(template: &str, params: &matchit::Params<'_, '_>, out: &mut String) {
+fn fill_template(template: &str, params: &crate::route::Params<'_>, out: &mut String) {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -457,9 +457,14 @@ mod tests {
 
     #[test]
     fn template_fill_and_names() {
-        let mut router = matchit::Router::new();
-        router.insert("/v1/items/{id}/{*rest}", ()).unwrap();
-        let m = router.at("/v1/items/7/a/b").unwrap();
+        let mut router = crate::route::Router::new();
+        router
+            .add(http::Method::GET, "/v1/items/{id}/{*rest}", 0)
+            .unwrap();
+        let m = router
+            .find(&http::Method::GET, "/v1/items/7/a/b")
+            .ok()
+            .unwrap();
         let mut out = String::new();
         fill_template("/api/{id}/x/{rest}", &m.params, &mut out);
         assert_eq!(out, "/api/7/x/a/b");

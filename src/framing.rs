@@ -54,13 +54,13 @@ where
             Some(route.body_timeout),
         )
     };
-    if route.schemas.body.is_some() {
+    if parses(route, headers) {
         // Read whole (within its limit) to parse it; what goes upstream is those same bytes.
         check_declared_length(headers, route.limits.body)?;
         let bytes = read_body(guarded(body)).await?;
         let parsed = match media {
             Some(had_content_type) => {
-                enforce_or_report(route, parse(route, &bytes, had_content_type), report)?
+                enforce_or_report(route, parse(route, &bytes, had_content_type), report)?.flatten()
             }
             None => None,
         };
@@ -92,25 +92,81 @@ where
 }
 
 /// Before the body is read, for a route with a body schema: a declared media type it does
-/// not accept (415) or two different Content-Type headers (400). Returns whether a
-/// Content-Type was sent.
+/// not accept (415) or two different Content-Type headers (400). A route from an OpenAPI
+/// document takes the media types its request body lists. Returns whether a Content-Type
+/// was sent.
 pub fn accepted_media_type(route: &Route, headers: &HeaderMap) -> Result<bool, GatewayError> {
-    if route.schemas.body.is_none() {
-        return Ok(true);
+    match &route.body_media {
+        Some(media) => match declared_essence(headers)? {
+            Some(essence) if media.find(essence).is_none() => {
+                Err(GatewayError::UnsupportedMediaType)
+            }
+            Some(_) => Ok(true),
+            None => Ok(false),
+        },
+        None if route.schemas.body.is_none() => Ok(true),
+        None => check_media_type(headers),
     }
-    check_media_type(headers)
+}
+
+/// Whether the body is read whole and parsed as JSON: on a route with a body schema, unless
+/// its OpenAPI document lists the declared media type as one that is not JSON (streamed).
+pub fn parses(route: &Route, headers: &HeaderMap) -> bool {
+    if route.schemas.body.is_none() {
+        return false;
+    }
+    let Some(media) = &route.body_media else {
+        return true;
+    };
+    match declared_essence(headers) {
+        // A wildcard range (`*/*`, `application/*`) validates only what is itself JSON.
+        Ok(Some(essence)) => {
+            media.find(essence).is_some_and(|range| range.json)
+                && crate::snapshot::MediaRange::parse(essence).is_some_and(|r| r.json)
+        }
+        _ => true,
+    }
+}
+
+/// The declared media type without parameters; 400 for two different Content-Type headers.
+fn declared_essence(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.any(|other| other != value) {
+        return Err(GatewayError::BadRequest {
+            message: "the request has two different Content-Type headers".to_string(),
+        });
+    }
+    Ok(Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .unwrap_or_default(),
+    ))
 }
 
 /// After the body is read, for a route with a body schema: a body without Content-Type
 /// (415), then strict JSON (400). A number that is not exactly the double it is read as is
 /// noted, not refused here: `validate` refuses it where the schema constrains it (422).
-pub fn parse(route: &Route, bytes: &Bytes, had_content_type: bool) -> Result<Parsed, GatewayError> {
+/// `None`: an empty body an OpenAPI operation does not require (nothing to validate).
+pub fn parse(
+    route: &Route,
+    bytes: &Bytes,
+    had_content_type: bool,
+) -> Result<Option<Parsed>, GatewayError> {
     check_missing_media_type(had_content_type, bytes)?;
-    crate::schema::parse_request_body(bytes, route.limits.json_depth).map_err(|e| {
-        GatewayError::BadRequest {
+    if bytes.is_empty() && route.body_media.as_ref().is_some_and(|m| !m.required) {
+        return Ok(None);
+    }
+    crate::schema::parse_request_body(bytes, route.limits.json_depth)
+        .map(Some)
+        .map_err(|e| GatewayError::BadRequest {
             message: e.to_string(),
-        }
-    })
+        })
 }
 
 /// Before reading the body: accepts `application/json` and `application/*+json`, with
@@ -118,21 +174,9 @@ pub fn parse(route: &Route, bytes: &Bytes, had_content_type: bool) -> Result<Par
 /// Returns whether a Content-Type was sent; without one, [`check_missing_media_type`]
 /// decides once the body is read.
 pub fn check_media_type(headers: &HeaderMap) -> Result<bool, GatewayError> {
-    let mut values = headers.get_all(CONTENT_TYPE).iter();
-    let Some(value) = values.next() else {
+    let Some(essence) = declared_essence(headers)? else {
         return Ok(false);
     };
-    if values.any(|other| other != value) {
-        return Err(GatewayError::BadRequest {
-            message: "the request has two different Content-Type headers".to_string(),
-        });
-    }
-    let essence = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
     // Media types are case-insensitive; compared without lowercasing a copy.
     let json = essence.eq_ignore_ascii_case("application/json")
         || (essence.len() > "application/".len() + "+json".len()

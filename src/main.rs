@@ -251,16 +251,29 @@ fn openapi(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let docs = match &snapshot.schema_dir {
+    let mut files = match &snapshot.schema_dir {
         Some(dir) => match schemagate::schema::SchemaDir::scan(dir) {
-            Ok(scanned) => schemagate::openapi::SchemaDocs::from_dir(&scanned),
+            Ok(scanned) => scanned.documents(),
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::FAILURE;
             }
         },
-        None => schemagate::openapi::SchemaDocs::default(),
+        None => Vec::new(),
     };
+    // Routes from OpenAPI documents: their schemas, as files under `openapi/`.
+    if !snapshot.openapi_files.is_empty() {
+        match snapshot.openapi_export_files() {
+            Ok(exported) => files.extend(exported),
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("error: {error}");
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let docs = schemagate::openapi::SchemaDocs::new(files);
     match schemagate::openapi::document(&snapshot, &docs) {
         Ok(document) => {
             use std::io::Write;

@@ -579,12 +579,14 @@ pub fn dry_run(
             });
         }
     }
-    let body = match (media, &route.schemas.body, parts.body) {
-        (Some(had_content_type), Some(_), Some(bytes)) => validate::enforce_or_report(
+    let parses = framing::parses(route, parts.headers);
+    let body = match (media, parses, parts.body) {
+        (Some(had_content_type), true, Some(bytes)) => validate::enforce_or_report(
             route,
             framing::parse(route, bytes, had_content_type),
             &mut report,
-        )?,
+        )?
+        .flatten(),
         _ => None,
     };
     validate::conclude(

@@ -13,6 +13,7 @@
 //! location and the field's path, then the problem in the schema's terms.
 
 mod coerce;
+mod documents;
 mod json;
 mod load;
 mod message;
@@ -25,8 +26,15 @@ use std::sync::Arc;
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
+
+/// Parses a document's JSON text with the strict rules schema files follow (duplicate keys,
+/// numbers not as written); the error says what and where.
+pub fn parse_document_json(text: &str) -> Result<Value, String> {
+    load::parse_json_text(text)
+}
 pub use number::{NumberProblem, MAX_LITERAL_LEN};
 
 use coerce::Plan;
@@ -285,18 +293,39 @@ struct PlanDocs<'a> {
     root: &'a Value,
 }
 
+/// A reference split into its target document's URI (resolved against `base`) and its
+/// fragment.
+fn split_reference<'r>(base: &str, reference: &'r str) -> Option<(String, &'r str)> {
+    let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
+    let target = if path.is_empty() {
+        base.split('#').next().unwrap_or(base).to_string()
+    } else {
+        let base = jsonschema::uri::from_str(base).ok()?;
+        jsonschema::uri::resolve_against(&base.borrow(), path)
+            .ok()?
+            .as_str()
+            .to_string()
+    };
+    Some((target, fragment))
+}
+
+/// The value a JSON-pointer fragment (percent-encoded as in a URI) names in `document`.
+fn at_fragment<'v>(document: &'v Value, fragment: &str) -> Option<&'v Value> {
+    let fragment = percent_encoding::percent_decode_str(fragment)
+        .decode_utf8()
+        .ok()?;
+    if fragment.is_empty() {
+        Some(document)
+    } else if fragment.starts_with('/') {
+        document.pointer(&fragment)
+    } else {
+        None
+    }
+}
+
 impl coerce::Resolve for PlanDocs<'_> {
     fn resolve(&self, base: &str, reference: &str) -> Option<(String, &Value)> {
-        let (path, fragment) = reference.split_once('#').unwrap_or((reference, ""));
-        let target = if path.is_empty() {
-            base.to_string()
-        } else {
-            let base = jsonschema::uri::from_str(base).ok()?;
-            jsonschema::uri::resolve_against(&base.borrow(), path)
-                .ok()?
-                .as_str()
-                .to_string()
-        };
+        let (target, fragment) = split_reference(base, reference)?;
         let document = if target == self.root_uri {
             self.root
         } else {
@@ -304,16 +333,7 @@ impl coerce::Resolve for PlanDocs<'_> {
             let key = scanned.by_id.get(&target).unwrap_or(&target);
             scanned.by_uri.get(key)?.parsed.as_deref().ok()?
         };
-        let fragment = percent_encoding::percent_decode_str(fragment)
-            .decode_utf8()
-            .ok()?;
-        let value = if fragment.is_empty() {
-            document
-        } else if fragment.starts_with('/') {
-            document.pointer(&fragment)?
-        } else {
-            return None;
-        };
+        let value = at_fragment(document, fragment)?;
         Some((target, value))
     }
 }
@@ -448,6 +468,12 @@ impl CompiledSchema {
         omitted
     }
 
+    /// The query's keys and values as strings, uncoerced (strict mode's view of a route
+    /// without a query schema).
+    pub fn raw_query(raw: Option<&str>) -> Value {
+        Plan::default().query(raw).0
+    }
+
     /// The object for a raw query string (undecoded, as on the wire; `None` when the URI has
     /// none): `application/x-www-form-urlencoded` decoding, then each value coerced to the
     /// types the schema allows. Keys the schema does not name are kept as strings. A key that
@@ -472,6 +498,53 @@ impl CompiledSchema {
         pairs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> (Value, Vec<Violation>) {
         self.plan.params(location, pairs)
+    }
+}
+
+/// Strict mode: a violation for each top-level key of `value` (a query's or a body's object)
+/// that `schema` does not name as a property (every key, without a schema). Only the top
+/// level: nested fields are the schema's own business (`additionalProperties`).
+pub fn unknown_keys(
+    schema: Option<&CompiledSchema>,
+    location: Location,
+    value: &Value,
+) -> Vec<Violation> {
+    let Value::Object(map) = value else {
+        return Vec::new();
+    };
+    map.keys()
+        .filter(|key| !schema.is_some_and(|s| s.plan.names(key, false)))
+        .map(|key| not_allowed(location, key))
+        .collect()
+}
+
+/// Strict mode: a violation for each header `schema` does not name, other than the
+/// `standard` ones (HTTP's own, and those proxies and browsers add).
+pub fn unknown_headers(
+    schema: Option<&CompiledSchema>,
+    headers: &http::HeaderMap,
+    standard: impl Fn(&str) -> bool,
+) -> Vec<Violation> {
+    headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|name| !standard(name) && !schema.is_some_and(|s| s.plan.names(name, true)))
+        .map(|name| not_allowed(Location::Header, name))
+        .collect()
+}
+
+/// `query.x is not allowed`: a key the route does not name, in strict mode.
+fn not_allowed(location: Location, key: &str) -> Violation {
+    let pointer = format!("/{}", message::escape_pointer_segment(key));
+    Violation {
+        location,
+        message: format!(
+            "{} is not allowed",
+            message::field(location, &pointer, None)
+        ),
+        field: format!("{}.*", location.as_str()),
+        pointer,
+        keyword: "additionalProperties",
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
+use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::auth::{self, ApiKey, AuthMode};
@@ -41,6 +42,7 @@ mod defaults;
 mod errors;
 mod keys;
 mod listeners;
+mod openapi;
 mod redis;
 mod routes;
 mod upstreams;
@@ -92,6 +94,8 @@ pub struct Snapshot {
     /// A hash of everything the snapshot was built from (config text, every schema file,
     /// mock bodies, TLS files): a reload that finds it unchanged keeps the current generation.
     pub fingerprint: u64,
+    /// OpenAPI documents and the files their `$ref`s name (watched for hot reload).
+    pub openapi_files: Vec<PathBuf>,
     /// Certificate, key and CA files read for TLS (watched for hot reload).
     pub tls_files: Vec<PathBuf>,
     /// The `redis:` store of routes with `store: redis` (carried over while unchanged).
@@ -123,6 +127,9 @@ pub struct Route {
     pub schemas: RouteSchemas,
     /// Forward invalid requests anyway, reporting what would have been rejected.
     pub report_only: bool,
+    /// Reject query parameters, (non-standard) headers and top-level body fields the
+    /// route's schemas do not name (422).
+    pub strict: bool,
     pub error_style: ErrorStyle,
     /// Where the tenant comes from; `None` means every request is the shared tenant.
     pub tenant: Option<TenantRule>,
@@ -131,8 +138,55 @@ pub struct Route {
     /// Where the route's buckets live: this process, or the snapshot's `redis` store.
     pub store: Store,
     pub schema_files: Vec<SchemaFile>,
+    /// For a route from an OpenAPI document with a request body: the media types it takes
+    /// (others are 415) and whether the body is required. `None`: a hand-written route,
+    /// whose body schema takes JSON only.
+    pub body_media: Option<BodyMedia>,
     /// This route's metric series, resolved on first use (see `metrics::RouteSeries`).
     pub series: crate::metrics::RouteSeries,
+}
+
+/// The media types an OpenAPI operation's request body may have.
+#[derive(Debug, Clone)]
+pub struct BodyMedia {
+    pub ranges: Vec<MediaRange>,
+    /// An empty body without Content-Type is refused (400) when the body is required.
+    pub required: bool,
+}
+
+/// A media type or range (`application/json`, `application/*+json`, `*/*`), lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRange {
+    pub kind: String,
+    pub subtype: String,
+    /// Whether bodies of this type are parsed as JSON and validated.
+    pub json: bool,
+}
+
+impl MediaRange {
+    /// Whether `kind/subtype` (lowercase) is in this range; `application/*+json` takes any
+    /// `+json` subtype.
+    pub fn matches(&self, kind: &str, subtype: &str) -> bool {
+        let kind_ok = self.kind == "*" || self.kind == kind;
+        let subtype_ok = self.subtype == "*"
+            || self.subtype == subtype
+            || (self.subtype == "*+json" && subtype.ends_with("+json"));
+        kind_ok && subtype_ok
+    }
+}
+
+impl BodyMedia {
+    /// The range a declared media type falls in, most specific first (exact type, then a
+    /// `+json` or subtype wildcard, then `*/*`).
+    pub fn find(&self, essence: &str) -> Option<&MediaRange> {
+        let lower = essence.trim().to_ascii_lowercase();
+        let (kind, subtype) = lower.split_once('/')?;
+        let rank = |r: &MediaRange| (r.kind == "*") as u8 * 2 + (r.subtype.contains('*')) as u8;
+        self.ranges
+            .iter()
+            .filter(|r| r.matches(kind, subtype))
+            .min_by_key(|r| rank(r))
+    }
 }
 
 /// Where the admin listener is and who may use it.
@@ -245,6 +299,28 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// The schemas of the routes from `openapi:` documents, as files for `schemagate
+    /// openapi` (`openapi/<name>.json` and `openapi/<name>/<operation>.<location>.json`):
+    /// the config and its documents read again (the snapshot keeps no copy of them).
+    pub fn openapi_export_files(&self) -> Result<Vec<(String, Arc<Value>)>, Vec<ConfigError>> {
+        let path = &self.source;
+        let text = crate::files::read_capped(path, crate::files::MAX_CONFIG_FILE)
+            .and_then(|b| String::from_utf8(b).map_err(|_| "is not valid UTF-8".to_string()))
+            .map_err(|e| {
+                vec![ConfigError::file(
+                    path,
+                    format!("cannot read config file: {e}"),
+                )]
+            })?;
+        let raw = config::parse_with_env(path, &text, |name| std::env::var(name).ok())
+            .map_err(|e| vec![e])?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errors = Errors::new(path);
+        let imported = openapi::import(&raw, &base_dir, true, &mut errors);
+        errors.finish()?;
+        Ok(imported.export)
+    }
+
     /// A human-readable route table, for `schemagate check`.
     pub fn summary(&self) -> String {
         let mut out = format!(
@@ -303,7 +379,8 @@ fn compile(
         schemas: &schemas,
         clock,
     };
-    let (router, routes) = routes::build(&context, &mut errors);
+    let imported = openapi::import(&raw, &base_dir, false, &mut errors);
+    let (router, routes) = routes::build(&context, imported.operations, &mut errors);
     let admin = admin::build(raw.admin.as_ref(), &mut errors);
     let api_keys = keys::build(&raw.api_keys, &mut errors);
     errors.finish()?;
@@ -320,7 +397,10 @@ fn compile(
         admin,
         log_format: raw.logging.format,
         // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
-        fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash) ^ material.hash(),
+        fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash)
+            ^ material.hash()
+            ^ imported.hash,
+        openapi_files: imported.files,
         tls_files: material.files,
         redis,
     })

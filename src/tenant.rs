@@ -53,7 +53,7 @@ impl TenantRule {
 pub struct Inputs<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
-    pub params: &'a matchit::Params<'a, 'a>,
+    pub params: &'a crate::route::Params<'a>,
     pub body: Option<&'a Value>,
     pub key: Option<&'a ApiKey>,
     /// The verified client certificate's subject, on a TLS listener that asked for one.
@@ -152,11 +152,11 @@ mod tests {
         key: Option<&ApiKey>,
     ) -> Result<String, GatewayError> {
         let router = {
-            let mut r = matchit::Router::new();
-            r.insert("/t/{tenant}", ()).unwrap();
+            let mut r = crate::route::Router::new();
+            r.add(http::Method::GET, "/t/{tenant}", 0).unwrap();
             r
         };
-        let matched = router.at("/t/acme").unwrap();
+        let matched = router.find(&http::Method::GET, "/t/acme").ok().unwrap();
         resolve(
             rule,
             &Inputs {

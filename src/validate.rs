@@ -17,7 +17,7 @@ pub struct Parts<'a> {
     /// The raw query string, as on the wire.
     pub query: Option<&'a str>,
     /// Path parameters captured by the router.
-    pub params: &'a matchit::Params<'a, 'a>,
+    pub params: &'a crate::route::Params<'a>,
     /// The body, read whole, when the route has a body schema.
     pub body: Option<&'a Bytes>,
 }
@@ -67,6 +67,26 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
         violations.append(&mut found);
         omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
     }
+    if route.strict {
+        let query = crate::schema::CompiledSchema::raw_query(parts.query);
+        violations.extend(crate::schema::unknown_keys(
+            schemas.query.as_ref(),
+            Location::Query,
+            &query,
+        ));
+        violations.extend(crate::schema::unknown_headers(
+            schemas.headers.as_ref(),
+            parts.headers,
+            standard_header,
+        ));
+        if let Some(parsed) = body {
+            violations.extend(crate::schema::unknown_keys(
+                schemas.body.as_ref(),
+                Location::Body,
+                &parsed.value,
+            ));
+        }
+    }
     if let (Some(schema), Some(parsed)) = (&schemas.body, body) {
         omitted += schema.collect_violations(Location::Body, &parsed.value, &mut violations, cap);
         if let (true, Some(bytes)) = (parsed.inexact, parts.body) {
@@ -78,6 +98,63 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
         violations,
         omitted,
     }
+}
+
+/// Request headers strict mode leaves alone: HTTP's own (RFC 9110, 9111, 9112, 6265,
+/// 7239), the CORS and fetch-metadata ones browsers send, and the forwarding and tracing ones
+/// proxies add. Names arrive lowercase.
+fn standard_header(name: &str) -> bool {
+    const STANDARD: &[&str] = &[
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-type",
+        "cookie",
+        "date",
+        "dnt",
+        "expect",
+        "forwarded",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "keep-alive",
+        "max-forwards",
+        "origin",
+        "pragma",
+        "priority",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "upgrade-insecure-requests",
+        "user-agent",
+        "via",
+        "access-control-request-method",
+        "access-control-request-headers",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "baggage",
+    ];
+    STANDARD.contains(&name) || name.starts_with("sec-")
 }
 
 /// Applies the route's validation mode to a stage's result: in `enforce` mode an error

@@ -58,6 +58,9 @@ pub fn sources(snapshot: &Snapshot) -> Vec<(PathBuf, bool, String)> {
             sources.push((file.clone(), false, "mock body".to_string()));
         }
     }
+    for file in &snapshot.openapi_files {
+        sources.push((file.clone(), false, "OpenAPI document".to_string()));
+    }
     for file in &snapshot.tls_files {
         sources.push((file.clone(), false, "TLS file".to_string()));
     }

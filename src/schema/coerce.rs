@@ -115,6 +115,9 @@ struct Property {
     /// `None` when the name is not a valid HTTP field name: such a property can never be
     /// present in headers.
     header: Option<http::HeaderName>,
+    /// For a list sent in one value (`a,b,c`: OpenAPI's `simple`, `form` without explode,
+    /// `pipeDelimited`, `spaceDelimited`), the character between items.
+    delimiter: Option<char>,
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
@@ -139,10 +142,40 @@ impl Plan {
             .into_iter()
             .map(|(name, shape)| {
                 let header = http::HeaderName::from_bytes(name.as_bytes()).ok();
-                (name, Property { shape, header })
+                (
+                    name,
+                    Property {
+                        shape,
+                        header,
+                        delimiter: None,
+                    },
+                )
             })
             .collect();
         Plan { properties }
+    }
+
+    /// Makes `name`'s values lists in one string, items separated by `delimiter`, when its
+    /// schema allows an array.
+    pub fn set_delimiter(&mut self, name: &str, delimiter: char) {
+        if let Some(property) = self.properties.get_mut(name) {
+            if property.shape.types.has(Types::ARRAY) {
+                property.delimiter = Some(delimiter);
+            }
+        }
+    }
+
+    /// Whether the schema names `name` as a top-level property (`headers`: case-insensitive).
+    pub fn names(&self, name: &str, headers: bool) -> bool {
+        if headers {
+            self.properties.values().any(|p| {
+                p.header
+                    .as_ref()
+                    .is_some_and(|h| h.as_str().eq_ignore_ascii_case(name))
+            })
+        } else {
+            self.properties.contains_key(name)
+        }
     }
 
     /// The object for a raw query string (`a=1&b=x+y`, undecoded).
@@ -201,8 +234,14 @@ impl Plan {
             let Some(first) = lines.next() else {
                 continue;
             };
-            // Nearly always one line: the list is only gathered when there are more.
             let shape = Some(property.shape);
+            if let Some(delimiter) = property.delimiter {
+                let all: Vec<Raw<'_>> = split(std::iter::once(first).chain(lines), delimiter);
+                let value = property_value(Location::Header, name, shape, &all, &mut violations);
+                object.insert(name.clone(), value);
+                continue;
+            }
+            // Nearly always one line: the list is only gathered when there are more.
             let value = match lines.next() {
                 None => {
                     let one = std::slice::from_ref(&first);
@@ -226,12 +265,37 @@ impl Plan {
         let mut object = Map::new();
         let mut violations = Vec::new();
         for (key, values) in grouped {
-            let shape = self.properties.get(key.as_ref()).map(|p| p.shape);
-            let value = property_value(location, &key, shape, &values, &mut violations);
+            let property = self.properties.get(key.as_ref());
+            let shape = property.map(|p| p.shape);
+            let value = match property.and_then(|p| p.delimiter) {
+                Some(delimiter) => {
+                    let all = split(values.into_iter(), delimiter);
+                    property_value(location, &key, shape, &all, &mut violations)
+                }
+                None => property_value(location, &key, shape, &values, &mut violations),
+            };
             object.insert(key.into_owned(), value);
         }
         (Value::Object(object), violations)
     }
+}
+
+/// Each value split at `delimiter` into items (an opaque header value stays whole).
+fn split<'a>(values: impl Iterator<Item = Raw<'a>>, delimiter: char) -> Vec<Raw<'a>> {
+    let mut out = Vec::new();
+    for raw in values {
+        if raw.opaque || !raw.text.contains(delimiter) {
+            out.push(raw);
+            continue;
+        }
+        for item in raw.text.split(delimiter) {
+            out.push(Raw {
+                text: Cow::Owned(item.to_string()),
+                opaque: false,
+            });
+        }
+    }
+    out
 }
 
 /// The JSON value of one key from all its occurrences (`values` is never empty).

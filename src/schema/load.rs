@@ -21,7 +21,7 @@ use super::json;
 /// The scheme of local schema URIs. It is not `file:` on purpose: a `file:` reference written in
 /// a schema then never matches a local resource and is refused, instead of tying the schemas to
 /// one machine's absolute paths.
-const SCHEME: &str = "schemagate";
+pub(crate) const SCHEME: &str = "schemagate";
 
 /// Schema files nest far less than request bodies; this only stops a pathological file.
 const SCHEMA_JSON_MAX_DEPTH: usize = json::SERDE_JSON_MAX_DEPTH;
@@ -215,6 +215,11 @@ pub(crate) fn read_json(path: &Path) -> Result<Value, String> {
     let bytes = crate::files::read_capped(path, crate::files::MAX_DATA_FILE)
         .map_err(|e| format!("cannot be read: {e}"))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| "is not valid UTF-8".to_string())?;
+    parse_json_text(text)
+}
+
+/// Parses a schema (or OpenAPI) document's JSON text with the strict rules of [`read_json`].
+pub(crate) fn parse_json_text(text: &str) -> Result<Value, String> {
     json::parse_str(text, SCHEMA_JSON_MAX_DEPTH).map_err(|e| match e {
         json::BodyError::Empty => "is empty".to_string(),
         json::BodyError::InvalidUtf8 => "is not valid UTF-8".to_string(),
@@ -248,6 +253,15 @@ fn top_level_id(value: &Value, uri: &str) -> Option<String> {
     let resolved = jsonschema::uri::resolve_against(&base.borrow(), id).ok()?;
     let text = resolved.as_str();
     Some(text.split('#').next().unwrap_or(text).to_string())
+}
+
+/// The URI of a file given by its canonical path.
+pub(crate) fn file_uri(path: &Path) -> String {
+    let mut uri = dir_uri(path.parent().unwrap_or(path));
+    if let Some(name) = path.file_name() {
+        uri.extend(utf8_percent_encode(&name.to_string_lossy(), SEGMENT));
+    }
+    uri
 }
 
 /// The URI of a canonical directory, ending in `/`.

@@ -50,12 +50,43 @@ pub(super) struct Context<'a> {
     pub clock: &'a GatewayClock,
 }
 
-/// Every route that compiled, and the router over them.
-pub(super) fn build(context: &Context<'_>, errors: &mut Errors<'_>) -> (Router, Vec<Route>) {
+/// Where a route's schemas come from.
+pub(super) enum Source<'r> {
+    /// Hand-written: schema files named in `routes[i].schemas`.
+    Files(&'r RawSchemas),
+    /// From an OpenAPI document: compiled already, with the body's media types.
+    Compiled(Box<RouteSchemas>, Option<BodyMedia>),
+}
+
+/// Every route that compiled (hand-written, then from `openapi:` documents), and the router
+/// over them.
+pub(super) fn build(
+    context: &Context<'_>,
+    imported: Vec<super::openapi::Operation>,
+    errors: &mut Errors<'_>,
+) -> (Router, Vec<Route>) {
     let mut router = Router::new();
     let mut routes: Vec<Route> = Vec::new();
-    for (i, spanned) in context.raw.routes.iter().enumerate() {
-        let key = |field: &str| format!("routes[{i}].{field}");
+    let mut keys: Vec<String> = Vec::new();
+    let hand_written = context.raw.routes.iter().enumerate().map(|(i, spanned)| {
+        let source = Source::Files(&spanned.value.schemas);
+        (format!("routes[{i}]"), spanned, source)
+    });
+    let (heads, sources): (Vec<_>, Vec<_>) = imported
+        .into_iter()
+        .map(|op| {
+            (
+                (op.key, op.route),
+                Source::Compiled(Box::new(op.schemas), op.body),
+            )
+        })
+        .unzip();
+    let from_documents = heads
+        .iter()
+        .zip(sources)
+        .map(|((key, route), source)| (key.clone(), route, source));
+    for (prefix, spanned, source) in hand_written.chain(from_documents) {
+        let key = |field: &str| format!("{prefix}.{field}");
         let name = &spanned.value.name.0;
         if routes.iter().any(|r| r.name == *name) {
             errors.at(
@@ -65,11 +96,29 @@ pub(super) fn build(context: &Context<'_>, errors: &mut Errors<'_>) -> (Router, 
             );
             continue;
         }
-        let Some(route) = build_route(context, i, spanned, errors) else {
+        let Some(route) = build_route(context, &prefix, spanned, source, errors) else {
             continue;
         };
-        match router.add(route.method.clone(), &spanned.value.path, routes.len()) {
-            Ok(()) => routes.push(route),
+        let place = crate::route::place(&route.path);
+        let clash = routes.iter().position(|r| {
+            r.method == route.method && place.is_some() && crate::route::place(&r.path) == place
+        });
+        if let Some(other) = clash {
+            errors.at(
+                spanned.defined,
+                key("path"),
+                format!(
+                    "{} {} is both route {:?} ({}) and route {:?} ({prefix})",
+                    route.method, route.path, routes[other].name, keys[other], route.name
+                ),
+            );
+            continue;
+        }
+        match router.add(route.method.clone(), &route.path, routes.len()) {
+            Ok(()) => {
+                routes.push(route);
+                keys.push(prefix);
+            }
             Err(message) => errors.at(spanned.defined, key("path"), message),
         }
     }
@@ -79,12 +128,17 @@ pub(super) fn build(context: &Context<'_>, errors: &mut Errors<'_>) -> (Router, 
 /// One route; `None` when any part of it is wrong, each problem reported at its key.
 fn build_route(
     context: &Context<'_>,
-    i: usize,
+    prefix: &str,
     spanned: &Spanned<RawRoute>,
+    source: Source<'_>,
     errors: &mut Errors<'_>,
 ) -> Option<Route> {
     let raw = &spanned.value;
-    let key = |field: &str| format!("routes[{i}].{field}");
+    let key = |field: &str| format!("{prefix}.{field}");
+    let has_body = match &source {
+        Source::Files(files) => files.body.is_some(),
+        Source::Compiled(schemas, _) => schemas.body.is_some(),
+    };
     // Each part is checked whatever became of the others, so that all are reported.
     let mut at = |field: &str, message: String| errors.at(spanned.defined, key(field), message);
     let method = Method::from_bytes(raw.method.trim().to_ascii_uppercase().as_bytes())
@@ -115,7 +169,7 @@ fn build_route(
         .map_err(|message| at("rewrite", message))
         .ok();
     let tenant = match &raw.tenant {
-        Some(raw_tenant) => match tenant_rule(raw, raw_tenant) {
+        Some(raw_tenant) => match tenant_rule(raw, raw_tenant, has_body) {
             Ok(rule) => Some(Some(rule)),
             Err(message) => {
                 at("tenant", message);
@@ -147,21 +201,27 @@ fn build_route(
         None => Some(None),
     };
     let schemas = &context.schemas;
-    let compiled = compile_schemas(
-        errors.path(),
-        &schemas.path,
-        schemas.dir.as_ref(),
-        &raw.schemas,
-        i,
-    );
-    let compiled = match compiled {
-        Ok(compiled) => Some(compiled),
-        Err(schema_errors) => {
-            for error in schema_errors {
-                errors.push(error);
-            }
-            None
+    let (compiled, body_media, files) = match source {
+        Source::Files(files) => {
+            let compiled = compile_schemas(
+                errors.path(),
+                &schemas.path,
+                schemas.dir.as_ref(),
+                files,
+                prefix,
+            );
+            let compiled = match compiled {
+                Ok(compiled) => Some(compiled),
+                Err(schema_errors) => {
+                    for error in schema_errors {
+                        errors.push(error);
+                    }
+                    None
+                }
+            };
+            (compiled, None, schema_files(&schemas.path, files))
         }
+        Source::Compiled(compiled, body_media) => (Some(*compiled), body_media, Vec::new()),
     };
     let (
         Some(method),
@@ -203,6 +263,7 @@ fn build_route(
         auth: raw.auth,
         schemas: compiled,
         report_only: raw.validation == ValidationMode::Report,
+        strict: raw.strict,
         error_style: raw.errors,
         tenant,
         limiter,
@@ -210,7 +271,8 @@ fn build_route(
             .rate_limit
             .as_ref()
             .map_or(Store::Local, |limit| limit.store),
-        schema_files: schema_files(&schemas.path, &raw.schemas),
+        schema_files: files,
+        body_media,
         series: Default::default(),
     })
 }
@@ -283,7 +345,7 @@ fn compile_schemas(
     schema_path: &Path,
     schema_dir: Option<&SchemaDir>,
     raw: &RawSchemas,
-    route: usize,
+    prefix: &str,
 ) -> Result<RouteSchemas, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut load = |location: &str, file: &Option<Spanned<config::Text>>| {
@@ -293,7 +355,7 @@ fn compile_schemas(
         match dir.compile(&schema_path.join(&*file.value)) {
             Ok(schema) => Some(schema),
             Err(error) => {
-                let key = format!("routes[{route}].schemas.{location}");
+                let key = format!("{prefix}.schemas.{location}");
                 errors.push(ConfigError::at(
                     path,
                     file.referenced,
@@ -343,7 +405,7 @@ fn schema_files(schema_path: &Path, raw: &RawSchemas) -> Vec<SchemaFile> {
 }
 
 /// Checks a route's tenant source against the rest of the route.
-fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> {
+fn tenant_rule(route: &RawRoute, raw: &RawTenant, has_body: bool) -> Result<TenantRule, String> {
     let name = raw.name.as_ref().map(|n| n.0.clone());
     let need_name = |what: &str| {
         name.clone()
@@ -369,9 +431,9 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant) -> Result<TenantRule, String> 
             TenantSource::Path(name)
         }
         TenantFrom::Body => {
-            if route.schemas.body.is_none() {
+            if !has_body {
                 return Err(
-                    "`from: body` needs `schemas.body`: only a validated body is parsed"
+                    "`from: body` needs `schemas.body` (or a JSON request body schema): only a validated body is parsed"
                         .to_string(),
                 );
             }

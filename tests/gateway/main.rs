@@ -29,6 +29,9 @@ mod hot_reload;
 mod limits;
 // `schemagate openapi` and the document's error bodies.
 mod openapi;
+// OpenAPI documents as routes: the differential test against the hand-written routes,
+// document features, config errors, hot reload, and GitHub's REST description (npm).
+mod openapi_import;
 // The upstream connection pool: reuse, eviction, closed connections.
 mod pool;
 // Raw HTTP/1 framing a client library will not produce.

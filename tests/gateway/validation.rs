@@ -6,15 +6,17 @@ use crate::support::*;
 const BEARER: (&str, &str) = ("authorization", "Bearer tok3n");
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-struct Case {
-    name: &'static str,
-    method: &'static str,
-    target: &'static str,
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static str,
-    status: u16,
+/// One request to the five documented endpoints and what it must get (also replayed by
+/// `openapi_import`'s differential test against the OpenAPI-sourced config).
+pub(crate) struct Case {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub target: &'static str,
+    pub headers: &'static [(&'static str, &'static str)],
+    pub body: &'static str,
+    pub status: u16,
     /// Each must equal one line of the 422 `message` array, or be in the message string.
-    messages: &'static [&'static str],
+    pub messages: &'static [&'static str],
 }
 
 const fn ok(
@@ -59,7 +61,7 @@ const GESTIONO: &str = "/v1/conversation-list";
 const LC: &str = "/conversations/";
 const FLEX: &str = "/v1/conversations";
 
-const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     // Gestiono: credentials of any kind; body validated.
     ok("gestiono minimal", "POST", GESTIONO, &[("authorization", "sk_signed_key"), JSON], r#"{"name":"vip"}"#),
     ok("gestiono cookie auth", "POST", GESTIONO, &[("cookie", "session=abc"), JSON], r#"{"name":"vip"}"#),
