@@ -208,7 +208,12 @@ async fn under_traffic(
     let started = Instant::now();
     let mut windows = Vec::new(); // (change made, change seen live, old status, new status)
     let mut status = before;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first answers, waited for with a bound: on a loaded machine the traffic's first
+    // connection can take longer than a fixed pause.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while traffic.first_since(started, before).is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         traffic.first_since(started, before).is_some(),
         "the traffic gets {before} before any change: {:?}",
