@@ -432,6 +432,10 @@ fn handle_inner<'a>(
             .ok_or(GatewayError::NotFound)?;
 
         let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
+        let claims = match &route.jwt {
+            Some(rule) => Some(rule.check(&mut parts.headers)?),
+            None => None,
+        };
         let tenant_inputs = |body| tenant::Inputs {
             headers: &parts.headers,
             query: parts.uri.query(),
@@ -439,6 +443,7 @@ fn handle_inner<'a>(
             body,
             key,
             client: downstream.client_subject.as_deref(),
+            claims: claims.as_ref(),
         };
         let mut report = validate::Report::default();
         let framing::Settled {
@@ -557,6 +562,9 @@ pub fn dry_run(
     parts: &validate::Parts<'_>,
 ) -> Result<validate::Report, GatewayError> {
     auth::check(route.auth, parts.headers, keys)?;
+    if let Some(rule) = &route.jwt {
+        rule.check(&mut parts.headers.clone())?;
+    }
     let mut report = validate::Report::default();
     // The same checks as `framing::settle`, in its order, on a body already in hand.
     let media = validate::enforce_or_report(

@@ -1,0 +1,483 @@
+//! Stage 2 for `auth: { jwt: NAME }`: verifying a bearer JSON Web Token against its issuer's
+//! keys (issue 20), with the `jsonwebtoken` crate over `ring`.
+//!
+//! Architecture invariant: the algorithm comes from the key, never from the token. Each key
+//! carries the algorithms it may verify (its type and curve, narrowed by its JWK `alg` and the
+//! provider's `algorithms`); a token is only tried against keys whose set holds the `alg` its
+//! header names, so an HS256 token "signed" with an RSA public key finds no key, and `none`
+//! is not an algorithm at all. HMAC secrets come only from `secret_file`, never from a JWK
+//! Set. Header fields that point elsewhere (`jku`, `x5u`, `jwk`) are never followed.
+//!
+//! Answers never echo the token or a claim: a failure is one of the [`TokenProblem`] classes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+pub use crate::config::JwtAlgorithm;
+use crate::error::GatewayError;
+pub use crate::error::TokenProblem;
+
+/// The longest token verified; a longer one is malformed before any decoding (a JWT of a few
+/// claims is well under 2 KiB; 8 KiB leaves room for large `scope` lists).
+pub const MAX_TOKEN_BYTES: usize = 8 << 10;
+
+/// Every algorithm a JWK Set's keys may verify; its first six are RSA's. The default
+/// `algorithms:` of a `jwks_url` or `jwks_file` provider.
+pub const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+/// What an HMAC secret may verify; the default `algorithms:` of a `secret_file` provider.
+pub const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// The shortest HMAC secret accepted: RFC 7518 §3.2 wants a key at least as long as the
+/// hash, and HS256's is 32 bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The verified claims of a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims(pub Map<String, Value>);
+
+impl Claims {
+    /// The claim at a dotted path (`tenant_id`, `org.id`): strings as they are, numbers and
+    /// booleans as JSON text; objects, arrays and null are not values.
+    pub fn text(&self, path: &str) -> Option<String> {
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut value = self.0.get(first)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null | Value::Array(_) | Value::Object(_) => None,
+        }
+    }
+
+    /// Whether the token grants every scope in `required`: `scope` is a space-separated
+    /// string (RFC 8693), `scp` a list or such a string (Azure AD, Okta).
+    pub fn has_scopes(&self, required: &[String]) -> bool {
+        let mut granted: Vec<&str> = Vec::new();
+        for claim in ["scope", "scp"] {
+            match self.0.get(claim) {
+                Some(Value::String(s)) => granted.extend(s.split_ascii_whitespace()),
+                Some(Value::Array(items)) => granted.extend(items.iter().filter_map(Value::as_str)),
+                _ => {}
+            }
+        }
+        required
+            .iter()
+            .all(|scope| granted.contains(&scope.as_str()))
+    }
+}
+
+/// One verification key and the algorithms it verifies.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys a provider verifies with, and when they were had.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+    /// When the keys were read or fetched; `None` before the first success.
+    pub fetched_at: Option<SystemTime>,
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A JWK Set at this URL, fetched and refreshed.
+    Url(String),
+    /// A JWK Set file, read when the config loads (and watched).
+    File(PathBuf),
+    /// An HMAC secret file, read when the config loads (and watched).
+    Secret(PathBuf),
+}
+
+/// A `jwt:` provider, compiled.
+#[derive(Debug)]
+pub struct Provider {
+    pub settings: Settings,
+    /// The keys in use: swapped whole when a JWK Set is fetched again.
+    keys: ArcSwap<KeySet>,
+    /// One validation per allowed algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+/// What a provider is built from, checked by `snapshot`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// The allow-list (`algorithms:`).
+    pub allowed: Vec<Algorithm>,
+    pub leeway_secs: u64,
+    pub source: KeySource,
+    /// `(claim path, header)` pairs forwarded to the upstream.
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+}
+
+impl Provider {
+    pub fn new(settings: Settings, keys: KeySet) -> Provider {
+        let validations = settings
+            .allowed
+            .iter()
+            .map(|&alg| (alg, validation(alg, &settings)))
+            .collect();
+        Provider {
+            settings,
+            keys: ArcSwap::from_pointee(keys),
+            validations,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The keys in use now.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Puts a new key set in use (a JWK Set fetched again).
+    pub fn set_keys(&self, keys: KeySet) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// Verifies `token`: its size, its header, a key that may verify its `alg`, the
+    /// signature, then `exp`, `nbf`, `iss` and `aud` (with `leeway`).
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenProblem> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenProblem::Malformed);
+        }
+        // `alg: none` and unknown algorithms fail here: `Algorithm` has no such variant.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
+            return Err(TokenProblem::UnknownKey);
+        };
+        let keys = self.keys.load();
+        let mut tried = false;
+        for key in keys.keys.iter().filter(|key| {
+            key.algorithms.contains(&header.alg)
+                && match (&key.kid, &header.kid) {
+                    (Some(have), Some(want)) => have == want,
+                    // A key without `kid` (an HMAC secret, a one-key set) serves any token; a
+                    // token without `kid` is tried against every key of its algorithm.
+                    _ => true,
+                }
+        }) {
+            tried = true;
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation) {
+                Ok(data) => return Ok(Claims(data.claims)),
+                // Another key with the same `kid` (or none) may still verify it.
+                Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature => {}
+                Err(e) => return Err(problem(e.kind())),
+            }
+        }
+        Err(if tried {
+            TokenProblem::BadSignature
+        } else {
+            TokenProblem::UnknownKey
+        })
+    }
+
+    /// Whether the token names a `kid` no key has (a JWK Set refetch may find it).
+    pub fn kid_unknown(&self, token: &str) -> bool {
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return false;
+        };
+        header.kid.is_some_and(|kid| {
+            !self
+                .keys
+                .load()
+                .keys
+                .iter()
+                .any(|key| key.kid.as_deref() == Some(kid.as_str()))
+        })
+    }
+}
+
+fn validation(alg: Algorithm, settings: &Settings) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = settings.leeway_secs;
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.set_issuer(&[&settings.issuer]);
+    let mut required = vec!["exp", "iss"];
+    if settings.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&settings.audiences);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// The class of a `jsonwebtoken` failure, as answered.
+fn problem(kind: &jsonwebtoken::errors::ErrorKind) -> TokenProblem {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => TokenProblem::Expired,
+        K::ImmatureSignature => TokenProblem::NotYetValid,
+        K::InvalidSignature => TokenProblem::BadSignature,
+        K::InvalidIssuer => TokenProblem::WrongIssuer,
+        K::InvalidAudience => TokenProblem::WrongAudience,
+        K::MissingRequiredClaim(claim) if claim == "iss" => TokenProblem::WrongIssuer,
+        K::MissingRequiredClaim(claim) if claim == "aud" => TokenProblem::WrongAudience,
+        K::InvalidAlgorithm | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
+            TokenProblem::UnknownKey
+        }
+        _ => TokenProblem::Malformed,
+    }
+}
+
+/// The algorithm a JWK's `alg` names, `None` for one that is not a signature algorithm.
+fn signature_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match alg {
+        KeyAlgorithm::HS256 => Algorithm::HS256,
+        KeyAlgorithm::HS384 => Algorithm::HS384,
+        KeyAlgorithm::HS512 => Algorithm::HS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        KeyAlgorithm::RSA1_5 | KeyAlgorithm::RSA_OAEP | KeyAlgorithm::RSA_OAEP_256 => return None,
+    })
+}
+
+/// The crate's algorithm for a configured one.
+pub fn algorithm(alg: JwtAlgorithm) -> Algorithm {
+    match alg {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// Whether `alg` is an HMAC algorithm (its key is a shared secret).
+pub fn is_hmac(alg: Algorithm) -> bool {
+    HMAC.contains(&alg)
+}
+
+/// The keys of a JWK Set document, each with the algorithms it may verify among `allowed`.
+/// Keys that cannot verify anything allowed (encryption keys, `oct` secrets, other curves,
+/// unreadable entries) are skipped and named in the second list, so one odd key in an
+/// issuer's set does not take the others down. Errors: not a JWK Set at all, or no usable key.
+pub fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<(Vec<Key>, Vec<String>), String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<Value>,
+    }
+    let set: Set = serde_json::from_slice(bytes)
+        .map_err(|e| format!("not a JWK Set (a JSON object with `keys`): {e}"))?;
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, value) in set.keys.into_iter().enumerate() {
+        let name = value
+            .get("kid")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("keys[{i}]"), |kid| format!("kid {kid:?}"));
+        match jwk_key(value, allowed) {
+            Ok(key) => keys.push(key),
+            Err(why) => skipped.push(format!("{name}: {why}")),
+        }
+    }
+    if keys.is_empty() {
+        return Err(match skipped.is_empty() {
+            true => "the JWK Set has no keys".to_string(),
+            false => format!("the JWK Set has no usable key ({})", skipped.join("; ")),
+        });
+    }
+    Ok((keys, skipped))
+}
+
+fn jwk_key(value: Value, allowed: &[Algorithm]) -> Result<Key, String> {
+    let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("not a JWK ({e})"))?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Err("an encryption key (`use: enc`)".to_string());
+    }
+    let family: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => &ASYMMETRIC[..6],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => return Err("an EC curve other than P-256 or P-384".to_string()),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+            _ => return Err("an OKP curve other than Ed25519".to_string()),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("a symmetric (`oct`) key: HMAC secrets go in `secret_file`".to_string())
+        }
+    };
+    let declared = match jwk.common.key_algorithm {
+        Some(alg) => Some(signature_algorithm(alg).ok_or("not a signature algorithm")?),
+        None => None,
+    };
+    let algorithms: Vec<Algorithm> = family
+        .iter()
+        .copied()
+        .filter(|alg| allowed.contains(alg) && declared.is_none_or(|d| d == *alg))
+        .collect();
+    if algorithms.is_empty() {
+        return Err("its algorithm is not in `algorithms`".to_string());
+    }
+    let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unreadable ({e})"))?;
+    Ok(Key {
+        kid: jwk.common.key_id,
+        algorithms,
+        decoding,
+    })
+}
+
+/// The key of an HMAC secret: every allowed HMAC algorithm, no `kid`.
+pub fn secret_key(secret: &[u8], allowed: &[Algorithm]) -> Key {
+    Key {
+        kid: None,
+        algorithms: allowed.iter().copied().filter(|a| is_hmac(*a)).collect(),
+        decoding: DecodingKey::from_secret(secret),
+    }
+}
+
+/// A route's `auth: { jwt: NAME, scopes: [...] }`, compiled.
+#[derive(Debug, Clone)]
+pub struct JwtRule {
+    pub provider: Arc<Provider>,
+    pub scopes: Vec<String>,
+}
+
+impl JwtRule {
+    /// Verifies the request's bearer token (its shape already checked by `auth::check`) and
+    /// the route's scopes; then removes the client's copies of the claim headers and sets
+    /// them from the verified claims.
+    pub fn check(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.get(6..))
+            .map(str::trim)
+            .unwrap_or_default();
+        let claims = self
+            .provider
+            .verify(token)
+            .map_err(|reason| GatewayError::InvalidToken { reason })?;
+        if !claims.has_scopes(&self.scopes) {
+            return Err(GatewayError::InsufficientScope {
+                required: self.scopes.join(" "),
+            });
+        }
+        for (claim, header) in &self.provider.settings.claims_to_headers {
+            headers.remove(header);
+            if let Some(value) = claims
+                .text(claim)
+                .and_then(|text| HeaderValue::from_str(&text).ok())
+            {
+                headers.insert(header.clone(), value);
+            }
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_by_dotted_path() {
+        let claims = Claims(
+            serde_json::json!({"sub": "u1", "org": {"id": 7, "x": null}, "n": true})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(claims.text("sub").as_deref(), Some("u1"));
+        assert_eq!(claims.text("org.id").as_deref(), Some("7"));
+        assert_eq!(claims.text("n").as_deref(), Some("true"));
+        assert_eq!(claims.text("org"), None);
+        assert_eq!(claims.text("org.x"), None);
+        assert_eq!(claims.text("org.id.deeper"), None);
+        assert_eq!(claims.text("missing"), None);
+    }
+
+    #[test]
+    fn scopes_from_scope_or_scp() {
+        let claims = |v: Value| Claims(v.as_object().unwrap().clone());
+        let need = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let space = claims(serde_json::json!({"scope": "a b  c"}));
+        assert!(space.has_scopes(&need(&["a", "c"])));
+        assert!(!space.has_scopes(&need(&["a", "d"])));
+        let list = claims(serde_json::json!({"scp": ["a", "b"]}));
+        assert!(list.has_scopes(&need(&["b"])));
+        assert!(!list.has_scopes(&need(&["a b"])));
+        assert!(claims(serde_json::json!({})).has_scopes(&[]));
+        assert!(!claims(serde_json::json!({"scope": 3})).has_scopes(&need(&["3"])));
+    }
+
+    #[test]
+    fn jwks_keys_get_their_own_algorithms() {
+        let allowed = [Algorithm::RS256, Algorithm::ES256, Algorithm::HS256];
+        let set = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "r", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "sXch", "e": "AQAB"},
+            {"kty": "oct", "kid": "s", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "e384", "crv": "P-384", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "ps", "alg": "PS256", "n": "sXch", "e": "AQAB"},
+            {"kty": "weird"}
+        ]});
+        let (keys, skipped) = parse_jwks(set.to_string().as_bytes(), &allowed).unwrap();
+        assert_eq!(keys.len(), 1, "{skipped:?}");
+        assert_eq!(keys[0].kid.as_deref(), Some("r"));
+        assert_eq!(keys[0].algorithms, vec![Algorithm::RS256]);
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+        assert!(parse_jwks(b"{\"keys\": []}", &allowed).is_err());
+        assert!(parse_jwks(b"[]", &allowed).is_err());
+    }
+}
