@@ -82,9 +82,9 @@ pub struct RawJwtProvider {
     /// How often a `jwks_url` is fetched again. Default 10m.
     #[serde(default)]
     pub refresh: Option<Dur>,
-    /// Least time between two fetches of a `jwks_url` caused by unknown `kid`s. Default 1m.
+    /// CA bundle and client certificate for an `https://` `jwks_url` (as an upstream's).
     #[serde(default)]
-    pub refetch_floor: Option<Dur>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
     /// Claims forwarded to the upstream as headers (`{ sub: X-User-Id }`); a client's own
     /// copies of those headers are removed.
     #[serde(default)]

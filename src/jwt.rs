@@ -20,6 +20,10 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+mod fetch;
+
+pub use fetch::{Outcome, Remote, MAX_JWKS_BYTES, UNKNOWN_KID_FLOOR};
+
 pub use crate::config::JwtAlgorithm;
 use crate::error::GatewayError;
 pub use crate::error::TokenProblem;
@@ -131,6 +135,8 @@ pub struct Provider {
     keys: ArcSwap<KeySet>,
     /// One validation per allowed algorithm, built once.
     validations: Vec<(Algorithm, Validation)>,
+    /// With `jwks_url`: where the keys are fetched from, and the fetch state.
+    pub remote: Option<Remote>,
 }
 
 /// What a provider is built from, checked by `snapshot`.
@@ -148,7 +154,7 @@ pub struct Settings {
 }
 
 impl Provider {
-    pub fn new(settings: Settings, keys: KeySet) -> Provider {
+    pub fn new(settings: Settings, keys: KeySet, remote: Option<Remote>) -> Provider {
         let validations = settings
             .allowed
             .iter()
@@ -158,6 +164,7 @@ impl Provider {
             settings,
             keys: ArcSwap::from_pointee(keys),
             validations,
+            remote,
         }
     }
 
@@ -396,18 +403,37 @@ pub struct JwtRule {
 impl JwtRule {
     /// Verifies the request's bearer token (its shape already checked by `auth::check`) and
     /// the route's scopes; then removes the client's copies of the claim headers and sets
-    /// them from the verified claims.
-    pub fn check(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
-        let token = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.get(6..))
-            .map(str::trim)
-            .unwrap_or_default();
-        let claims = self
-            .provider
-            .verify(token)
-            .map_err(|reason| GatewayError::InvalidToken { reason })?;
+    /// them from the verified claims. A `kid` no key has may refetch a `jwks_url` first
+    /// (at most once per [`UNKNOWN_KID_FLOOR`]); this is the one wait of this stage.
+    pub async fn check(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
+        let token = bearer(headers);
+        let provider = &self.provider;
+        let verified = match provider.verify(token) {
+            Err(TokenProblem::UnknownKey)
+                if provider.remote.is_some()
+                    && provider.kid_unknown(token)
+                    && provider.refetch_for_unknown_kid().await =>
+            {
+                provider.verify(token)
+            }
+            other => other,
+        };
+        self.admit(verified, headers)
+    }
+
+    /// [`JwtRule::check`] with the keys in hand, never fetching (`schemagate validate`).
+    pub fn check_offline(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
+        let verified = self.provider.verify(bearer(headers));
+        self.admit(verified, headers)
+    }
+
+    /// The route's scopes, then the claim headers in place of the client's.
+    fn admit(
+        &self,
+        verified: Result<Claims, TokenProblem>,
+        headers: &mut HeaderMap,
+    ) -> Result<Claims, GatewayError> {
+        let claims = verified.map_err(|reason| GatewayError::InvalidToken { reason })?;
         if !claims.has_scopes(&self.scopes) {
             return Err(GatewayError::InsufficientScope {
                 required: self.scopes.join(" "),
@@ -424,6 +450,16 @@ impl JwtRule {
         }
         Ok(claims)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` already checked for shape.
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.get(6..))
+        .map(str::trim)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -433,7 +433,7 @@ fn handle_inner<'a>(
 
         let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
         let claims = match &route.jwt {
-            Some(rule) => Some(rule.check(&mut parts.headers)?),
+            Some(rule) => Some(rule.check(&mut parts.headers).await?),
             None => None,
         };
         let tenant_inputs = |body| tenant::Inputs {
@@ -563,7 +563,7 @@ pub fn dry_run(
 ) -> Result<validate::Report, GatewayError> {
     auth::check(route.auth, parts.headers, keys)?;
     if let Some(rule) = &route.jwt {
-        rule.check(&mut parts.headers.clone())?;
+        rule.check_offline(&mut parts.headers.clone())?;
     }
     let mut report = validate::Report::default();
     // The same checks as `framing::settle`, in its order, on a body already in hand.

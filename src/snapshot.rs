@@ -303,7 +303,7 @@ fn compile(
     );
     let redis = redis::build(raw.redis.as_ref(), &base_dir, &mut errors);
     let schemas = routes::schema_dir(&raw, &base_dir, &mut errors);
-    let jwt = jwt::build(&raw.jwt, &base_dir, &mut errors);
+    let jwt = jwt::build(&raw.jwt, &base_dir, &defaults, &mut material, &mut errors);
     let context = routes::Context {
         raw: &raw,
         jwt: &jwt.providers,

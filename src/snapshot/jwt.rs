@@ -11,12 +11,19 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 use serde_saphyr::Spanned;
 
+use http::{HeaderValue, Uri};
+
+use super::defaults::Defaults;
 use super::errors::Errors;
 use crate::config::{RawJwtProvider, Text};
-use crate::jwt::{self, KeySet, KeySource, Provider, Settings};
+use crate::jwt::{self, KeySet, KeySource, Provider, Remote, Settings};
+use crate::tls;
+use crate::upstream::{HttpUpstream, Upstream, UpstreamTarget};
 
 /// Clock skew allowed on `exp` and `nbf` unless `leeway` says otherwise.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// How often a `jwks_url` is fetched again unless `refresh` says otherwise.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
 /// The largest JWK Set or secret file read.
 const MAX_KEY_FILE: u64 = 1 << 20;
 
@@ -32,6 +39,8 @@ pub(super) struct Built {
 pub(super) fn build(
     raw: &[Spanned<RawJwtProvider>],
     base_dir: &Path,
+    defaults: &Defaults,
+    material: &mut tls::Material,
     errors: &mut Errors<'_>,
 ) -> Built {
     let mut built = Built::default();
@@ -108,14 +117,39 @@ pub(super) fn build(
         if !headers_ok {
             continue;
         }
-        let read = |file: &Spanned<Text>| base_dir.join(&*file.value);
-        let (source, keys) = if let Some(url) = &provider.jwks_url {
-            let _ = url;
+        if provider.jwks_url.is_none() && (provider.tls.is_some() || provider.refresh.is_some()) {
             at(
                 "jwks_url",
-                "`jwks_url` is not built yet; use `jwks_file`".to_string(),
+                "`tls` and `refresh` apply to a `jwks_url` only".to_string(),
             );
             continue;
+        }
+        let refresh = provider.refresh.map_or(DEFAULT_REFRESH, |d| d.0);
+        if refresh < Duration::from_secs(1) {
+            at("refresh", "must be at least 1s".to_string());
+            continue;
+        }
+        let read = |file: &Spanned<Text>| base_dir.join(&*file.value);
+        let mut remote = None;
+        let (source, keys) = if let Some(url) = &provider.jwks_url {
+            let located = format!(
+                "{}:{}: {}",
+                errors.path().display(),
+                url.referenced.line(),
+                key("jwks_url")
+            );
+            match jwks_remote(
+                &name, provider, url, base_dir, defaults, material, refresh, located,
+            ) {
+                Ok(built) => {
+                    remote = Some(built);
+                    (KeySource::Url(url.value.0.clone()), Vec::new())
+                }
+                Err((field, message)) => {
+                    errors.at(url.referenced, key(field), message);
+                    continue;
+                }
+            }
         } else if let Some(file) = &provider.jwks_file {
             let path = read(file);
             let loaded = crate::files::read_capped(&path, MAX_KEY_FILE).and_then(|bytes| {
@@ -161,16 +195,96 @@ pub(super) fn build(
             source,
             claims_to_headers,
         };
+        // A URL's keys are had by the first fetch; until then, tokens are "unknown key".
         let keys = KeySet {
+            fetched_at: remote.is_none().then(SystemTime::now),
             keys,
-            fetched_at: Some(SystemTime::now()),
         };
         built
             .providers
-            .push(Arc::new(Provider::new(settings, keys)));
+            .push(Arc::new(Provider::new(settings, keys, remote)));
     }
     built.hash = hasher.finish();
     built
+}
+
+/// The client of a `jwks_url`: an upstream of its own (the same client as routes', with the
+/// `defaults.timeouts` connect and response-header timeouts and the provider's `tls`), built
+/// here, first used by the gateway's background task or `schemagate check`.
+#[allow(clippy::too_many_arguments)]
+fn jwks_remote(
+    name: &str,
+    provider: &RawJwtProvider,
+    url: &Spanned<Text>,
+    base_dir: &Path,
+    defaults: &Defaults,
+    material: &mut tls::Material,
+    refresh: Duration,
+    located: String,
+) -> Result<Remote, (&'static str, String)> {
+    let bad = |message: String| ("jwks_url", message);
+    let uri: Uri = url
+        .value
+        .trim()
+        .parse()
+        .map_err(|e| bad(format!("{:?} is not a URL ({e})", url.value.0)))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(bad(format!(
+                "{:?} must start with https:// or http://",
+                url.value.0
+            )))
+        }
+    };
+    if provider.tls.is_some() && !https {
+        return Err((
+            "tls",
+            "`tls` applies to an https:// `jwks_url` only".to_string(),
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad(format!("{:?} has no host", url.value.0)))?;
+    let tls = match https {
+        true => Some(
+            super::upstreams::upstream_tls(
+                base_dir,
+                provider.tls.as_ref().map(|t| &t.value),
+                material,
+            )
+            .map_err(|message| ("tls", message))?,
+        ),
+        false => None,
+    };
+    let target: Uri = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| bad(format!("{e}")))?;
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| bad(format!("{:?} has an unusable host", url.value.0)))?;
+    let upstream = Upstream {
+        name: format!("jwks {name}"),
+        target: UpstreamTarget::Http(Box::new(HttpUpstream::new(
+            authority,
+            "",
+            defaults.connect,
+            defaults.pool_idle,
+            tls,
+        ))),
+    };
+    Ok(Remote::new(
+        url.value.0.clone(),
+        Arc::new(upstream),
+        target,
+        host,
+        defaults.connect + defaults.response_headers,
+        refresh,
+        located,
+    ))
 }
 
 /// The secret in `path` without one trailing newline; errors name the file, never its bytes.

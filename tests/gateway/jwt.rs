@@ -450,3 +450,299 @@ async fn rsa_tokens_and_the_rs_hs_confusion() {
     }
     assert_eq!(upstream.seen().len(), 2);
 }
+
+/// The issuer's JWK Set endpoint: a real HTTP server on 127.0.0.1 that serves whatever set
+/// the test gives it and counts the fetches; `stop` closes it and every connection.
+pub struct JwksServer {
+    pub addr: std::net::SocketAddr,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl JwksServer {
+    pub async fn start(set: String) -> JwksServer {
+        JwksServer::start_on(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            set,
+        )
+    }
+
+    pub fn start_on(listener: tokio::net::TcpListener, set: String) -> JwksServer {
+        use std::sync::atomic::Ordering;
+        let addr = listener.local_addr().unwrap();
+        let body = std::sync::Arc::new(std::sync::Mutex::new(set));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (serving, counting, held) = (body.clone(), hits.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (serving, counting) = (serving.clone(), counting.clone());
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let _: &hyper::body::Incoming = request.body();
+                    counting.fetch_add(1, Ordering::SeqCst);
+                    let set = serving.lock().unwrap().clone();
+                    let found = request.uri().path() == "/.well-known/jwks.json";
+                    async move {
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(if found { set } else { String::new() }),
+                        ));
+                        if !found {
+                            *response.status_mut() = http::StatusCode::NOT_FOUND;
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let connection = tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+                held.lock().unwrap().push(connection);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        JwksServer {
+            addr,
+            body,
+            hits,
+            tasks,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    pub fn set(&self, set: String) {
+        *self.body.lock().unwrap() = set;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The issuer goes down: the port closes and open connections are cut.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn remote_providers(url: &str, extra: &str) -> String {
+    format!(
+        "jwt:\n  - name: corp\n    issuer: https://id.example.test/\n    audiences: [conversations-api]\n    jwks_url: {url}\n{extra}  - name: shared\n    issuer: https://id.example.test/\n    secret_file: keys/hs256.key\n"
+    )
+}
+
+/// Waits (up to 10 s) until `token` is accepted on `/corp`.
+async fn wait_accepted(gw: &TestGateway, token: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = get(gw, "/corp", token).await;
+        if got.status == 200 {
+            return;
+        }
+        assert_invalid(&got, "unknown key", token);
+        assert!(tokio::time::Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The issuer adds a key and signs with it: accepted at the first token, without a restart.
+/// A stream of made-up `kid`s then costs the issuer no more fetches (the floor is a minute).
+#[tokio::test]
+async fn jwks_url_rotation_and_the_unknown_kid_floor() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let old = Signer::es256("2026-01");
+    let issuer = JwksServer::start(jwks(&[&old])).await;
+    let secret = String::from_utf8_lossy(SECRET).to_string();
+    let gw = TestGateway::start(
+        &config(&upstream.url(), &remote_providers(&issuer.url(), "")),
+        &[("keys/hs256.key", &secret)],
+    )
+    .await;
+    wait_accepted(&gw, &old.sign(&claims(|_| {}))).await;
+    assert_eq!(issuer.hits(), 1);
+
+    let new = Signer::eddsa("2026-02");
+    issuer.set(jwks(&[&old, &new]));
+    let token = new.sign(&claims(|_| {}));
+    let got = get(&gw, "/corp", &token).await;
+    assert_eq!(
+        got.status,
+        200,
+        "{:?} hits {} outcome {:?}",
+        got.body,
+        issuer.hits(),
+        gw.shared.snapshot.load().jwt[0]
+            .remote
+            .as_ref()
+            .unwrap()
+            .outcome
+            .lock()
+            .unwrap()
+    );
+    assert_eq!(issuer.hits(), 2, "one fetch for the new kid");
+    assert_eq!(
+        get(&gw, "/corp", &old.sign(&claims(|_| {}))).await.status,
+        200
+    );
+
+    // Made-up kids, signed by a key the issuer never published, several at a time.
+    let stranger = Signer::es256("x");
+    let mut waiting = Vec::new();
+    for i in 0..60 {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(format!("random-{i}"));
+        let token = jsonwebtoken::encode(&header, &claims(|_| {}), &stranger.key).unwrap();
+        let addr = gw.addr;
+        waiting.push(tokio::spawn(async move {
+            let auth = format!("Bearer {token}");
+            (
+                send(
+                    addr,
+                    request("GET", "/corp", &[("authorization", &auth)], b""),
+                )
+                .await,
+                token,
+            )
+        }));
+    }
+    for task in waiting {
+        let (got, token) = task.await.unwrap();
+        assert_invalid(&got, "unknown key", &token);
+    }
+    assert!(
+        issuer.hits() <= 3,
+        "{} fetches for 60 unknown kids",
+        issuer.hits()
+    );
+    assert_eq!(get(&gw, "/corp", &token).await.status, 200);
+}
+
+/// The issuer goes down: the last good keys keep working while every refresh fails.
+#[tokio::test]
+async fn jwks_url_down_keeps_the_last_good_keys() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let key = Signer::es256("k1");
+    let issuer = JwksServer::start(jwks(&[&key])).await;
+    let secret = String::from_utf8_lossy(SECRET).to_string();
+    let gw = TestGateway::start(
+        &config(
+            &upstream.url(),
+            &remote_providers(&issuer.url(), "    refresh: 1s\n"),
+        ),
+        &[("keys/hs256.key", &secret)],
+    )
+    .await;
+    let token = key.sign(&claims(|_| {}));
+    wait_accepted(&gw, &token).await;
+    // A refresh a second: it reaches the issuer while up.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while issuer.hits() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    issuer.stop();
+    // Several refreshes fail meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(get(&gw, "/corp", &token).await.status, 200);
+    let fresh = key.sign(&claims(|c| c["sub"] = json!("another")));
+    assert_eq!(get(&gw, "/corp", &fresh).await.status, 200);
+    let provider = &gw.shared.snapshot.load().jwt[0];
+    let remote = provider.remote.as_ref().unwrap();
+    assert!(
+        remote
+            .fetched_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert!(remote.outcome.lock().unwrap().error.is_some());
+}
+
+/// Through the binary: `check` fails, naming the key, when the JWK Set cannot be had; `serve`
+/// starts anyway, answers 401 ("unknown key") and retries until the issuer is up.
+#[tokio::test]
+async fn check_fails_and_serve_retries_while_the_issuer_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let url = format!("http://{addr}/.well-known/jwks.json");
+    let upstream = Upstream::start(Answer::default()).await;
+    let yaml = format!(
+        "listeners:\n  - address: ${{SCHEMAGATE_LISTEN}}\nadmin:\n  address: ${{SCHEMAGATE_ADMIN}}\nupstreams:\n  backend: {{ url: '{}' }}\nroutes:\n  - {{ name: corp, method: GET, path: /corp, upstream: backend, auth: {{ jwt: corp }} }}\n{}",
+        upstream.url(),
+        remote_providers(&url, "")
+    );
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/hs256.key"), SECRET).unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["check", "--config", "gateway.yaml"])
+        .current_dir(dir.path())
+        .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
+        .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "gateway.yaml:13: jwt[0].jwks_url: cannot fetch the JWK Set from {url}"
+        )),
+        "{stderr}"
+    );
+
+    let served = Served::start(dir.path(), "gateway.yaml", &[]);
+    let key = Signer::es256("k1");
+    let token = key.sign(&claims(|_| {}));
+    let auth = format!("Bearer {token}");
+    let got = send(
+        served.addr,
+        request("GET", "/corp", &[("authorization", &auth)], b""),
+    )
+    .await;
+    assert_invalid(&got, "unknown key", &token);
+    // The issuer comes up on the configured port: the next retry (every 5 s without keys)
+    // finds it.
+    let issuer = JwksServer::start_on(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        jwks(&[&key]),
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = send(
+            served.addr,
+            request("GET", "/corp", &[("authorization", &auth)], b""),
+        )
+        .await;
+        if got.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(issuer.hits() >= 1);
+    // Off the test's one runtime thread, which also serves the issuer.
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"))
+            .args(["check", "--config", "gateway.yaml"])
+            .current_dir(cwd)
+            .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
+            .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
