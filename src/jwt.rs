@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 mod fetch;
 
@@ -137,6 +139,43 @@ pub struct Provider {
     validations: Vec<(Algorithm, Validation)>,
     /// With `jwks_url`: where the keys are fetched from, and the fetch state.
     pub remote: Option<Remote>,
+    /// Verified tokens by the SHA-256 of their text, each until its `exp` plus leeway.
+    cache: DashMap<[u8; 32], Cached>,
+}
+
+/// A verified token's claims, and whether they came from the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub claims: Arc<Claims>,
+    pub cached: bool,
+}
+
+/// `(result, reason)` labels of a check, for `schemagate_jwt_verifications`: `ok` with
+/// `verified` or `cached`, `rejected` with the token's class or `insufficient_scope`.
+pub fn outcome(result: &Result<Verified, GatewayError>) -> (&'static str, &'static str) {
+    match result {
+        Ok(verified) if verified.cached => ("ok", "cached"),
+        Ok(_) => ("ok", "verified"),
+        Err(GatewayError::InvalidToken { reason }) => ("rejected", reason.label()),
+        Err(GatewayError::InsufficientScope { .. }) => ("rejected", "insufficient_scope"),
+        Err(_) => ("rejected", "other"),
+    }
+}
+
+/// A verified token's claims, and until when (Unix seconds) they may be reused.
+#[derive(Debug)]
+struct Cached {
+    claims: Arc<Claims>,
+    until: u64,
+}
+
+/// The most verified tokens a provider keeps: at ~1 KB each, about 10 MB at worst.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What a provider is built from, checked by `snapshot`.
@@ -165,6 +204,7 @@ impl Provider {
             keys: ArcSwap::from_pointee(keys),
             validations,
             remote,
+            cache: DashMap::new(),
         }
     }
 
@@ -177,14 +217,72 @@ impl Provider {
         self.keys.load_full()
     }
 
-    /// Puts a new key set in use (a JWK Set fetched again).
+    /// Puts a new key set in use (a JWK Set fetched again). Cached tokens are forgotten: a
+    /// key the issuer withdrew must stop verifying at once.
     pub fn set_keys(&self, keys: KeySet) {
         self.keys.store(Arc::new(keys));
+        self.cache.clear();
     }
 
-    /// Verifies `token`: its size, its header, a key that may verify its `alg`, the
-    /// signature, then `exp`, `nbf`, `iss` and `aud` (with `leeway`).
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenProblem> {
+    /// Verifies `token`, from the cache of verified tokens when it is there and its `exp`
+    /// (plus leeway) has not passed: a client reusing its token pays a SHA-256 and a lookup,
+    /// not a signature check.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenProblem> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenProblem::Malformed);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        if let Some(hit) = self.cache.get(&digest) {
+            if now <= hit.until {
+                return Ok(Verified {
+                    claims: Arc::clone(&hit.claims),
+                    cached: true,
+                });
+            }
+        }
+        let claims = Arc::new(self.verify_uncached(token)?);
+        // `exp` is required, so a verified token has one; it may be written as a float.
+        if let Some(exp) = claims.0.get("exp").and_then(Value::as_f64) {
+            self.remember(
+                digest,
+                &claims,
+                (exp as u64).saturating_add(self.settings.leeway_secs),
+                now,
+            );
+        }
+        Ok(Verified {
+            claims,
+            cached: false,
+        })
+    }
+
+    /// Keeps a verified token until `until`. A full cache first drops what has expired; if it
+    /// is still full, the token is not kept (verified again next time) rather than evicting.
+    fn remember(&self, digest: [u8; 32], claims: &Arc<Claims>, until: u64, now: u64) {
+        if self.cache.len() >= CACHE_ENTRIES {
+            self.cache.retain(|_, cached| cached.until >= now);
+            if self.cache.len() >= CACHE_ENTRIES {
+                return;
+            }
+        }
+        self.cache.insert(
+            digest,
+            Cached {
+                claims: Arc::clone(claims),
+                until,
+            },
+        );
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Verifies `token` without the cache: its size, its header, a key that may verify its
+    /// `alg`, the signature, then `exp`, `nbf`, `iss` and `aud` (with `leeway`).
+    pub fn verify_uncached(&self, token: &str) -> Result<Claims, TokenProblem> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenProblem::Malformed);
         }
@@ -405,7 +503,7 @@ impl JwtRule {
     /// the route's scopes; then removes the client's copies of the claim headers and sets
     /// them from the verified claims. A `kid` no key has may refetch a `jwks_url` first
     /// (at most once per [`UNKNOWN_KID_FLOOR`]); this is the one wait of this stage.
-    pub async fn check(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
+    pub async fn check(&self, headers: &mut HeaderMap) -> Result<Verified, GatewayError> {
         let token = bearer(headers);
         let provider = &self.provider;
         let verified = match provider.verify(token) {
@@ -422,7 +520,7 @@ impl JwtRule {
     }
 
     /// [`JwtRule::check`] with the keys in hand, never fetching (`schemagate validate`).
-    pub fn check_offline(&self, headers: &mut HeaderMap) -> Result<Claims, GatewayError> {
+    pub fn check_offline(&self, headers: &mut HeaderMap) -> Result<Verified, GatewayError> {
         let verified = self.provider.verify(bearer(headers));
         self.admit(verified, headers)
     }
@@ -430,10 +528,11 @@ impl JwtRule {
     /// The route's scopes, then the claim headers in place of the client's.
     fn admit(
         &self,
-        verified: Result<Claims, TokenProblem>,
+        verified: Result<Verified, TokenProblem>,
         headers: &mut HeaderMap,
-    ) -> Result<Claims, GatewayError> {
-        let claims = verified.map_err(|reason| GatewayError::InvalidToken { reason })?;
+    ) -> Result<Verified, GatewayError> {
+        let verified = verified.map_err(|reason| GatewayError::InvalidToken { reason })?;
+        let claims = &verified.claims;
         if !claims.has_scopes(&self.scopes) {
             return Err(GatewayError::InsufficientScope {
                 required: self.scopes.join(" "),
@@ -448,7 +547,7 @@ impl JwtRule {
                 headers.insert(header.clone(), value);
             }
         }
-        Ok(claims)
+        Ok(verified)
     }
 }
 
@@ -495,6 +594,79 @@ mod tests {
         assert!(!list.has_scopes(&need(&["a b"])));
         assert!(claims(serde_json::json!({})).has_scopes(&[]));
         assert!(!claims(serde_json::json!({"scope": 3})).has_scopes(&need(&["3"])));
+    }
+
+    fn hs_provider(leeway_secs: u64) -> Provider {
+        let settings = Settings {
+            name: "t".into(),
+            issuer: "iss".into(),
+            audiences: Vec::new(),
+            allowed: HMAC.to_vec(),
+            leeway_secs,
+            source: KeySource::Secret("k".into()),
+            claims_to_headers: Vec::new(),
+        };
+        let keys = KeySet {
+            keys: vec![secret_key(&[7; 32], &HMAC)],
+            fetched_at: None,
+        };
+        Provider::new(settings, keys, None)
+    }
+
+    fn hs_token(claims: Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(&[7; 32]);
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_until_exp_and_forgotten_with_the_keys() {
+        let provider = hs_provider(0);
+        let now = unix_now();
+        let token = hs_token(serde_json::json!({"iss": "iss", "exp": now + 60}));
+        let first = provider.verify(&token).unwrap();
+        assert!(!first.cached);
+        assert_eq!(provider.cached(), 1);
+        // The same claims, from the cache: the very same allocation.
+        let again = provider.verify(&token).unwrap();
+        assert!(again.cached);
+        assert!(Arc::ptr_eq(&first.claims, &again.claims));
+        // Failures are not cached.
+        let wrong = hs_token(serde_json::json!({"iss": "other", "exp": now + 60}));
+        assert_eq!(provider.verify(&wrong), Err(TokenProblem::WrongIssuer));
+        assert_eq!(provider.cached(), 1);
+        // An entry past its `exp` is not used: the token is verified again, and refused.
+        provider.remember([1; 32], &first.claims, now - 1, now);
+        assert_eq!(provider.cached(), 2);
+        provider.set_keys(KeySet::default());
+        assert_eq!(provider.cached(), 0);
+        assert_eq!(provider.verify(&token), Err(TokenProblem::UnknownKey));
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_and_then_stops_adding() {
+        let provider = hs_provider(0);
+        let now = unix_now();
+        let claims = Arc::new(Claims(Map::new()));
+        for i in 0..CACHE_ENTRIES {
+            let mut digest = [0; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            // Half of them already expired.
+            provider.remember(
+                digest,
+                &claims,
+                if i % 2 == 0 { now - 1 } else { now + 60 },
+                now,
+            );
+        }
+        assert_eq!(provider.cached(), CACHE_ENTRIES);
+        provider.remember([0xff; 32], &claims, now + 60, now);
+        assert_eq!(provider.cached(), CACHE_ENTRIES / 2 + 1);
+        for i in 0..CACHE_ENTRIES {
+            let mut digest = [0xee; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            provider.remember(digest, &claims, now + 60, now);
+        }
+        assert_eq!(provider.cached(), CACHE_ENTRIES, "bounded");
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Trace {
     dropped_headers: usize,
     /// A shared (Redis) rate-limit check was made: `Ok`, or the error's kind.
     redis: Option<(Result<(), &'static str>, std::time::Duration)>,
+    /// A JWT was checked: `(result, reason)` (see `jwt::outcome`).
+    jwt: Option<(&'static str, &'static str)>,
 }
 
 /// Answers one request.
@@ -245,6 +247,16 @@ fn record(
                 .inc();
         }
     }
+    if let (Some((result, reason)), Some(rule)) = (trace.jwt, route.and_then(|r| r.jwt.as_ref())) {
+        metrics
+            .jwt_verifications
+            .get_or_create(&crate::metrics::JwtLabels {
+                provider: rule.provider.name().to_string(),
+                result,
+                reason,
+            })
+            .inc();
+    }
     if trace.dropped_headers > 0 {
         metrics
             .dropped_underscore_headers
@@ -433,7 +445,11 @@ fn handle_inner<'a>(
 
         let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
         let claims = match &route.jwt {
-            Some(rule) => Some(rule.check(&mut parts.headers).await?),
+            Some(rule) => {
+                let checked = rule.check(&mut parts.headers).await;
+                trace.jwt = Some(crate::jwt::outcome(&checked));
+                Some(checked?.claims)
+            }
             None => None,
         };
         let tenant_inputs = |body| tenant::Inputs {
@@ -443,7 +459,7 @@ fn handle_inner<'a>(
             body,
             key,
             client: downstream.client_subject.as_deref(),
-            claims: claims.as_ref(),
+            claims: claims.as_deref(),
         };
         let mut report = validate::Report::default();
         let framing::Settled {

@@ -536,6 +536,22 @@ fn remote_providers(url: &str, extra: &str) -> String {
     )
 }
 
+/// A gateway whose `corp` provider fetches from `issuer` (`extra`: more provider keys;
+/// `top`: more top-level config).
+async fn remote_gateway(
+    upstream: &Upstream,
+    issuer: &JwksServer,
+    extra: &str,
+    top: &str,
+) -> TestGateway {
+    let secret = String::from_utf8_lossy(SECRET).to_string();
+    let yaml = format!(
+        "{}{top}",
+        config(&upstream.url(), &remote_providers(&issuer.url(), extra))
+    );
+    TestGateway::start(&yaml, &[("keys/hs256.key", &secret)]).await
+}
+
 /// Waits (up to 10 s) until `token` is accepted on `/corp`.
 async fn wait_accepted(gw: &TestGateway, token: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -557,12 +573,7 @@ async fn jwks_url_rotation_and_the_unknown_kid_floor() {
     let upstream = Upstream::start(Answer::default()).await;
     let old = Signer::es256("2026-01");
     let issuer = JwksServer::start(jwks(&[&old])).await;
-    let secret = String::from_utf8_lossy(SECRET).to_string();
-    let gw = TestGateway::start(
-        &config(&upstream.url(), &remote_providers(&issuer.url(), "")),
-        &[("keys/hs256.key", &secret)],
-    )
-    .await;
+    let gw = remote_gateway(&upstream, &issuer, "", "").await;
     wait_accepted(&gw, &old.sign(&claims(|_| {}))).await;
     assert_eq!(issuer.hits(), 1);
 
@@ -628,15 +639,7 @@ async fn jwks_url_down_keeps_the_last_good_keys() {
     let upstream = Upstream::start(Answer::default()).await;
     let key = Signer::es256("k1");
     let issuer = JwksServer::start(jwks(&[&key])).await;
-    let secret = String::from_utf8_lossy(SECRET).to_string();
-    let gw = TestGateway::start(
-        &config(
-            &upstream.url(),
-            &remote_providers(&issuer.url(), "    refresh: 1s\n"),
-        ),
-        &[("keys/hs256.key", &secret)],
-    )
-    .await;
+    let gw = remote_gateway(&upstream, &issuer, "    refresh: 1s\n", "").await;
     let token = key.sign(&claims(|_| {}));
     wait_accepted(&gw, &token).await;
     // A refresh a second: it reaches the issuer while up.
@@ -745,4 +748,134 @@ async fn check_fails_and_serve_retries_while_the_issuer_is_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A verified token is cached until its `exp`, but a key the issuer withdraws stops verifying
+/// at the next fetch: a new key set empties the cache.
+#[tokio::test]
+async fn a_withdrawn_key_stops_verifying_despite_the_cache() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let old = Signer::es256("old");
+    let new = Signer::es256("new");
+    let issuer = JwksServer::start(jwks(&[&old, &new])).await;
+    let gw = remote_gateway(&upstream, &issuer, "    refresh: 1s\n", "").await;
+    let token = old.sign(&claims(|_| {}));
+    wait_accepted(&gw, &token).await;
+    assert_eq!(get(&gw, "/corp", &token).await.status, 200);
+    let provider = std::sync::Arc::clone(&gw.shared.snapshot.load().jwt[0]);
+    assert_eq!(provider.cached(), 1, "the token is cached once verified");
+    issuer.set(jwks(&[&new]));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = get(&gw, "/corp", &token).await;
+        if got.status == 401 {
+            assert_invalid(&got, "unknown key", &token);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&gw, "/corp", &new.sign(&claims(|_| {}))).await.status,
+        200
+    );
+}
+
+async fn metrics(admin: std::net::SocketAddr) -> String {
+    let got = send(admin, request("GET", "/metrics", &[], b"")).await;
+    String::from_utf8(got.body.to_vec()).unwrap()
+}
+
+/// `/status` shows each provider's keys (kid, algorithms, fetched at) and its last fetch;
+/// `/metrics` counts checks by result and reason, fetches, and the keys' age.
+#[tokio::test]
+async fn status_and_metrics_show_providers_keys_and_checks() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let key = Signer::eddsa("ed-7");
+    let issuer = JwksServer::start(jwks(&[&key])).await;
+    let gw = remote_gateway(&upstream, &issuer, "", "admin:\n  address: 127.0.0.1:0\n").await;
+    let secret = String::from_utf8_lossy(SECRET).to_string();
+    let admin = gw.admin.unwrap();
+    let token = key.sign(&claims(|_| {}));
+    wait_accepted(&gw, &token).await;
+    assert_eq!(get(&gw, "/corp", &token).await.status, 200);
+    let expired = key.sign(&claims(|c| c["exp"] = json!(now() - 600)));
+    assert_eq!(get(&gw, "/corp", &expired).await.status, 401);
+    assert_eq!(get(&gw, "/scoped", &token).await.status, 403);
+
+    let status = send(admin, request("GET", "/status", &[], b""))
+        .await
+        .json();
+    let corp = &status["jwt"][0];
+    assert_eq!(corp["name"], "corp");
+    assert_eq!(corp["source"], "jwks_url");
+    assert_eq!(
+        corp["keys"],
+        json!([{"kid": "ed-7", "algorithms": ["EdDSA"]}])
+    );
+    assert!(corp["fetched_at"].as_u64().unwrap() > 0);
+    assert_eq!(corp["last_fetch"]["ok"], 1);
+    assert_eq!(corp["last_fetch"]["error"], Value::Null);
+    let shared = &status["jwt"][1];
+    assert_eq!(shared["source"], "secret_file");
+    assert_eq!(shared["keys"][0]["kid"], Value::Null);
+    assert!(
+        !status.to_string().contains(&secret),
+        "the secret is never shown"
+    );
+
+    let text = metrics(admin).await;
+    for line in [
+        r#"schemagate_jwt_verifications_total{provider="corp",result="ok",reason="verified"} 1"#,
+        r#"schemagate_jwt_verifications_total{provider="corp",result="rejected",reason="expired"} 1"#,
+        r#"schemagate_jwt_verifications_total{provider="corp",result="rejected",reason="insufficient_scope"} 1"#,
+        r#"schemagate_jwks_fetches{provider="corp",result="ok"} 1"#,
+        r#"schemagate_jwks_fetches{provider="corp",result="failed"} 0"#,
+        r#"schemagate_jwt_keys{provider="corp"} 1"#,
+        r#"schemagate_jwt_keys{provider="shared"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(text.contains(r#"schemagate_jwks_age_seconds{provider="corp"} "#));
+    // The same token again is a cache hit.
+    assert_eq!(get(&gw, "/corp", &token).await.status, 200);
+    let text = metrics(admin).await;
+    assert!(text.contains(
+        r#"schemagate_jwt_verifications_total{provider="corp",result="ok",reason="cached"}"#
+    ));
+}
+
+/// `schemagate openapi` describes a JWT route's security as an HTTP bearer scheme with
+/// `bearerFormat: JWT`, and lists its 401 and (with scopes) 403 answers.
+#[test]
+fn openapi_exports_the_jwt_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Signer::es256("k1");
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/jwks.json"), jwks(&[&key])).unwrap();
+    std::fs::write(dir.path().join("keys/hs256.key"), SECRET).unwrap();
+    let yaml = config("http://127.0.0.1:1", PROVIDERS).replace("ES256, EdDSA, RS256", "ES256");
+    std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["openapi", "--config", "gateway.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scheme = &doc["components"]["securitySchemes"]["jwt"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(scheme["bearerFormat"], "JWT");
+    let scoped = &doc["paths"]["/scoped"]["get"];
+    assert_eq!(scoped["security"], json!([{"jwt": []}]));
+    assert!(scoped["responses"].get("401").is_some(), "{scoped}");
+    assert!(scoped["responses"].get("403").is_some(), "{scoped}");
+    assert!(doc["paths"]["/corp"]["get"]["responses"]
+        .get("403")
+        .is_none());
 }
