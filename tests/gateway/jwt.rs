@@ -154,8 +154,7 @@ pub fn assert_invalid(got: &Got, class: &str, token: &str) {
     assert!(tail.is_empty() || !body.contains(tail), "{body}");
 }
 
-fn config(upstream: &str, providers: &str) -> String {
-    let routes = r#"  - name: corp
+const ROUTES: &str = r#"  - name: corp
     method: GET
     path: /corp
     upstream: backend
@@ -178,7 +177,9 @@ fn config(upstream: &str, providers: &str) -> String {
     tenant: { from: claim, name: org.id }
     rate_limit: { quota: 1/h, burst: 1 }
 "#;
-    format!("{}{providers}", backend_config(upstream, routes))
+
+fn config(upstream: &str, providers: &str) -> String {
+    format!("{}{providers}", backend_config(upstream, ROUTES))
 }
 
 const PROVIDERS: &str = r#"jwt:
@@ -878,4 +879,74 @@ fn openapi_exports_the_jwt_scheme() {
     assert!(doc["paths"]["/corp"]["get"]["responses"]
         .get("403")
         .is_none());
+}
+
+/// Writes `text` to `path` the way editors do: a temp file renamed over the original.
+fn write_by_rename(path: &std::path::Path, text: &str) {
+    let temp = path.with_extension("tmp-write");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// `jwt:` reloads like the rest: a rotated `jwks_file` is watched and applies; a config
+/// change that leaves a `jwks_url` provider as it was keeps its keys (no fetch, no 401 gap);
+/// a changed one is fetched before the new config takes traffic.
+#[tokio::test]
+async fn jwt_config_and_key_files_reload() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let first = Signer::es256("f1");
+    let second = Signer::eddsa("f2");
+    let remote_key = Signer::es256("r1");
+    let issuer = JwksServer::start(jwks(&[&remote_key])).await;
+    let secret = String::from_utf8_lossy(SECRET).to_string();
+    let providers = |url: &str| {
+        format!(
+            "{PROVIDERS}  - name: remote\n    issuer: https://id.example.test/\n    jwks_url: {url}\n"
+        )
+    };
+    let routes = format!(
+        "{ROUTES}  - {{ name: remote, method: GET, path: /remote, upstream: backend, auth: {{ jwt: remote }} }}\n"
+    );
+    let yaml = format!(
+        "{}{}",
+        backend_config(&upstream.url(), &routes),
+        providers(&issuer.url())
+    );
+    let (gw, reloading) = TestGateway::start_reloadable(
+        &yaml,
+        &[
+            ("keys/jwks.json", &jwks(&[&first])),
+            ("keys/hs256.key", &secret),
+        ],
+    )
+    .await;
+    let remote_token = remote_key.sign(&claims(|_| {}));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&gw, "/remote", &remote_token).await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let fetched = issuer.hits();
+    let old = first.sign(&claims(|_| {}));
+    assert_eq!(get(&gw, "/corp", &old).await.status, 200);
+
+    // The issuer rotates the file: the old key goes, the new one comes.
+    write_by_rename(&gw.dir().join("keys/jwks.json"), &jwks(&[&second]));
+    reloading.wait_generation(2).await;
+    let new = second.sign(&claims(|_| {}));
+    assert_eq!(get(&gw, "/corp", &new).await.status, 200);
+    assert_invalid(&get(&gw, "/corp", &old).await, "unknown key", &old);
+    // The unchanged `jwks_url` provider kept its keys: no fetch, no gap.
+    assert_eq!(get(&gw, "/remote", &remote_token).await.status, 200);
+    assert_eq!(issuer.hits(), fetched);
+
+    // A new issuer URL is fetched before the new config serves.
+    let moved = JwksServer::start(jwks(&[&remote_key])).await;
+    let yaml = std::fs::read_to_string(gw.dir().join("gateway.yaml"))
+        .unwrap()
+        .replace(&issuer.url(), &moved.url());
+    write_by_rename(&gw.dir().join("gateway.yaml"), &yaml);
+    reloading.wait_generation(3).await;
+    assert_eq!(moved.hits(), 1);
+    assert_eq!(get(&gw, "/remote", &remote_token).await.status, 200);
 }
