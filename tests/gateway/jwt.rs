@@ -950,3 +950,29 @@ async fn jwt_config_and_key_files_reload() {
     assert_eq!(moved.hits(), 1);
     assert_eq!(get(&gw, "/remote", &remote_token).await.status, 200);
 }
+
+/// `tenant: { from: claim }` keys a limit shared through Redis: two gateways, one bucket per
+/// verified tenant.
+#[tokio::test]
+#[ignore = "needs redis-server: ./test.sh installs it and runs ignored tests"]
+async fn claim_tenants_share_a_redis_limit() {
+    let redis = crate::redis_server::RedisServer::start();
+    let upstream = Upstream::start(Answer::default()).await;
+    let key = Signer::es256("k1");
+    let routes = "  - name: shared\n    method: GET\n    path: /corp\n    upstream: backend\n    auth: { jwt: corp }\n    tenant: { from: claim, name: org.id }\n    rate_limit: { quota: 1/h, burst: 2, store: redis }\n";
+    let yaml = format!(
+        "{}redis:\n  url: {}\n  timeout: 1s\njwt:\n  - name: corp\n    issuer: https://id.example.test/\n    jwks_file: keys/jwks.json\n",
+        backend_config(&upstream.url(), routes),
+        redis.url()
+    );
+    let set = jwks(&[&key]);
+    let one = TestGateway::start(&yaml, &[("keys/jwks.json", &set)]).await;
+    let two = TestGateway::start(&yaml, &[("keys/jwks.json", &set)]).await;
+    let acme = key.sign(&claims(|_| {}));
+    let globex = key.sign(&claims(|c| c["org"]["id"] = json!("globex")));
+    assert_eq!(get(&one, "/corp", &acme).await.status, 200);
+    assert_eq!(get(&two, "/corp", &acme).await.status, 200);
+    assert_envelope(&get(&one, "/corp", &acme).await, 429, "Too Many Requests");
+    assert_envelope(&get(&two, "/corp", &acme).await, 429, "Too Many Requests");
+    assert_eq!(get(&two, "/corp", &globex).await.status, 200);
+}
