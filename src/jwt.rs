@@ -669,6 +669,49 @@ mod tests {
         assert_eq!(provider.cached(), CACHE_ENTRIES, "bounded");
     }
 
+    /// Whatever a client sends as a token is an answer, never a panic: random segments,
+    /// valid-looking headers with odd fields (`crit`, `jku`, a huge `kid`, `alg: none`).
+    #[test]
+    fn arbitrary_tokens_are_refused_without_panicking() {
+        let provider = hs_provider(0);
+        let b64 = |text: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+        };
+        let headers = [
+            r#"{"alg":"HS256","crit":["exp"],"jku":"http://evil.test/jwks"}"#.to_string(),
+            format!(r#"{{"alg":"HS256","kid":"{}"}}"#, "k".repeat(5000)),
+            r#"{"alg":"none"}"#.to_string(),
+            r#"{"alg":"HS256","jwk":{"kty":"oct","k":"AAAA"}}"#.to_string(),
+            r#"{"alg":["HS256"]}"#.to_string(),
+            "[]".to_string(),
+            "\u{0}".to_string(),
+        ];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..5000 {
+            let token = match i % 3 {
+                0 => (0..next() % 200)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                    .collect::<String>(),
+                1 => format!(
+                    "{}.{}.{}",
+                    b64(&headers[i % headers.len()]),
+                    b64(r#"{"iss":"iss","exp":99999999999}"#),
+                    b64("sig")
+                ),
+                _ => format!("{}..", b64(&headers[i % headers.len()])),
+            };
+            assert!(provider.verify(&token).is_err(), "{token}");
+        }
+    }
+
     #[test]
     fn jwks_keys_get_their_own_algorithms() {
         let allowed = [Algorithm::RS256, Algorithm::ES256, Algorithm::HS256];
