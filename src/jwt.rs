@@ -288,6 +288,9 @@ impl Provider {
         }
         // `alg: none` and unknown algorithms fail here: `Algorithm` has no such variant.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
+        if has_crit(token) {
+            return Err(TokenProblem::Malformed);
+        }
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Err(TokenProblem::UnknownKey);
         };
@@ -551,6 +554,23 @@ impl JwtRule {
     }
 }
 
+/// Whether the token's header has `crit`: RFC 7515 §4.1.11 wants a token refused when it
+/// names extensions the recipient does not understand, and we understand none (`b64: false`
+/// of RFC 7797 among them). jsonwebtoken's `Header` drops the field, so it is read here.
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Crit {
+        crit: Option<serde::de::IgnoredAny>,
+    }
+    let segment = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Crit>(&json).ok())
+        .is_some_and(|header| header.crit.is_some())
+}
+
 /// The token of an `Authorization: Bearer <token>` already checked for shape.
 fn bearer(headers: &HeaderMap) -> &str {
     headers
@@ -730,5 +750,33 @@ mod tests {
         assert_eq!(skipped.len(), 5, "{skipped:?}");
         assert!(parse_jwks(b"{\"keys\": []}", &allowed).is_err());
         assert!(parse_jwks(b"[]", &allowed).is_err());
+    }
+
+    #[test]
+    fn a_crit_header_is_malformed() {
+        let provider = hs_provider(0);
+        let key = jsonwebtoken::EncodingKey::from_secret(&[7; 32]);
+        let claims = serde_json::json!({"iss": "iss", "exp": unix_now() + 60});
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        assert!(provider.verify(&token).is_ok());
+        // The same claims and key, with a header naming a critical extension.
+        let header =
+            serde_json::json!({"alg": "HS256", "typ": "JWT", "crit": ["b64"], "b64": false});
+        let signing_input = {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!(
+                "{}.{}",
+                b64.encode(header.to_string()),
+                b64.encode(claims.to_string())
+            )
+        };
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).unwrap();
+        let critical = format!("{signing_input}.{signature}");
+        assert_eq!(
+            provider.verify_uncached(&critical),
+            Err(TokenProblem::Malformed)
+        );
     }
 }
