@@ -10,7 +10,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-# The TLS key-format test converts generated keys with the openssl command-line tool.
+# The TLS key-format test and the JWT RSA test (tests/gateway/jwt.rs) make keys with the
+# openssl command-line tool.
 if ! command -v openssl >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive

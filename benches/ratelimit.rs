@@ -45,6 +45,7 @@ fn resolve_and_check(c: &mut Criterion) {
                     body: None,
                     key: None,
                     client: None,
+                    claims: None,
                 };
                 let who = tenant::resolve(&rule, &inputs).unwrap();
                 black_box(limiter.check(&who))

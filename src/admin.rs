@@ -55,12 +55,15 @@ pub async fn handle<B>(
         ),
         (&Method::GET, "/metrics") => text(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
+            {
+                set_jwt_metrics(&shared);
+                shared.metrics.encode()
+            },
         ),
-        (&Method::GET, "/metrics.json") => json(
-            StatusCode::OK,
-            metrics_json(&shared.metrics.encode()).to_string(),
-        ),
+        (&Method::GET, "/metrics.json") => json(StatusCode::OK, {
+            set_jwt_metrics(&shared);
+            metrics_json(&shared.metrics.encode()).to_string()
+        }),
         (&Method::POST, "/reload") => reload(reloader.as_deref()).await,
         (&Method::GET, "/") => text("text/html; charset=utf-8", DASHBOARD.to_string()),
         _ => json(
@@ -110,6 +113,93 @@ fn unix(time: SystemTime) -> u64 {
 /// `/status`: version, uptime, generation, routes with their schema files and content
 /// hashes, the last reload with its result, the directories watched for changes, and the
 /// shared rate-limit store (Redis) when one is configured.
+/// The JWT providers' fetch counts, key ages and key counts, read from the providers as they
+/// are now (a provider a reload removed leaves no series behind).
+fn set_jwt_metrics(shared: &Shared) {
+    let snapshot = shared.snapshot.load();
+    let metrics = &shared.metrics;
+    metrics.jwks_fetches.clear();
+    metrics.jwks_age.clear();
+    metrics.jwt_keys.clear();
+    for provider in &snapshot.jwt {
+        let name = provider.name().to_string();
+        let keys = provider.keys();
+        let labels = crate::metrics::ProviderLabels {
+            provider: name.clone(),
+        };
+        metrics
+            .jwt_keys
+            .get_or_create(&labels)
+            .set(keys.keys.len() as i64);
+        let Some(remote) = &provider.remote else {
+            continue;
+        };
+        for (result, count) in [
+            ("ok", &remote.fetched_ok),
+            ("failed", &remote.fetched_failed),
+        ] {
+            let labels = crate::metrics::FetchLabels {
+                provider: name.clone(),
+                result,
+            };
+            let count = count.load(Ordering::Relaxed);
+            metrics
+                .jwks_fetches
+                .get_or_create(&labels)
+                .set(count as i64);
+        }
+        if let Some(age) = keys.fetched_at.and_then(|at| at.elapsed().ok()) {
+            metrics
+                .jwks_age
+                .get_or_create(&labels)
+                .set(age.as_secs() as i64);
+        }
+    }
+}
+
+/// Each JWT provider: where its keys come from, each key's `kid` and algorithms (never key
+/// material), when they were had, the last fetch of a `jwks_url` and the tokens cached.
+fn jwt_status(snapshot: &crate::snapshot::Snapshot) -> Vec<serde_json::Value> {
+    use crate::jwt::KeySource;
+    snapshot
+        .jwt
+        .iter()
+        .map(|provider| {
+            let keys = provider.keys();
+            let settings = &provider.settings;
+            let (kind, from) = match &settings.source {
+                KeySource::Url(url) => ("jwks_url", url.clone()),
+                KeySource::File(path) => ("jwks_file", path.display().to_string()),
+                KeySource::Secret(path) => ("secret_file", path.display().to_string()),
+            };
+            let last_fetch = provider.remote.as_ref().map(|remote| {
+                let outcome = remote.outcome.lock().map(|o| o.clone()).unwrap_or_default();
+                serde_json::json!({
+                    "at": outcome.at.map(unix),
+                    "error": outcome.error,
+                    "ok": remote.fetched_ok.load(Ordering::Relaxed),
+                    "failed": remote.fetched_failed.load(Ordering::Relaxed),
+                    "refresh_seconds": remote.refresh.as_secs(),
+                })
+            });
+            serde_json::json!({
+                "name": settings.name,
+                "issuer": settings.issuer,
+                "audiences": settings.audiences,
+                "source": kind,
+                "from": from,
+                "keys": keys.keys.iter().map(|key| serde_json::json!({
+                    "kid": key.kid,
+                    "algorithms": key.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "fetched_at": keys.fetched_at.map(unix),
+                "last_fetch": last_fetch,
+                "cached_tokens": provider.cached(),
+            })
+        })
+        .collect()
+}
+
 pub fn status(shared: &Shared, reloader: Option<&Reloader>) -> serde_json::Value {
     let snapshot = shared.snapshot.load();
     let routes: Vec<_> = snapshot
@@ -180,6 +270,7 @@ pub fn status(shared: &Shared, reloader: Option<&Reloader>) -> serde_json::Value
         "routes": routes,
         "last_reload": last_reload,
         "watching": watching,
+        "jwt": jwt_status(&snapshot),
         "redis": snapshot.redis.as_ref().map(|store| {
             let state = store.state();
             let settings = store.settings();

@@ -1,7 +1,8 @@
 //! Stage 2: credentials are present and well formed, and API keys are known (401 otherwise).
 //!
 //! `bearer` and `credentials` check presence and shape only; the upstream checks the token.
-//! `api_key` looks the bearer token up among keys configured as SHA-256 hashes. Messages never
+//! `api_key` looks the bearer token up among keys configured as SHA-256 hashes. `jwt` checks
+//! the shape here like `bearer`; `jwt::JwtRule::check` then verifies the token. Messages never
 //! echo what the client sent.
 
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, COOKIE};
@@ -107,7 +108,8 @@ fn check_presence(
 ) -> Result<(), GatewayError> {
     match mode {
         AuthMode::None | AuthMode::ApiKey => Ok(()),
-        AuthMode::Bearer => {
+        // The token itself is verified next, by the route's `jwt::JwtRule`.
+        AuthMode::Bearer | AuthMode::Jwt => {
             let value = authorization.ok_or(GatewayError::Unauthorized {
                 message: "missing Authorization header: send `Authorization: Bearer <token>`",
             })?;

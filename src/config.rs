@@ -52,6 +52,122 @@ pub struct RawConfig {
     /// The Redis that routes with `rate_limit.store: redis` share their buckets through.
     #[serde(default)]
     pub redis: Option<Spanned<RawRedis>>,
+    /// Issuers whose JSON Web Tokens routes with `auth: { jwt: NAME }` verify.
+    #[serde(default)]
+    pub jwt: Vec<Spanned<RawJwtProvider>>,
+}
+
+/// One `jwt:` provider: an issuer, the keys its tokens are signed with, and what a token must
+/// hold. Exactly one of `jwks_url`, `jwks_file`, `secret_file` names the keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtProvider {
+    /// Routes name the provider with `auth: { jwt: NAME }`.
+    pub name: Text,
+    /// `iss` must equal it.
+    pub issuer: Text,
+    /// `aud` must hold one of them; not checked when empty.
+    #[serde(default)]
+    pub audiences: Vec<Text>,
+    /// A JWK Set fetched over HTTP(S) and refreshed.
+    #[serde(default)]
+    pub jwks_url: Option<Spanned<Text>>,
+    /// A JWK Set in a file (relative to the config's directory, watched).
+    #[serde(default)]
+    pub jwks_file: Option<Spanned<Text>>,
+    /// An HMAC secret in a file (HS256/384/512 only; one trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<Spanned<Text>>,
+    /// The algorithms accepted; each key still decides its own. `none` is not one.
+    #[serde(default)]
+    pub algorithms: Option<Vec<JwtAlgorithm>>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30s.
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+    /// How often a `jwks_url` is fetched again. Default 10m.
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+    /// CA bundle and client certificate for an `https://` `jwks_url` (as an upstream's).
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+    /// Claims forwarded to the upstream as headers (`{ sub: X-User-Id }`); a client's own
+    /// copies of those headers are removed.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, Text>,
+}
+
+/// A JWS signature algorithm a provider may accept (RFC 7518). `none` is deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// A route's `auth:`: a mode by name, or `{ jwt: NAME, scopes: [...] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawAuth {
+    Mode(AuthMode),
+    Jwt(RawJwtAuth),
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth::Mode(AuthMode::None)
+    }
+}
+
+impl RawAuth {
+    /// The mode the route runs in (`Jwt` for the map form).
+    pub fn mode(&self) -> AuthMode {
+        match self {
+            RawAuth::Mode(mode) => *mode,
+            RawAuth::Jwt(_) => AuthMode::Jwt,
+        }
+    }
+}
+
+/// `auth: { jwt: NAME, scopes: [...] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtAuth {
+    /// The `jwt:` provider that verifies the token.
+    pub jwt: Text,
+    /// Scopes the token's `scope` / `scp` claim must all hold (403 otherwise).
+    #[serde(default)]
+    pub scopes: Vec<Text>,
+}
+
+impl<'de> Deserialize<'de> for RawAuth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawAuth;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "one of `none`, `bearer`, `credentials`, `api_key`, or `{ jwt: NAME, scopes: [...] }`",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawAuth, E> {
+                use serde::de::IntoDeserializer;
+                AuthMode::deserialize(value.into_deserializer()).map(RawAuth::Mode)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawAuth, A::Error> {
+                RawJwtAuth::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawAuth::Jwt)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
 /// `redis:`, the store of rate limits shared by several gateways: one node (`url`) or a
@@ -170,6 +286,8 @@ pub enum TenantFrom {
     Body,
     Key,
     ClientCert,
+    /// A claim of the verified JSON Web Token (`name` is a dotted path).
+    Claim,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -418,9 +536,10 @@ pub struct RawRoute {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub limits: RawLimits,
-    /// What the caller must present: `none` (default), `bearer`, `credentials`.
+    /// What the caller must present: `none` (default), `bearer`, `credentials`, `api_key`,
+    /// or `{ jwt: NAME, scopes: [...] }`.
     #[serde(default)]
-    pub auth: AuthMode,
+    pub auth: RawAuth,
     /// Schema files per location, relative to `schema_dir`.
     #[serde(default)]
     pub schemas: RawSchemas,
@@ -470,7 +589,7 @@ pub struct RawOpenApi {
     pub limits: Option<RawLimits>,
     /// When absent: derived from the operation's `security`.
     #[serde(default)]
-    pub auth: Option<AuthMode>,
+    pub auth: Option<RawAuth>,
     #[serde(default)]
     pub validation: Option<ValidationMode>,
     #[serde(default)]
@@ -495,7 +614,7 @@ impl RawOpenApi {
             preserve_host: self.preserve_host,
             timeouts: self.timeouts.clone(),
             limits: self.limits.clone(),
-            auth: self.auth,
+            auth: self.auth.clone(),
             validation: self.validation,
             strict: self.strict,
             errors: self.errors,
@@ -523,7 +642,7 @@ pub struct RawOperationKeys {
     pub limits: Option<RawLimits>,
     /// When absent: derived from the operation's `security`.
     #[serde(default)]
-    pub auth: Option<AuthMode>,
+    pub auth: Option<RawAuth>,
     #[serde(default)]
     pub validation: Option<ValidationMode>,
     #[serde(default)]
@@ -819,6 +938,10 @@ pub enum AuthMode {
     /// Nothing.
     #[default]
     None,
+    /// A JSON Web Token verified by a `jwt:` provider (`auth: { jwt: NAME }`); never
+    /// written by name.
+    #[serde(skip)]
+    Jwt,
     /// `Authorization: Bearer <token>`; the scheme name is case-insensitive and the token is
     /// an RFC 6750 token68.
     Bearer,

@@ -6,7 +6,7 @@
 //! request bodies.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -32,6 +32,12 @@ pub enum GatewayError {
     Unauthorized { message: &'static str },
     /// An API key acts for a tenant outside its binding.
     Forbidden { message: &'static str },
+    /// A bearer token failed verification (`auth: { jwt: NAME }`): 401 with RFC 6750's
+    /// `WWW-Authenticate: Bearer error="invalid_token"`; the message names the class only.
+    InvalidToken { reason: TokenProblem },
+    /// A verified token lacks a scope the route requires: 403 with
+    /// `error="insufficient_scope"`. `required` is the route's list (config, not a claim).
+    InsufficientScope { required: String },
     /// The tenant is over its rate limit.
     TooManyRequests { retry_after_secs: u64 },
     /// The client did not send its body in time.
@@ -68,6 +74,59 @@ pub enum GatewayError {
     Internal,
 }
 
+/// Why a bearer token was refused, as answered ("Invalid token: <class>"). Never more
+/// precise than this: the answer must not help forge a token or echo a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    Expired,
+    NotYetValid,
+    BadSignature,
+    /// No trusted key for the token's `kid` and `alg` (or no keys had yet).
+    UnknownKey,
+    WrongIssuer,
+    WrongAudience,
+    /// Not a JWT (or too long, or an algorithm such as `none`).
+    Malformed,
+}
+
+impl TokenProblem {
+    pub const ALL: [TokenProblem; 7] = [
+        TokenProblem::Expired,
+        TokenProblem::NotYetValid,
+        TokenProblem::BadSignature,
+        TokenProblem::UnknownKey,
+        TokenProblem::WrongIssuer,
+        TokenProblem::WrongAudience,
+        TokenProblem::Malformed,
+    ];
+
+    /// The class as written in the answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenProblem::Expired => "expired",
+            TokenProblem::NotYetValid => "not yet valid",
+            TokenProblem::BadSignature => "bad signature",
+            TokenProblem::UnknownKey => "unknown key",
+            TokenProblem::WrongIssuer => "wrong issuer",
+            TokenProblem::WrongAudience => "wrong audience",
+            TokenProblem::Malformed => "malformed",
+        }
+    }
+
+    /// The class as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenProblem::Expired => "expired",
+            TokenProblem::NotYetValid => "not_yet_valid",
+            TokenProblem::BadSignature => "bad_signature",
+            TokenProblem::UnknownKey => "unknown_key",
+            TokenProblem::WrongIssuer => "wrong_issuer",
+            TokenProblem::WrongAudience => "wrong_audience",
+            TokenProblem::Malformed => "malformed",
+        }
+    }
+}
+
 impl From<crate::body::BodyLimit> for GatewayError {
     fn from(limit: crate::body::BodyLimit) -> GatewayError {
         use crate::body::BodyLimit;
@@ -98,6 +157,8 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -122,6 +183,8 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::Unauthorized { .. }
             | GatewayError::Forbidden { .. }
+            | GatewayError::InvalidToken { .. }
+            | GatewayError::InsufficientScope { .. }
             | GatewayError::TooManyRequests { .. }
             | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType
@@ -158,6 +221,8 @@ impl GatewayError {
             GatewayError::NotFound => "no_route",
             GatewayError::Unauthorized { .. } => "unauthorized",
             GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::InvalidToken { .. } => "invalid_token",
+            GatewayError::InsufficientScope { .. } => "insufficient_scope",
             GatewayError::TooManyRequests { .. } => "rate_limited",
             GatewayError::RequestTimeout => "body_timeout",
             GatewayError::UnsupportedMediaType => "media_type",
@@ -181,6 +246,10 @@ impl GatewayError {
             GatewayError::Unauthorized { message }
             | GatewayError::Forbidden { message }
             | GatewayError::Malformed { message } => (*message).to_string(),
+            GatewayError::InvalidToken { reason } => format!("Invalid token: {}", reason.as_str()),
+            GatewayError::InsufficientScope { required } => {
+                format!("Insufficient scope: this route requires {required}")
+            }
             GatewayError::TooManyRequests { retry_after_secs } => {
                 format!("rate limit exceeded: retry in {retry_after_secs} s")
             }
@@ -246,6 +315,23 @@ impl GatewayError {
             GatewayError::Unavailable { retry_after_secs }
             | GatewayError::TooManyRequests { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            GatewayError::InvalidToken { .. } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            GatewayError::InsufficientScope { required } => {
+                // RFC 6750 §3: the scopes needed. Config text that `snapshot` checked to be
+                // scope-tokens (no quote, backslash or space inside one), so always valid.
+                let value = HeaderValue::from_str(&format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{required}\""
+                ))
+                .unwrap_or(HeaderValue::from_static(
+                    "Bearer error=\"insufficient_scope\"",
+                ));
+                headers.insert(WWW_AUTHENTICATE, value);
             }
             GatewayError::NotFound
             | GatewayError::Unauthorized { .. }
@@ -374,6 +460,20 @@ mod tests {
             ),
             (GatewayError::Forbidden { message: "m" }, 403, "Forbidden"),
             (
+                GatewayError::InvalidToken {
+                    reason: TokenProblem::Expired,
+                },
+                401,
+                "Unauthorized",
+            ),
+            (
+                GatewayError::InsufficientScope {
+                    required: "a:write".into(),
+                },
+                403,
+                "Forbidden",
+            ),
+            (
                 GatewayError::TooManyRequests {
                     retry_after_secs: 3,
                 },
@@ -462,6 +562,31 @@ mod tests {
         assert_eq!(
             &bytes[..],
             br#"{"statusCode":404,"message":"no route matches this path","error":"Not Found"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn token_answers_carry_rfc_6750_challenges() {
+        for reason in TokenProblem::ALL {
+            let response = GatewayError::InvalidToken { reason }.into_response(ErrorStyle::Nest);
+            assert_eq!(
+                response.headers()[WWW_AUTHENTICATE],
+                "Bearer error=\"invalid_token\""
+            );
+            let json = body_json(response).await;
+            assert_eq!(
+                json["message"],
+                format!("Invalid token: {}", reason.as_str())
+            );
+        }
+        let response = GatewayError::InsufficientScope {
+            required: "a:write b".into(),
+        }
+        .into_response(ErrorStyle::Nest);
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer error=\"insufficient_scope\", scope=\"a:write b\""
         );
     }
 

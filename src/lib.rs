@@ -38,6 +38,7 @@ pub mod forward;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod jwt;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

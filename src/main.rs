@@ -225,6 +225,14 @@ fn hash_key() -> ExitCode {
 fn check(config: &std::path::Path) -> ExitCode {
     match Snapshot::load(config) {
         Ok(snapshot) => {
+            let unreachable = fetch_jwks(&snapshot);
+            if !unreachable.is_empty() {
+                for error in &unreachable {
+                    eprintln!("error: {error}");
+                }
+                eprintln!("{}: {} error(s)", config.display(), unreachable.len());
+                return ExitCode::FAILURE;
+            }
             print!("{}", snapshot.summary());
             ExitCode::SUCCESS
         }
@@ -236,6 +244,34 @@ fn check(config: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check` fetches every `jwks_url` once: a JWK Set that cannot be had is an error there
+/// (`serve` logs it and retries, answering 401 meanwhile).
+fn fetch_jwks(snapshot: &Snapshot) -> Vec<String> {
+    let remote: Vec<_> = snapshot.jwt.iter().filter(|p| p.remote.is_some()).collect();
+    if remote.is_empty() {
+        return Vec::new();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return vec![format!("cannot start the runtime: {error}")],
+    };
+    runtime.block_on(async {
+        let mut errors = Vec::new();
+        for provider in remote {
+            if let (Err(error), Some(remote)) = (provider.fetch().await, &provider.remote) {
+                errors.push(format!(
+                    "{}: cannot fetch the JWK Set from {}: {error}",
+                    remote.located, remote.url
+                ));
+            }
+        }
+        errors
+    })
 }
 
 /// Loads the config as `check` does (same errors, same exit code 1), then prints the

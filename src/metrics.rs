@@ -104,6 +104,15 @@ pub struct Metrics {
     /// 1 while a `store: redis` route's last check got no answer from Redis (so `on_error`
     /// decided), 0 once Redis answers again; by route.
     pub ratelimit_fallback: Family<RouteLabels, Gauge>,
+    /// JWT checks by provider, result and reason.
+    pub jwt_verifications: Family<JwtLabels, Counter>,
+    /// `jwks_url` fetches since the provider was configured, by result (`ok`, `failed`):
+    /// set from the providers when scraped (see [`Metrics::set_jwks`]).
+    pub jwks_fetches: Family<FetchLabels, Gauge>,
+    /// Seconds since each `jwks_url` provider's keys were fetched (absent before the first).
+    pub jwks_age: Family<ProviderLabels, Gauge>,
+    /// Keys each provider verifies with now.
+    pub jwt_keys: Family<ProviderLabels, Gauge>,
     in_flight_now: AtomicI64,
 }
 
@@ -141,6 +150,26 @@ impl H2Close {
 const WRITE_STALL: ReasonLabels = ReasonLabels {
     reason: "write_stall",
 };
+
+/// A JWT check: the provider (a config name), `ok`/`rejected`, and `verified`/`cached` or
+/// the rejection's class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwtLabels {
+    pub provider: String,
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    pub provider: String,
+    pub result: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -278,6 +307,30 @@ impl Metrics {
             "1 while a store: redis route's last check got no answer from Redis and on_error decided, by route",
             ratelimit_fallback.clone(),
         );
+        let jwt_verifications = Family::default();
+        registry.register(
+            "jwt_verifications",
+            "JWT checks, by provider, result (ok, rejected) and reason (verified, cached, or the rejection's class)",
+            jwt_verifications.clone(),
+        );
+        let jwks_fetches = Family::default();
+        registry.register(
+            "jwks_fetches",
+            "JWK Set fetches of each jwks_url provider since it was configured, by result (ok, failed)",
+            jwks_fetches.clone(),
+        );
+        let jwks_age = Family::default();
+        registry.register(
+            "jwks_age_seconds",
+            "Seconds since each jwks_url provider's keys were fetched",
+            jwks_age.clone(),
+        );
+        let jwt_keys = Family::default();
+        registry.register(
+            "jwt_keys",
+            "Keys each JWT provider verifies with now",
+            jwt_keys.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -307,6 +360,10 @@ impl Metrics {
             redis_errors,
             redis_duration,
             ratelimit_fallback,
+            jwt_verifications,
+            jwks_fetches,
+            jwks_age,
+            jwt_keys,
             in_flight_now: AtomicI64::new(0),
         }
     }

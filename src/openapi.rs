@@ -327,6 +327,7 @@ fn describe_route(route: &Route) -> String {
             TenantSource::ClientCert => {
                 "the verified TLS client certificate's subject common name".to_string()
             }
+            TenantSource::Claim(path) => format!("the verified token's claim `{path}`"),
         };
         text.push_str(&format!(" The tenant is {from}"));
         text.push_str(if rule.shared_when_missing {
@@ -486,6 +487,15 @@ fn security(
                     listed in the gateway's `api_keys` (401 for an unknown key; 403 when the \
                     key acts for a tenant outside its binding).",
             }),
+            "jwt" => json!({
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "`Authorization: Bearer <JWT>`, verified by the gateway against \
+                    the issuer's keys (signature, `exp`, `nbf`, `iss`, `aud`): 401 with \
+                    `WWW-Authenticate: Bearer error=\"invalid_token\"` otherwise; 403 \
+                    `insufficient_scope` when the route's scopes are missing.",
+            }),
             "authorization" => json!({
                 "type": "apiKey",
                 "in": "header",
@@ -507,6 +517,7 @@ fn security(
     match mode {
         AuthMode::Bearer => Some(json!([use_scheme("bearer")])),
         AuthMode::ApiKey => Some(json!([use_scheme("apiKey")])),
+        AuthMode::Jwt => Some(json!([use_scheme("jwt")])),
         AuthMode::Credentials => Some(json!([use_scheme("authorization"), use_scheme("cookie")])),
         // No gateway auth, but a header schema that requires `Authorization`: OpenAPI only
         // lets a security scheme describe that header.
@@ -548,7 +559,11 @@ fn error_statuses(route: &Route) -> Vec<(StatusCode, bool)> {
             route.auth != AuthMode::None,
             false,
         ),
-        (StatusCode::FORBIDDEN, key_binding, false),
+        (
+            StatusCode::FORBIDDEN,
+            key_binding || route.jwt.as_ref().is_some_and(|j| !j.scopes.is_empty()),
+            false,
+        ),
         // An empty path parameter leaves no route to match.
         (StatusCode::NOT_FOUND, has_params, false),
         (StatusCode::REQUEST_TIMEOUT, may_have_body, false),
@@ -694,8 +709,14 @@ fn error_description(status: StatusCode) -> &'static str {
             duplicate keys, invalid UTF-8, nesting too deep), two Content-Type headers, or a \
             missing or doubled tenant."
         }
-        401 => "Unauthorized: credentials missing or malformed, or an unknown API key.",
-        403 => "Forbidden: the API key may not act for this tenant.",
+        401 => {
+            "Unauthorized: credentials missing or malformed, an unknown API key, or a JWT \
+            that fails verification (\"Invalid token: <class>\")."
+        }
+        403 => {
+            "Forbidden: the API key may not act for this tenant, or the token lacks a scope \
+            the route requires (`WWW-Authenticate: Bearer error=\"insufficient_scope\"`)."
+        }
         404 => "Not Found: no route has this path (an empty path parameter).",
         405 => "Method Not Allowed: the path exists for other methods (see `Allow`).",
         408 => {

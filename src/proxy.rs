@@ -50,6 +50,8 @@ struct Trace {
     dropped_headers: usize,
     /// A shared (Redis) rate-limit check was made: `Ok`, or the error's kind.
     redis: Option<(Result<(), &'static str>, std::time::Duration)>,
+    /// A JWT was checked: `(result, reason)` (see `jwt::outcome`).
+    jwt: Option<(&'static str, &'static str)>,
 }
 
 /// Answers one request.
@@ -251,6 +253,16 @@ fn record(
                 .inc();
         }
     }
+    if let (Some((result, reason)), Some(rule)) = (trace.jwt, route.and_then(|r| r.jwt.as_ref())) {
+        metrics
+            .jwt_verifications
+            .get_or_create(&crate::metrics::JwtLabels {
+                provider: rule.provider.name().to_string(),
+                result,
+                reason,
+            })
+            .inc();
+    }
     if trace.dropped_headers > 0 {
         metrics
             .dropped_underscore_headers
@@ -440,6 +452,14 @@ fn handle_inner<'a>(
             .ok_or(GatewayError::NotFound)?;
 
         let key = auth::check(route.auth, &parts.headers, &snapshot.api_keys)?;
+        let claims = match &route.jwt {
+            Some(rule) => {
+                let checked = rule.check(&mut parts.headers).await;
+                trace.jwt = Some(crate::jwt::outcome(&checked));
+                Some(checked?.claims)
+            }
+            None => None,
+        };
         let tenant_inputs = |body| tenant::Inputs {
             headers: &parts.headers,
             query: parts.uri.query(),
@@ -447,6 +467,7 @@ fn handle_inner<'a>(
             body,
             key,
             client: downstream.client_subject.as_deref(),
+            claims: claims.as_deref(),
         };
         let mut report = validate::Report::default();
         let framing::Settled {
@@ -565,6 +586,9 @@ pub fn dry_run(
     parts: &validate::Parts<'_>,
 ) -> Result<validate::Report, GatewayError> {
     auth::check(route.auth, parts.headers, keys)?;
+    if let Some(rule) = &route.jwt {
+        rule.check_offline(&mut parts.headers.clone())?;
+    }
     let mut report = validate::Report::default();
     // The same checks as `framing::settle`, in its order, on a body already in hand.
     let media = validate::enforce_or_report(

@@ -144,6 +144,14 @@ impl Reloader {
             Ok(Ok(mut next)) => {
                 let current = self.shared.snapshot.load_full();
                 carry_over(&mut next, &current);
+                // A new or changed `jwks_url` is fetched before the swap, so its routes do not
+                // answer "unknown key" meanwhile; a failure is logged and retried in the
+                // background, as at startup.
+                for provider in &next.jwt {
+                    if provider.remote.is_some() && provider.keys().fetched_at.is_none() {
+                        let _ = provider.fetch().await;
+                    }
+                }
                 next.generation = current.generation + 1;
                 let restart = restart_required(&current, &next);
                 for what in &restart {
@@ -357,6 +365,16 @@ fn carry_over(next: &mut Snapshot, old: &Snapshot) {
     if let (Some(new_store), Some(old_store)) = (&next.redis, &old.redis) {
         if new_store.settings() == old_store.settings() {
             next.redis = Some(Arc::clone(old_store));
+        }
+    }
+    // A `jwks_url` provider whose settings are unchanged keeps its keys and fetch state.
+    for provider in &next.jwt {
+        let previous = old.jwt.iter().find(|p| p.settings == provider.settings);
+        if let (Some(previous), Some(remote)) = (previous, &provider.remote) {
+            if let Some(old_remote) = &previous.remote {
+                provider.set_keys((*previous.keys()).clone());
+                remote.adopt(old_remote);
+            }
         }
     }
     for route in &mut next.routes {

@@ -198,6 +198,23 @@ impl Gateway {
             })
         };
 
+        // `jwks_url` providers: the first fetch at once, then every `refresh` (sooner while
+        // no keys were had); each fetch on its own task, bounded by its timeout.
+        let jwks = {
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let snapshot = shared.snapshot.load();
+                    for provider in snapshot.jwt.iter().filter(|p| p.remote.is_some()) {
+                        let provider = Arc::clone(provider);
+                        tokio::spawn(async move { provider.refresh_if_due().await });
+                    }
+                }
+            })
+        };
+
         let admin = self.admin.map(|listener| {
             tokio::spawn(serve_admin(
                 listener,
@@ -208,6 +225,7 @@ impl Gateway {
 
         shutdown.await;
         sweeper.abort();
+        jwks.abort();
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);

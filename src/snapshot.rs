@@ -40,6 +40,7 @@ use http::HeaderName;
 mod admin;
 mod defaults;
 mod errors;
+mod jwt;
 mod keys;
 mod listeners;
 mod openapi;
@@ -100,6 +101,10 @@ pub struct Snapshot {
     pub tls_files: Vec<PathBuf>,
     /// The `redis:` store of routes with `store: redis` (carried over while unchanged).
     pub redis: Option<Arc<SharedStore>>,
+    /// The `jwt:` providers (token issuers and their keys).
+    pub jwt: Vec<Arc<crate::jwt::Provider>>,
+    /// JWK Set and secret files read for `jwt:` (watched for hot reload).
+    pub jwt_files: Vec<PathBuf>,
 }
 
 /// A listener as configured: where to bind and whether to terminate TLS.
@@ -124,6 +129,8 @@ pub struct Route {
     pub body_idle_timeout: Duration,
     pub body_timeout: Duration,
     pub auth: AuthMode,
+    /// With `auth: { jwt: NAME }`: the provider and the scopes required.
+    pub jwt: Option<crate::jwt::JwtRule>,
     pub schemas: RouteSchemas,
     /// Forward invalid requests anyway, reporting what would have been rejected.
     pub report_only: bool,
@@ -372,8 +379,10 @@ fn compile(
     );
     let redis = redis::build(raw.redis.as_ref(), &base_dir, &mut errors);
     let schemas = routes::schema_dir(&raw, &base_dir, &mut errors);
+    let jwt = jwt::build(&raw.jwt, &base_dir, &defaults, &mut material, &mut errors);
     let context = routes::Context {
         raw: &raw,
+        jwt: &jwt.providers,
         defaults: &defaults,
         upstreams: &upstreams,
         schemas: &schemas,
@@ -399,10 +408,13 @@ fn compile(
         // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
         fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash)
             ^ material.hash()
-            ^ imported.hash,
+            ^ imported.hash
+            ^ jwt.hash,
         openapi_files: imported.files,
         tls_files: material.files,
         redis,
+        jwt: jwt.providers,
+        jwt_files: jwt.files,
     })
 }
 

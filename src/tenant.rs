@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
+use crate::jwt::Claims;
 
 /// Longest tenant value accepted; longer ones are refused rather than stored as keys.
 const MAX_TENANT_LEN: usize = 128;
@@ -27,6 +28,8 @@ pub enum TenantSource {
     Key,
     /// The verified TLS client certificate's subject (common name).
     ClientCert,
+    /// A claim of the verified JSON Web Token, by dotted path.
+    Claim(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,7 @@ impl TenantRule {
             TenantSource::Body(name) => format!("the body field {name}"),
             TenantSource::Key => "an API key".to_string(),
             TenantSource::ClientCert => "a TLS client certificate".to_string(),
+            TenantSource::Claim(path) => format!("a token with the claim {path}"),
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Inputs<'a> {
     pub key: Option<&'a ApiKey>,
     /// The verified client certificate's subject, on a TLS listener that asked for one.
     pub client: Option<&'a str>,
+    /// The verified token's claims, on a route with `auth: { jwt: NAME }`.
+    pub claims: Option<&'a Claims>,
 }
 
 /// Resolves the tenant (or [`SHARED`]) and checks the API key may act for it.
@@ -86,6 +92,7 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
             _ => key.name.clone(),
         }),
         TenantSource::ClientCert => inputs.client.map(str::to_string),
+        TenantSource::Claim(path) => inputs.claims.and_then(|claims| claims.text(path)),
     };
     let tenant = match found.filter(|t| !t.is_empty()) {
         Some(tenant) if tenant.len() > MAX_TENANT_LEN => {
@@ -166,6 +173,7 @@ mod tests {
                 body,
                 key,
                 client: None,
+                claims: None,
             },
         )
     }

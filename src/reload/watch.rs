@@ -64,6 +64,9 @@ pub fn sources(snapshot: &Snapshot) -> Vec<(PathBuf, bool, String)> {
     for file in &snapshot.tls_files {
         sources.push((file.clone(), false, "TLS file".to_string()));
     }
+    for file in &snapshot.jwt_files {
+        sources.push((file.clone(), false, "JWT key file".to_string()));
+    }
     if let Some(store) = &snapshot.redis {
         for file in &store.settings().files {
             sources.push((

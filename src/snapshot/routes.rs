@@ -44,6 +44,7 @@ pub(super) fn schema_dir(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'
 /// What every route is compiled against.
 pub(super) struct Context<'a> {
     pub raw: &'a RawConfig,
+    pub jwt: &'a [Arc<crate::jwt::Provider>],
     pub defaults: &'a Defaults,
     pub upstreams: &'a [Compiled],
     pub schemas: &'a Schemas,
@@ -178,7 +179,19 @@ fn build_route(
         },
         None => Some(None),
     };
-    let keys_known = !(raw.auth == AuthMode::ApiKey && context.raw.api_keys.is_empty());
+    let jwt = match &raw.auth {
+        config::RawAuth::Jwt(rule) => match jwt_rule(context, rule) {
+            Ok(rule) => Some(Some(rule)),
+            Err(Some(message)) => {
+                at("auth", message);
+                None
+            }
+            // The provider failed to compile: already reported at its own key.
+            Err(None) => None,
+        },
+        config::RawAuth::Mode(_) => Some(None),
+    };
+    let keys_known = !(raw.auth.mode() == AuthMode::ApiKey && context.raw.api_keys.is_empty());
     if !keys_known {
         at(
             "auth",
@@ -232,6 +245,7 @@ fn build_route(
         true,
         Some(limiter),
         Some(compiled),
+        Some(jwt),
     ) = (
         method,
         upstream,
@@ -241,6 +255,7 @@ fn build_route(
         keys_known,
         limiter,
         compiled,
+        jwt,
     )
     else {
         return None;
@@ -260,7 +275,8 @@ fn build_route(
         limits: defaults.limits.layered(&raw.limits),
         body_idle_timeout: raw.timeouts.body_idle.map_or(defaults.body_idle, |d| d.0),
         body_timeout: raw.timeouts.body.map_or(defaults.body, |d| d.0),
-        auth: raw.auth,
+        auth: raw.auth.mode(),
+        jwt,
         schemas: compiled,
         report_only: raw.validation == ValidationMode::Report,
         strict: raw.strict,
@@ -440,13 +456,25 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant, has_body: bool) -> Result<Tena
             TenantSource::Body(need_name("body")?)
         }
         TenantFrom::Key => {
-            if route.auth != AuthMode::ApiKey {
+            if route.auth.mode() != AuthMode::ApiKey {
                 return Err("`from: key` needs `auth: api_key`".to_string());
             }
             if name.is_some() {
                 return Err("`from: key` takes no `name`".to_string());
             }
             TenantSource::Key
+        }
+        TenantFrom::Claim => {
+            if route.auth.mode() != AuthMode::Jwt {
+                return Err("`from: claim` needs `auth: { jwt: NAME }`: only a verified token's claims name tenants".to_string());
+            }
+            let name = need_name("claim")?;
+            if name.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "{name:?} is not a claim path (`tenant_id`, `org.id`)"
+                ));
+            }
+            TenantSource::Claim(name)
         }
         TenantFrom::ClientCert => {
             if name.is_some() {
@@ -459,6 +487,48 @@ fn tenant_rule(route: &RawRoute, raw: &RawTenant, has_body: bool) -> Result<Tena
         source,
         shared_when_missing: raw.missing == MissingTenant::Shared,
     })
+}
+
+/// `auth: { jwt: NAME, scopes }`: the provider by name, and scopes that can be written in a
+/// `WWW-Authenticate` answer (RFC 6749 §3.3 scope-tokens). `Err(None)`: the provider exists
+/// in the config but failed to compile (reported there).
+fn jwt_rule(
+    context: &Context<'_>,
+    raw: &config::RawJwtAuth,
+) -> Result<crate::jwt::JwtRule, Option<String>> {
+    for scope in &raw.scopes {
+        let token = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+        if scope.is_empty() || !scope.bytes().all(token) {
+            return Err(Some(format!(
+                "scope {:?} is not a scope-token (printable ASCII without spaces, `\"` or `\\`)",
+                scope.0
+            )));
+        }
+    }
+    match context.jwt.iter().find(|p| p.name() == raw.jwt.0) {
+        Some(provider) => Ok(crate::jwt::JwtRule {
+            provider: Arc::clone(provider),
+            scopes: raw.scopes.iter().map(|s| s.0.clone()).collect(),
+        }),
+        None if context.raw.jwt.iter().any(|p| p.value.name.0 == raw.jwt.0) => Err(None),
+        None => {
+            let known: Vec<&str> = context
+                .raw
+                .jwt
+                .iter()
+                .map(|p| p.value.name.0.as_str())
+                .collect();
+            Err(Some(format!(
+                "no `jwt:` provider named {:?} (known: {})",
+                raw.jwt.0,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )))
+        }
+    }
 }
 
 /// `store: redis` needs the `redis:` section.

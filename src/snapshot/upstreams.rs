@@ -165,7 +165,7 @@ fn compile_upstream(
 
 /// Client TLS settings for an `https://` upstream, and a hash of the files they came from
 /// (so a reload keeps the connection pool only when nothing changed).
-fn upstream_tls(
+pub(super) fn upstream_tls(
     base_dir: &Path,
     raw: Option<&RawUpstreamTls>,
     material: &mut tls::Material,

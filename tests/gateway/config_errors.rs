@@ -109,6 +109,62 @@ const CASES: &[(&str, u64, &str, &str)] = &[
         "redis.password_file",
         "cannot read /run/secrets/redis",
     ),
+    (
+        // `none` is not an algorithm a provider can allow.
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes: []\njwt:\n  - name: corp\n    issuer: https://id.test/\n    jwks_file: jwks.json\n    algorithms: [RS256, none]\n",
+        10,
+        "jwt[0].algorithms[1]",
+        "unknown variant `none`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes: []\njwt:\n  - name: corp\n    issuer: https://id.test/\n    jwks_file: /nonexistent/jwks.json\n",
+        9,
+        "jwt[0].jwks_file",
+        "cannot read /nonexistent/jwks.json",
+    ),
+    (
+        // A JWK Set's keys are public: HMAC needs `secret_file`.
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes: []\njwt:\n  - name: corp\n    issuer: https://id.test/\n    jwks_file: jwks.json\n    algorithms: [HS256]\n",
+        7,
+        "jwt[0].algorithms",
+        "HMAC",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes: []\njwt:\n  - name: corp\n    issuer: https://id.test/\n",
+        7,
+        "jwt[0].name",
+        "exactly one of `jwks_url`, `jwks_file` or `secret_file`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes: []\njwt:\n  - name: corp\n    issuer: https://id.test/\n    secret_file: /nonexistent/hs.key\n    leeway: soon\n",
+        10,
+        "jwt[0].leeway",
+        "invalid duration",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    auth: { jwt: corp }\n",
+        6,
+        "routes[0].auth",
+        "no `jwt:` provider named \"corp\" (known: none)",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    auth: { jwt: corp, scope: [a] }\n",
+        10,
+        "routes[0].auth.scope",
+        "unknown field `scope`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    auth: token\n",
+        10,
+        "routes[0].auth",
+        "unknown variant `token`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    tenant: { from: claim, name: org.id }\n",
+        6,
+        "routes[0].tenant",
+        "`from: claim` needs `auth: { jwt: NAME }`",
+    ),
 ];
 
 #[test]

@@ -25,6 +25,8 @@ mod h2_attacks;
 mod hostile;
 // Hot reload through the binary on real layouts, under steady traffic.
 mod hot_reload;
+// `auth: { jwt: NAME }`: tokens per algorithm and class, scopes, claim headers and tenants.
+mod jwt;
 // Limits and timeouts: heads, bodies, connections, in-flight, write stalls.
 mod limits;
 // `schemagate openapi` and the document's error bodies.
