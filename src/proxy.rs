@@ -19,6 +19,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::accesslog;
 use crate::auth;
 use crate::body::ResponseBody;
 use crate::config::{OnRedisError, Store, UnderscoreHeaders};
@@ -141,18 +142,19 @@ pub fn handle(
             headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
         }
 
-        tracing::info!(
-            target: "access",
-            route = route_name,
-            tenant = trace.tenant.as_deref().unwrap_or("-"),
-            %method,
-            path = uri.path(),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
-            request_id = request_id.to_str().unwrap_or("-"),
-            reason = reason.unwrap_or("-"),
-        );
+        if shared.access_log.is_on() {
+            shared.access_log.record(&accesslog::Entry {
+                route: route_name,
+                tenant: trace.tenant.as_deref().unwrap_or("-"),
+                method: method.as_str(),
+                path: uri.path(),
+                status: response.status().as_u16(),
+                latency_us: started.elapsed().as_micros() as u64,
+                upstream_us: trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
+                request_id: request_id.to_str().unwrap_or("-"),
+                reason: reason.unwrap_or("-"),
+            });
+        }
         Ok(response)
     }
 }

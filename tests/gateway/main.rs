@@ -29,6 +29,9 @@ mod hot_reload;
 mod limits;
 // `schemagate openapi` and the document's error bodies.
 mod openapi;
+// Logs through the binary: access lines on stdout (or a file), diagnostics on stderr,
+// colour, flushing at SIGTERM, lines dropped and counted when nobody reads.
+mod logging;
 // The upstream connection pool: reuse, eviction, closed connections.
 mod pool;
 // Raw HTTP/1 framing a client library will not produce.
