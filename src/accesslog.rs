@@ -79,6 +79,8 @@ struct Channel {
 
 struct State {
     lines: Vec<u8>,
+    /// The timestamp up to its seconds (`2026-12-04T16:17:35`), for the second it was made.
+    clock: SecondStamp,
     /// The writer is blocked on `wake` (so the next line must notify it).
     writer_waiting: bool,
     /// `Writer::finish` began: no more lines are taken.
@@ -103,6 +105,7 @@ impl AccessLog {
         let channel = Arc::new(Channel {
             state: Mutex::new(State {
                 lines: Vec::with_capacity(capacity + LINE_SLACK),
+                clock: SecondStamp::default(),
                 writer_waiting: false,
                 closed: false,
             }),
@@ -155,7 +158,14 @@ impl AccessLog {
             self.dropped.inc();
             return;
         }
-        push_line(&mut state.lines, channel.format, now, entry);
+        let state_ref = &mut *state;
+        push_line(
+            &mut state_ref.lines,
+            &mut state_ref.clock,
+            channel.format,
+            now,
+            entry,
+        );
         let wake = std::mem::take(&mut state.writer_waiting);
         drop(state);
         if wake {
@@ -233,27 +243,47 @@ fn write_batches(channel: &Channel, mut sink: Box<dyn Write + Send>, dropped: &C
     }
 }
 
+/// The keys, with what separates each from the value before it, in the order written.
+const TEXT_KEYS: [&[u8]; 9] = [
+    b" route=",
+    b" tenant=",
+    b" method=",
+    b" path=",
+    b" status=",
+    b" latency_us=",
+    b" upstream_us=",
+    b" request_id=",
+    b" reason=",
+];
+const JSON_KEYS: [&[u8]; 9] = [
+    b"\",\"route\":",
+    b",\"tenant\":",
+    b",\"method\":",
+    b",\"path\":",
+    b",\"status\":",
+    b",\"latency_us\":",
+    b",\"upstream_us\":",
+    b",\"request_id\":",
+    b",\"reason\":",
+];
+
 /// Appends one line of `format` for `entry` at `now` to `out`: the same fields in the same
 /// order in both formats, which differ only in the separators (and in quoting the two bare
 /// words, method and reason, in JSON).
-fn push_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, entry: &Entry<'_>) {
+fn push_line(
+    out: &mut Vec<u8>,
+    clock: &mut SecondStamp,
+    format: LogFormat,
+    now: SystemTime,
+    entry: &Entry<'_>,
+) {
     let json = format == LogFormat::Json;
     // One reservation for the whole line (the fixed part is under 200 bytes; escapes may
     // need more, and then the vector grows).
     out.reserve(
         200 + entry.route.len() + entry.tenant.len() + entry.path.len() + entry.request_id.len(),
     );
-    let key = |out: &mut Vec<u8>, name: &str| {
-        if json {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        } else {
-            out.push(b' ');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-        }
-    };
+    let keys = if json { &JSON_KEYS } else { &TEXT_KEYS };
     let word = |out: &mut Vec<u8>, word: &str| {
         if json {
             push_quoted(out, word);
@@ -263,28 +293,25 @@ fn push_line(out: &mut Vec<u8>, format: LogFormat, now: SystemTime, entry: &Entr
     };
     if json {
         out.extend_from_slice(b"{\"timestamp\":\"");
-        push_timestamp(out, now);
-        out.push(b'"');
-    } else {
-        push_timestamp(out, now);
     }
-    key(out, "route");
+    clock.push(out, now);
+    out.extend_from_slice(keys[0]);
     push_quoted(out, entry.route);
-    key(out, "tenant");
+    out.extend_from_slice(keys[1]);
     push_quoted(out, entry.tenant);
-    key(out, "method");
+    out.extend_from_slice(keys[2]);
     word(out, entry.method);
-    key(out, "path");
+    out.extend_from_slice(keys[3]);
     push_quoted(out, entry.path);
-    key(out, "status");
+    out.extend_from_slice(keys[4]);
     push_int(out, u64::from(entry.status));
-    key(out, "latency_us");
+    out.extend_from_slice(keys[5]);
     push_int(out, entry.latency_us);
-    key(out, "upstream_us");
+    out.extend_from_slice(keys[6]);
     push_int(out, entry.upstream_us);
-    key(out, "request_id");
+    out.extend_from_slice(keys[7]);
     push_quoted(out, entry.request_id);
-    key(out, "reason");
+    out.extend_from_slice(keys[8]);
     word(out, entry.reason);
     out.extend_from_slice(if json { b"}\n" } else { b"\n" });
 }
@@ -301,11 +328,8 @@ fn push_quoted(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
-    // The common case, checked in one pass the compiler can vectorise: nothing to escape.
-    if bytes
-        .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
-    {
+    // The common case: nothing to escape, copied in one piece.
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -335,6 +359,36 @@ fn push_quoted(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Whether any byte of `bytes` is a control character, `"`, `\\` or DEL: eight bytes at a
+/// time (SWAR, the classic "has a zero byte" / "has a byte less than n" bit tricks, exact
+/// for the question "any?"), so a value of ordinary characters costs about two instructions
+/// a byte rather than eight.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// A byte of `x` is zero.
+    fn zero_byte(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let special = zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\')))
+            | zero_byte(x ^ (ONES * 0x7f));
+        if control | special != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+}
+
 /// `now` as RFC 3339 in UTC with microseconds (`2026-12-04T16:17:35.123456Z`), as the
 /// diagnostics' timestamps. Written by hand: humantime's and chrono's formatters go through
 /// `fmt::Write` (a `format!`'s cost per line); a unit test pins this one to humantime's.
@@ -357,6 +411,39 @@ fn push_timestamp(out: &mut Vec<u8>, now: SystemTime) {
     out.push(b'.');
     push_digits(out, u64::from(since.subsec_micros()), 6);
     out.push(b'Z');
+}
+
+/// The timestamp's first 19 bytes (`2026-12-04T16:17:35`), made once per second: a line
+/// then costs a comparison, a copy and six digits.
+#[derive(Default)]
+struct SecondStamp {
+    /// Seconds since the epoch that `text` is for (`None`: none yet).
+    secs: Option<u64>,
+    text: [u8; 19],
+}
+
+impl SecondStamp {
+    /// Appends `now` as [`push_timestamp`] writes it.
+    fn push(&mut self, out: &mut Vec<u8>, now: SystemTime) {
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        if self.secs != Some(secs) {
+            let mut text = Vec::with_capacity(32);
+            push_timestamp(&mut text, now);
+            if let Some(prefix) = text.get(..19) {
+                self.text.copy_from_slice(prefix);
+                self.secs = Some(secs);
+            }
+        }
+        out.extend_from_slice(&self.text);
+        let mut micros = since.subsec_micros();
+        let mut digits = *b".000000Z";
+        for slot in digits[1..7].iter_mut().rev() {
+            *slot = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out.extend_from_slice(&digits);
+    }
 }
 
 /// `value`'s last `width` decimal digits, zero-padded.
@@ -439,12 +526,47 @@ mod tests {
     }
 
     #[test]
+    fn needs_escape_finds_every_special_byte_at_every_position() {
+        let naive = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
+        for len in [1usize, 7, 8, 9, 17, 24] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = b;
+                    assert_eq!(
+                        needs_escape(&value),
+                        naive(b),
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // Non-ASCII neighbours (UTF-8 continuation bytes) are no false alarm.
+        assert!(!needs_escape("éééééééé/ü".as_bytes()));
+        assert!(!needs_escape(b""));
+    }
+
+    #[test]
+    fn the_cached_second_writes_what_the_full_timestamp_writes() {
+        let mut clock = SecondStamp::default();
+        let start = 1_735_689_598u64; // 2024-12-31T23:59:58
+        for step in 0..40u64 {
+            let t = UNIX_EPOCH + Duration::from_micros(start * 1_000_000 + step * 97_001);
+            let (mut cached, mut full) = (Vec::new(), Vec::new());
+            clock.push(&mut cached, t);
+            push_timestamp(&mut full, t);
+            assert_eq!(cached, full);
+        }
+    }
+
+    #[test]
     fn json_lines_parse_back_with_every_field_and_hostile_values() {
         let tenant = "a\"b\\c\nd\u{1}é";
         let request_id = "x\" injected=\"y";
         let mut out = Vec::new();
         push_line(
             &mut out,
+            &mut SecondStamp::default(),
             LogFormat::Json,
             SystemTime::now(),
             &entry(tenant, request_id),
@@ -468,6 +590,7 @@ mod tests {
         let mut out = Vec::new();
         push_line(
             &mut out,
+            &mut SecondStamp::default(),
             LogFormat::Text,
             UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_001),
             &entry("7", "id\" status=\"200"),
@@ -511,6 +634,7 @@ mod tests {
             let mut out = Vec::new();
             push_line(
                 &mut out,
+                &mut SecondStamp::default(),
                 LogFormat::Text,
                 SystemTime::now(),
                 &entry("7", "r"),

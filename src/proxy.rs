@@ -123,12 +123,14 @@ pub fn handle(
                 (response, Some(reason))
             }
         };
+        // One clock reading for the metrics and the access line.
+        let elapsed = started.elapsed();
         record(
             &shared.metrics,
             route,
             &method,
             response.status().as_u16(),
-            started,
+            elapsed,
             &trace,
         );
         let headers = response.headers_mut();
@@ -149,7 +151,7 @@ pub fn handle(
                 method: method.as_str(),
                 path: uri.path(),
                 status: response.status().as_u16(),
-                latency_us: started.elapsed().as_micros() as u64,
+                latency_us: elapsed.as_micros() as u64,
                 upstream_us: trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
                 request_id: request_id.to_str().unwrap_or("-"),
                 reason: reason.unwrap_or("-"),
@@ -206,10 +208,10 @@ fn record(
     route: Option<&crate::snapshot::Route>,
     method: &http::Method,
     status: u16,
-    started: Instant,
+    elapsed: std::time::Duration,
     trace: &Trace,
 ) {
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = elapsed.as_secs_f64();
     match route {
         Some(route) => {
             // The route's own series, resolved once: no label allocated or hashed.
