@@ -619,7 +619,9 @@ mod tests {
         }
     }
 
-    fn mock_gateway() -> (tempfile::TempDir, Arc<Shared>) {
+    /// A gateway whose access log writes to `access` (text lines); finish the writer before
+    /// reading them.
+    fn mock_gateway(access: Logs) -> (tempfile::TempDir, Arc<Shared>, crate::accesslog::Writer) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mock.json"), r#"{"ok":true}"#).unwrap();
         let config = dir.path().join("gateway.yaml");
@@ -631,7 +633,13 @@ mod tests {
         )
         .unwrap();
         let snapshot = Snapshot::load(&config).unwrap();
-        (dir, Shared::new(snapshot))
+        let (log, writer) = crate::accesslog::AccessLog::start(
+            Box::new(access),
+            crate::config::LogFormat::Text,
+            crate::accesslog::DEFAULT_BUFFER,
+        )
+        .unwrap();
+        (dir, Shared::with_access_log(snapshot, log), writer)
     }
 
     /// A current-thread runtime, so the thread's log subscriber sees every task.
@@ -646,7 +654,8 @@ mod tests {
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
 
-        let (_dir, shared) = mock_gateway();
+        let access = Logs::default();
+        let (_dir, shared, access_writer) = mock_gateway(access.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Arc::clone(&shared);
@@ -711,13 +720,19 @@ mod tests {
         assert_eq!(panicked.len(), 2, "{logs}");
         assert!(panicked[0].contains("ERROR"), "{logs}");
         assert!(panicked[0].contains("test panic requested"), "{logs}");
+        // The access log has a line for each, with the reason; diagnostics have none.
+        assert!(access_writer.finish(std::time::Duration::from_secs(10)));
+        let access = String::from_utf8(access.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
-            logs.lines()
-                .filter(|l| l.contains("status=500") && l.contains("reason=\"internal\""))
+            access
+                .lines()
+                .filter(|l| l.contains(" status=500 ") && l.ends_with(" reason=internal"))
                 .count(),
             2,
-            "{logs}"
+            "{access}"
         );
+        assert_eq!(access.lines().count(), 3, "{access}");
+        assert!(!logs.contains("status=500"), "{logs}");
     }
 
     #[tokio::test]
