@@ -85,7 +85,13 @@ struct State {
     writer_waiting: bool,
     /// `Writer::finish` began: no more lines are taken.
     closed: bool,
+    /// A `Reopen::request` is pending: the writer opens its sink again after the lines
+    /// buffered so far (they go to the old one).
+    reopen: bool,
 }
+
+/// Opens the access log's sink again (a file after log rotation moved it away).
+pub type Open = Box<dyn Fn() -> std::io::Result<Box<dyn Write + Send>> + Send>;
 
 impl AccessLog {
     /// No access log: `record` does nothing.
@@ -96,9 +102,11 @@ impl AccessLog {
         }
     }
 
-    /// Starts the writer thread over `sink`, with a buffer of `capacity` bytes.
+    /// Starts the writer thread over `sink`, with a buffer of `capacity` bytes; `reopen`
+    /// opens the sink again when a [`Reopen`] asks (files; `None` for stdout and stderr).
     pub fn start(
         sink: Box<dyn Write + Send>,
+        reopen: Option<Open>,
         format: LogFormat,
         capacity: usize,
     ) -> std::io::Result<(AccessLog, Writer)> {
@@ -108,6 +116,7 @@ impl AccessLog {
                 clock: SecondStamp::default(),
                 writer_waiting: false,
                 closed: false,
+                reopen: false,
             }),
             wake: Condvar::new(),
             format,
@@ -120,7 +129,7 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                write_batches(&thread_channel, sink, &thread_dropped);
+                write_batches(&thread_channel, sink, reopen, &thread_dropped);
                 let _ = done.send(());
             })?;
         let writer = Writer {
@@ -189,6 +198,11 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A handle that asks the writer to open its sink again (log rotation: SIGHUP).
+    pub fn reopener(&self) -> Reopen {
+        Reopen(Arc::clone(&self.channel))
+    }
+
     /// Stops taking lines, writes what is buffered, flushes the sink, and waits up to
     /// `timeout` for that. `false` when the sink did not take it all in time (a pipe nobody
     /// reads): the process may exit anyway.
@@ -199,14 +213,30 @@ impl Writer {
     }
 }
 
+/// Asks the access log's writer to open its sink again, after the lines already buffered.
+#[derive(Clone)]
+pub struct Reopen(Arc<Channel>);
+
+impl Reopen {
+    pub fn request(&self) {
+        self.0.lock().reopen = true;
+        self.0.wake.notify_one();
+    }
+}
+
 /// The writer thread: waits for lines, lets more gather for [`LINGER`], swaps the buffer
-/// and writes the batch; until closed and empty.
-fn write_batches(channel: &Channel, mut sink: Box<dyn Write + Send>, dropped: &Counter) {
+/// and writes the batch; opens the sink again when asked; until closed and empty.
+fn write_batches(
+    channel: &Channel,
+    mut sink: Box<dyn Write + Send>,
+    open: Option<Open>,
+    dropped: &Counter,
+) {
     let mut batch: Vec<u8> = Vec::with_capacity(channel.capacity + LINE_SLACK);
     let mut failing = false;
     loop {
         let mut state = channel.lock();
-        while state.lines.is_empty() && !state.closed {
+        while state.lines.is_empty() && !state.closed && !state.reopen {
             state.writer_waiting = true;
             state = channel
                 .wake
@@ -214,12 +244,13 @@ fn write_batches(channel: &Channel, mut sink: Box<dyn Write + Send>, dropped: &C
                 .unwrap_or_else(PoisonError::into_inner);
         }
         state.writer_waiting = false;
-        if !state.closed {
+        if !state.closed && !state.reopen {
             drop(state);
             std::thread::sleep(LINGER);
             state = channel.lock();
         }
         let closed = state.closed;
+        let reopen = std::mem::take(&mut state.reopen);
         std::mem::swap(&mut state.lines, &mut batch);
         drop(state);
         if !batch.is_empty() {
@@ -236,6 +267,18 @@ fn write_batches(channel: &Channel, mut sink: Box<dyn Write + Send>, dropped: &C
                 }
             }
             batch.clear();
+        }
+        if let (true, Some(open)) = (reopen && !closed, &open) {
+            match open() {
+                Ok(new) => {
+                    sink = new;
+                    failing = false;
+                    tracing::info!("access log reopened");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reopen the access log; still writing to the old file");
+                }
+            }
         }
         if closed {
             return;
@@ -629,7 +672,7 @@ mod tests {
     fn a_blocked_sink_bounds_the_buffer_and_counts_what_is_dropped() {
         let gate = Gate::default();
         let (log, writer) =
-            AccessLog::start(Box::new(gate.clone()), LogFormat::Text, MIN_BUFFER).unwrap();
+            AccessLog::start(Box::new(gate.clone()), None, LogFormat::Text, MIN_BUFFER).unwrap();
         let line_len = {
             let mut out = Vec::new();
             push_line(
@@ -669,8 +712,13 @@ mod tests {
     fn finish_writes_every_buffered_line() {
         let gate = Gate::default();
         *gate.open.0.lock().unwrap() = true;
-        let (log, writer) =
-            AccessLog::start(Box::new(gate.clone()), LogFormat::Json, DEFAULT_BUFFER).unwrap();
+        let (log, writer) = AccessLog::start(
+            Box::new(gate.clone()),
+            None,
+            LogFormat::Json,
+            DEFAULT_BUFFER,
+        )
+        .unwrap();
         for _ in 0..500 {
             log.record(&entry("7", "r"));
         }

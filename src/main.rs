@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemagate::accesslog::{AccessLog, AccessTarget, Writer};
+use schemagate::accesslog::{AccessLog, AccessTarget, Open, Reopen, Writer};
 use schemagate::config::{LogColor, LogFormat};
 use schemagate::reload::{Loader, Reloader, Trigger};
 use schemagate::snapshot::Logging;
@@ -337,7 +337,10 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 None
             }
         };
-        reload_on_sighup(Arc::clone(&reloader));
+        reload_on_sighup(
+            Arc::clone(&reloader),
+            access_writer.as_ref().map(Writer::reopener),
+        );
         let shutdown = shutdown_signal();
         for addr in gateway.local_addrs() {
             say(&format!(
@@ -409,29 +412,37 @@ fn start_access_log(
     config: &std::path::Path,
     logging: &Logging,
 ) -> Result<Option<(AccessLog, Writer)>, String> {
-    let sink: Box<dyn std::io::Write + Send> = match &logging.access {
+    let (sink, reopen): (Box<dyn std::io::Write + Send>, Option<Open>) = match &logging.access {
         AccessTarget::Off => return Ok(None),
-        AccessTarget::Stdout => Box::new(std::io::stdout()),
-        AccessTarget::Stderr => Box::new(std::io::stderr()),
+        AccessTarget::Stdout => (Box::new(std::io::stdout()), None),
+        AccessTarget::Stderr => (Box::new(std::io::stderr()), None),
         AccessTarget::File(path) => {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|error| {
-                    let line = logging
-                        .access_line
-                        .map_or(String::new(), |line| format!(":{line}"));
-                    format!(
-                        "{}{line}: logging.access: cannot open {}: {error}",
-                        config.display(),
-                        path.display()
-                    )
-                })?;
-            Box::new(file)
+            let append = |path: &std::path::Path| {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+            };
+            let file = append(path).map_err(|error| {
+                let line = logging
+                    .access_line
+                    .map_or(String::new(), |line| format!(":{line}"));
+                format!(
+                    "{}{line}: logging.access: cannot open {}: {error}",
+                    config.display(),
+                    path.display()
+                )
+            })?;
+            // SIGHUP opens the path again: after logrotate moved the file away, lines go to
+            // a new file at the same path.
+            let path = path.clone();
+            let reopen: Open = Box::new(move || {
+                append(&path).map(|f| Box::new(f) as Box<dyn std::io::Write + Send>)
+            });
+            (Box::new(file), Some(reopen))
         }
     };
-    AccessLog::start(sink, logging.format, logging.access_buffer)
+    AccessLog::start(sink, reopen, logging.format, logging.access_buffer)
         .map(Some)
         .map_err(|error| format!("cannot start the access log's writer: {error}"))
 }
@@ -443,10 +454,11 @@ const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(5);
 /// parts is read once, complete.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Reloads on every SIGHUP, for as long as the process runs. The handler is registered
+/// Reloads on every SIGHUP (and opens a file access log again, for log rotation), for as
+/// long as the process runs. The handler is registered
 /// before this returns: registered later (inside the task), a SIGHUP right after startup
 /// would meet the default action and kill the process.
-fn reload_on_sighup(reloader: Arc<Reloader>) {
+fn reload_on_sighup(reloader: Arc<Reloader>, access_log: Option<Reopen>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -456,13 +468,16 @@ fn reload_on_sighup(reloader: Arc<Reloader>) {
         };
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
+                if let Some(access_log) = &access_log {
+                    access_log.request();
+                }
                 // Errors are logged and kept in the status by `reload`.
                 let _ = reloader.reload(Trigger::Signal).await;
             }
         });
     }
     #[cfg(not(unix))]
-    drop(reloader);
+    drop((reloader, access_log));
 }
 
 /// A future that completes on SIGTERM or SIGINT. The handlers are registered before this

@@ -635,6 +635,7 @@ mod tests {
         let snapshot = Snapshot::load(&config).unwrap();
         let (log, writer) = crate::accesslog::AccessLog::start(
             Box::new(access),
+            None,
             crate::config::LogFormat::Text,
             crate::accesslog::DEFAULT_BUFFER,
         )

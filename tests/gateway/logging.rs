@@ -336,7 +336,7 @@ async fn a_stdout_nobody_reads_drops_and_counts_lines_and_requests_go_on() {
 }
 
 #[tokio::test]
-async fn a_file_gets_the_access_log_appended_and_colour_always_goes_to_diagnostics_only() {
+async fn a_file_gets_the_access_log_appended_reopened_on_sighup_and_no_colour() {
     let upstream = Upstream::start(Answer::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("logs")).unwrap();
@@ -351,14 +351,46 @@ async fn a_file_gets_the_access_log_appended_and_colour_always_goes_to_diagnosti
     let (mut served, stdout) = Served::start_keeping_stdout(dir.path(), "gateway.yaml", &[]);
     let output = read_all(stdout);
     let sent = traffic(served.addr, 2, 10).await;
+
+    // Log rotation: the file moved away, SIGHUP, and later lines go to a new file.
+    let rotated = dir.path().join("logs/access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &served.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !log.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new access log after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = send(
+        served.addr,
+        request(
+            "GET",
+            "/items/1",
+            &[("x-request-id", "after-rotation"), ("x-tenant", "1")],
+            b"",
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+
     assert!(served.terminate().success());
     assert_eq!(output.join().unwrap(), b"", "access lines on stdout");
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(after.lines().count(), 1, "{after}");
+    assert!(after.contains("request_id=\"after-rotation\""), "{after}");
     // `color: always` colours the diagnostics even on a pipe (which also shows the other
     // tests would see escape codes where there are some).
     let diagnostics = served.diagnostics();
     assert!(diagnostics.contains("\u{1b}["), "{diagnostics}");
 
-    let written = std::fs::read_to_string(&log).unwrap();
+    let written = std::fs::read_to_string(&rotated).unwrap();
     assert!(
         !written.contains('\u{1b}'),
         "escape codes in the access log"
