@@ -7,6 +7,9 @@
 #   - schemagate, valid requests (auth + tenant + rate limit + validation + forward)
 #   - schemagate, invalid requests (rejected with 422 before the upstream)
 #   - schemagate, the same request on a route that checks nothing (the HTTP plumbing alone)
+#   - schemagate-access: the valid request again on a gateway with the access log on
+#     (`logging.access` a file under target/bench/callgrind/); the difference from the
+#     first line is what the access log costs, its writer thread included
 #   - nginx as a plain reverse proxy (proxy_pass, upstream keepalive pool, one process)
 #   - the nginx upstream itself (`return 200`), for calibration against BENCHMARKING.md
 #   - hyper-floor (examples/hyper_floor.rs): hyper's HTTP/1 server and client joined with
@@ -17,7 +20,8 @@
 #   bench/callgrind.sh      # ~2 minutes after the build; results in target/bench/callgrind/
 #
 # schemagate runs with TOKIO_WORKER_THREADS=1 (the runtime's worker count; valgrind runs
-# one thread at a time anyway) and RUST_LOG=warn (nginx runs with access_log off). The
+# one thread at a time anyway), RUST_LOG=warn and the access log off (nginx runs with
+# access_log off) except in the schemagate-access target. The
 # release profile keeps line tables, so `callgrind_annotate` names functions and lines
 # (with fat LTO fewer frames are left to name: for a profile by function, build with
 # CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 --target-dir
@@ -26,7 +30,7 @@
 # which rebuilds every dependency) for inlined frames.
 #
 # Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
-#           CALLGRIND_TARGETS="schemagate nginx upstream hyper-floor relay-floor"
+#           CALLGRIND_TARGETS="schemagate schemagate-access nginx upstream hyper-floor relay-floor"
 #           BENCH_SKIP_BUILD=1
 #           BENCH_GATEWAY_BIN=path (another schemagate binary, e.g. a baseline build)
 set -euo pipefail
@@ -38,7 +42,7 @@ source bench/lib.sh
 N=${CALLGRIND_REQUESTS:-2000}
 WARM=${CALLGRIND_WARMUP:-300}
 REPEATS=${CALLGRIND_REPEATS:-3}
-TARGETS=${CALLGRIND_TARGETS:-schemagate nginx upstream hyper-floor relay-floor}
+TARGETS=${CALLGRIND_TARGETS:-schemagate schemagate-access nginx upstream hyper-floor relay-floor}
 OUT=$ROOT/target/bench/callgrind
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -69,11 +73,12 @@ vg() {
 }
 
 # count NAME PORT PID [--invalid]: runs the client, appends its JSON to $OUT/raw.jsonl.
+# The server's dumps are $OUT/PREFIX.out.N, PREFIX being $DUMP or NAME up to its first `-`.
 count() {
   local name=$1 port=$2 pid=$3
   shift 3
   local result
-  result=$(python3 bench/callgrind_client.py 127.0.0.1 "$port" "$pid" "$OUT/${name%%-*}.out" \
+  result=$(python3 bench/callgrind_client.py 127.0.0.1 "$port" "$pid" "$OUT/${DUMP:-${name%%-*}}.out" \
     --warmup "$WARM" --count "$N" --repeats "$REPEATS" "$@")
   log "$name: $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f Ir/request (repeats: %s)" % (r["median"], ", ".join("%.0f" % x for x in r["ir_per_request"])))' "$result")"
   printf '{"target":"%s","result":%s}\n' "$name" "$result" >>"$OUT/raw.jsonl"
@@ -92,19 +97,30 @@ floor() {
   stop_pid "$pid"
 }
 
+# gateway NAME ACCESS_LOG: schemagate under callgrind with `logging.access` ACCESS_LOG; sets pid.
+gateway() {
+  log "$1 under callgrind on $P_GW (access log: $2)"
+  # shellcheck disable=SC2046
+  BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN BENCH_ACCESS_LOG=$2 \
+    BENCH_UPSTREAM=http://127.0.0.1:$P_UP TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
+    $(vg "$1") "$GATEWAY_BIN" serve --config bench/gateway.yaml \
+    >"$OUT/$1.log" 2>"$OUT/$1.err" &
+  pid=$!
+  STARTED+=("$pid")
+  wait_port "$P_GW" 120
+  [ "$(status_of "$P_GW" "$BENCH_BODY_VALID")" = 200 ] || { log "$1: not 200"; exit 1; }
+}
+
 for target in $TARGETS; do
   case $target in
+    schemagate-access)
+      gateway schemagate_access "$OUT/access.log"
+      DUMP=schemagate_access count schemagate-access "$P_GW" "$pid"
+      stop_pid "$pid"
+      log "access log: $(wc -l <"$OUT/access.log") lines in $OUT/access.log"
+      ;;
     schemagate)
-      log "schemagate under callgrind on $P_GW"
-      # shellcheck disable=SC2046
-      BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN \
-        BENCH_UPSTREAM=http://127.0.0.1:$P_UP TOKIO_WORKER_THREADS=1 RUST_LOG=warn \
-        $(vg schemagate) "$GATEWAY_BIN" serve --config bench/gateway.yaml \
-        >"$OUT/schemagate.log" 2>&1 &
-      pid=$!
-      STARTED+=("$pid")
-      wait_port "$P_GW" 120
-      [ "$(status_of "$P_GW" "$BENCH_BODY_VALID")" = 200 ] || { log "schemagate: not 200"; exit 1; }
+      gateway schemagate off
       count schemagate "$P_GW" "$pid"
       count schemagate-invalid "$P_GW" "$pid" --invalid
       # The plumbing alone: the same request on a route that checks nothing (bench.plain).
@@ -163,6 +179,7 @@ labels = {
     "schemagate": "schemagate, valid (forwarded)",
     "schemagate-invalid": "schemagate, invalid (422)",
     "schemagate-plain": "schemagate, route with no checks",
+    "schemagate-access": "schemagate, valid, access log on (to a file)",
     "hyper-floor": "hyper server + hyper client, nothing else (examples/hyper_floor.rs)",
     "relay-floor": "hand-written HTTP/1.1 relay, httparse + tokio (examples/relay_floor.rs)",
 }
@@ -171,14 +188,19 @@ print(f"callgrind, {n} requests per repeat on one keep-alive connection, median 
 print()
 print("| process | instructions per request | repeats | × nginx proxy |")
 print("|---|---|---|---|")
-for name in ("upstream", "nginx", "schemagate", "schemagate-invalid", "schemagate-plain",
-             "hyper-floor", "relay-floor"):
+for name in ("upstream", "nginx", "schemagate", "schemagate-access", "schemagate-invalid",
+             "schemagate-plain", "hyper-floor", "relay-floor"):
     r = results.get(name)
     if not r:
         continue
     reps = ", ".join(f"{x:,.0f}" for x in r["ir_per_request"])
     ratio = f"{r['median'] / ref:.2f}" if ref else "-"
     print(f"| {labels[name]} | {r['median']:,.0f} | {reps} | {ratio} |")
+base, logged = results.get("schemagate"), results.get("schemagate-access")
+if base and logged:
+    print()
+    print(f"The access log costs {logged['median'] - base['median']:,.0f} instructions per request "
+          f"(schemagate-access minus schemagate, writer thread included).")
 doc = {
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "commit": commit,

@@ -28,7 +28,9 @@
 # Settings (environment):
 #   BENCH_ROUNDS=3 BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_CONNS=64 BENCH_WRK_THREADS=1
 #   BENCH_GATEWAY_THREADS=1   tokio worker threads for schemagate (nginx runs 1 worker)
-#   BENCH_RUST_LOG=warn       schemagate's log filter (nginx runs with access_log off)
+#   BENCH_RUST_LOG=warn       schemagate's diagnostics filter
+#   BENCH_ACCESS_LOG=off      schemagate's `logging.access` (nginx runs with access_log off):
+#                             `off`, or an absolute file path to measure the access log
 #   BENCH_IDLE_CONNS=1000     idle keep-alive connections for the RSS figure
 #   BENCH_SCENARIOS="valid mixed"   BENCH_SKIP_BUILD=1 to use the existing release binary
 #   BENCH_GATEWAY_BIN=path          another schemagate binary (implies nothing about building)
@@ -80,7 +82,7 @@ NGX_PID=$LAST_PID
 wait_port "$P_NGX"
 
 BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN BENCH_UPSTREAM=http://127.0.0.1:$P_UP \
-  TOKIO_WORKER_THREADS=$GW_THREADS RUST_LOG=$GW_LOG \
+  TOKIO_WORKER_THREADS=$GW_THREADS RUST_LOG=$GW_LOG BENCH_ACCESS_LOG=${BENCH_ACCESS_LOG:-off} \
   "$GATEWAY_BIN" serve --config bench/gateway.yaml >"$OUT/schemagate.log" 2>&1 &
 GW_PID=$!
 STARTED+=("$GW_PID")

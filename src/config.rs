@@ -238,9 +238,32 @@ pub struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
-    /// `text` (default) or `json` (one JSON object per line). Applies at startup.
+    /// `text` (default) or `json` (one JSON object per line), for the access log and the
+    /// diagnostics alike. Applies at startup.
     #[serde(default)]
     pub format: LogFormat,
+    /// ANSI colour in the diagnostics (stderr): `auto` (default: only when stderr is a
+    /// terminal and `NO_COLOR` is unset), `always` or `never`. Access lines have none.
+    #[serde(default)]
+    pub color: LogColor,
+    /// Where the access log goes: `stdout` (default), `stderr`, `off`, or a file path
+    /// (appended to; relative to the config file's directory). Applies at startup.
+    #[serde(default)]
+    pub access: Option<Spanned<Text>>,
+    /// The access log's buffer: lines wait here for the writer thread; past it, lines are
+    /// dropped and counted (`schemagate_access_log_dropped_total`). Default 1MiB.
+    #[serde(default)]
+    pub access_buffer: Option<Spanned<Size>>,
+}
+
+/// `logging.color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -24,9 +24,10 @@
 //! Building snapshots: `config` (the YAML shapes, a leaf), `files` (reading what a config
 //! names, a leaf), `reload` (hot reload and the file watch).
 //!
-//! Around the gateway: `admin` (health, status, metrics, reload, dashboard), `openapi`
+//! Around the gateway: `accesslog` (the access log's buffer and writer thread), `admin` (health, status, metrics, reload, dashboard), `openapi`
 //! (`schemagate openapi`), `fuzzing` (the fuzz targets' bodies).
 
+pub mod accesslog;
 pub mod admin;
 pub mod auth;
 pub mod body;

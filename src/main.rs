@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemagate::config::LogFormat;
+use schemagate::accesslog::{AccessLog, AccessTarget, Open, Reopen, Writer};
+use schemagate::config::{LogColor, LogFormat};
 use schemagate::reload::{Loader, Reloader, Trigger};
+use schemagate::snapshot::Logging;
 use schemagate::{Gateway, Snapshot};
 
 /// mimalloc instead of glibc's malloc: a request allocates a few dozen short-lived
@@ -341,7 +343,15 @@ fn serve(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(snapshot.log_format);
+    init_logging(&snapshot.logging);
+    let (access_log, access_writer) = match start_access_log(config, &snapshot.logging) {
+        Ok(Some((log, writer))) => (log, Some(writer)),
+        Ok(None) => (AccessLog::off(), None),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // One worker (`TOKIO_WORKER_THREADS=1`, as bench/ runs it next to one nginx worker): the
     // single-threaded scheduler, which is what one worker amounts to without the
     // multi-threaded one's work-stealing queues, atomics and thread hand-offs.
@@ -358,9 +368,9 @@ fn serve(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let routes = snapshot.routes.len();
-        let mut gateway = match Gateway::bind(snapshot).await {
+        let mut gateway = match Gateway::bind_with_access_log(snapshot, access_log).await {
             Ok(gateway) => gateway,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -376,7 +386,10 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 None
             }
         };
-        reload_on_sighup(Arc::clone(&reloader));
+        reload_on_sighup(
+            Arc::clone(&reloader),
+            access_writer.as_ref().map(Writer::reopener),
+        );
         let shutdown = shutdown_signal();
         for addr in gateway.local_addrs() {
             say(&format!(
@@ -391,37 +404,110 @@ fn serve(config: &std::path::Path) -> ExitCode {
         }
         gateway.run(shutdown).await;
         ExitCode::SUCCESS
-    })
+    });
+    // Every request has been answered (or the drain gave up): the last access lines out.
+    if let Some(writer) = access_writer {
+        if !writer.finish(ACCESS_LOG_FLUSH) {
+            eprintln!(
+                "warning: the access log's last lines were not written within {}s (its sink is not taking them)",
+                ACCESS_LOG_FLUSH.as_secs()
+            );
+        }
+    }
+    code
 }
 
-/// Prints a line to stdout. Unlike `println!`, a closed stdout (a supervisor that stopped
-/// reading) is ignored instead of panicking the server.
+/// Prints a line to stderr, with the diagnostics (stdout is the access log's). Unlike
+/// `eprintln!`, a closed stderr (a supervisor that stopped reading) is ignored instead of
+/// panicking the server.
 fn say(line: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stderr().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// Text logs by default, JSON lines when the config says so; `RUST_LOG` filters (default
-/// `info`).
-fn init_logging(format: LogFormat) {
+/// Diagnostics (startup, reloads, warnings, errors) go to stderr: text by default, JSON lines
+/// when the config says so, coloured only as `logging.color` allows; `RUST_LOG` filters them
+/// (default `info`). Access lines are not diagnostics: see [`start_access_log`].
+fn init_logging(logging: &Logging) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(logging.color));
+    match logging.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
+/// Whether diagnostics on stderr carry ANSI colour: `auto` only on a terminal, and not when
+/// `NO_COLOR` is set to anything (https://no-color.org).
+fn colour(setting: LogColor) -> bool {
+    use std::io::IsTerminal;
+    match setting {
+        LogColor::Always => true,
+        LogColor::Never => false,
+        LogColor::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
+}
+
+/// Opens `logging.access`'s sink and starts the access log's writer thread (`None`: off).
+fn start_access_log(
+    config: &std::path::Path,
+    logging: &Logging,
+) -> Result<Option<(AccessLog, Writer)>, String> {
+    let (sink, reopen): (Box<dyn std::io::Write + Send>, Option<Open>) = match &logging.access {
+        AccessTarget::Off => return Ok(None),
+        AccessTarget::Stdout => (Box::new(std::io::stdout()), None),
+        AccessTarget::Stderr => (Box::new(std::io::stderr()), None),
+        AccessTarget::File(path) => {
+            let append = |path: &std::path::Path| {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+            };
+            let file = append(path).map_err(|error| {
+                let line = logging
+                    .access_line
+                    .map_or(String::new(), |line| format!(":{line}"));
+                format!(
+                    "{}{line}: logging.access: cannot open {}: {error}",
+                    config.display(),
+                    path.display()
+                )
+            })?;
+            // SIGHUP opens the path again: after logrotate moved the file away, lines go to
+            // a new file at the same path.
+            let path = path.clone();
+            let reopen: Open = Box::new(move || {
+                append(&path).map(|f| Box::new(f) as Box<dyn std::io::Write + Send>)
+            });
+            (Box::new(file), Some(reopen))
+        }
+    };
+    AccessLog::start(sink, reopen, logging.format, logging.access_buffer)
+        .map(Some)
+        .map_err(|error| format!("cannot start the access log's writer: {error}"))
+}
+
+/// How long the exit waits for the access log's last lines to be written.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(5);
+
 /// Quiet time after a file change before the config is reloaded, so a file written in two
 /// parts is read once, complete.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Reloads on every SIGHUP, for as long as the process runs. The handler is registered
+/// Reloads on every SIGHUP (and opens a file access log again, for log rotation), for as
+/// long as the process runs. The handler is registered
 /// before this returns: registered later (inside the task), a SIGHUP right after startup
 /// would meet the default action and kill the process.
-fn reload_on_sighup(reloader: Arc<Reloader>) {
+fn reload_on_sighup(reloader: Arc<Reloader>, access_log: Option<Reopen>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -431,13 +517,16 @@ fn reload_on_sighup(reloader: Arc<Reloader>) {
         };
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
+                if let Some(access_log) = &access_log {
+                    access_log.request();
+                }
                 // Errors are logged and kept in the status by `reload`.
                 let _ = reloader.reload(Trigger::Signal).await;
             }
         });
     }
     #[cfg(not(unix))]
-    drop(reloader);
+    drop((reloader, access_log));
 }
 
 /// A future that completes on SIGTERM or SIGINT. The handlers are registered before this

@@ -382,6 +382,16 @@ impl Metrics {
         self.h2_streams_reset.get_or_create(&WRITE_STALL).inc();
     }
 
+    /// Registers the access log's count of dropped lines as
+    /// `schemagate_access_log_dropped_total` (the log owns the counter; see `accesslog`).
+    pub fn register_access_log(&mut self, dropped: Counter) {
+        self.registry.register(
+            "access_log_dropped",
+            "Access lines dropped: the log's buffer was full (the sink slower than the requests) or the sink refused them",
+            dropped,
+        );
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

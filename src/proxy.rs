@@ -19,6 +19,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::accesslog;
 use crate::auth;
 use crate::body::ResponseBody;
 use crate::config::{OnRedisError, Store, UnderscoreHeaders};
@@ -124,12 +125,14 @@ pub fn handle(
                 (response, Some(reason))
             }
         };
+        // One clock reading for the metrics and the access line.
+        let elapsed = started.elapsed();
         record(
             &shared.metrics,
             route,
             &method,
             response.status().as_u16(),
-            started,
+            elapsed,
             &trace,
         );
         let headers = response.headers_mut();
@@ -143,18 +146,19 @@ pub fn handle(
             headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
         }
 
-        tracing::info!(
-            target: "access",
-            route = route_name,
-            tenant = trace.tenant.as_deref().unwrap_or("-"),
-            %method,
-            path = uri.path(),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            upstream_us = trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
-            request_id = request_id.to_str().unwrap_or("-"),
-            reason = reason.unwrap_or("-"),
-        );
+        if shared.access_log.is_on() {
+            shared.access_log.record(&accesslog::Entry {
+                route: route_name,
+                tenant: trace.tenant.as_deref().unwrap_or("-"),
+                method: method.as_str(),
+                path: uri.path(),
+                status: response.status().as_u16(),
+                latency_us: elapsed.as_micros() as u64,
+                upstream_us: trace.upstream_latency.map_or(0, |d| d.as_micros() as u64),
+                request_id: request_id.to_str().unwrap_or("-"),
+                reason: reason.unwrap_or("-"),
+            });
+        }
         Ok(response)
     }
 }
@@ -206,10 +210,10 @@ fn record(
     route: Option<&crate::snapshot::Route>,
     method: &http::Method,
     status: u16,
-    started: Instant,
+    elapsed: std::time::Duration,
     trace: &Trace,
 ) {
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = elapsed.as_secs_f64();
     match route {
         Some(route) => {
             // The route's own series, resolved once: no label allocated or hashed.
@@ -649,7 +653,9 @@ mod tests {
         }
     }
 
-    fn mock_gateway() -> (tempfile::TempDir, Arc<Shared>) {
+    /// A gateway whose access log writes to `access` (text lines); finish the writer before
+    /// reading them.
+    fn mock_gateway(access: Logs) -> (tempfile::TempDir, Arc<Shared>, crate::accesslog::Writer) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mock.json"), r#"{"ok":true}"#).unwrap();
         let config = dir.path().join("gateway.yaml");
@@ -661,7 +667,14 @@ mod tests {
         )
         .unwrap();
         let snapshot = Snapshot::load(&config).unwrap();
-        (dir, Shared::new(snapshot))
+        let (log, writer) = crate::accesslog::AccessLog::start(
+            Box::new(access),
+            None,
+            crate::config::LogFormat::Text,
+            crate::accesslog::DEFAULT_BUFFER,
+        )
+        .unwrap();
+        (dir, Shared::with_access_log(snapshot, log), writer)
     }
 
     /// A current-thread runtime, so the thread's log subscriber sees every task.
@@ -676,7 +689,8 @@ mod tests {
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
 
-        let (_dir, shared) = mock_gateway();
+        let access = Logs::default();
+        let (_dir, shared, access_writer) = mock_gateway(access.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Arc::clone(&shared);
@@ -741,13 +755,19 @@ mod tests {
         assert_eq!(panicked.len(), 2, "{logs}");
         assert!(panicked[0].contains("ERROR"), "{logs}");
         assert!(panicked[0].contains("test panic requested"), "{logs}");
+        // The access log has a line for each, with the reason; diagnostics have none.
+        assert!(access_writer.finish(std::time::Duration::from_secs(10)));
+        let access = String::from_utf8(access.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
-            logs.lines()
-                .filter(|l| l.contains("status=500") && l.contains("reason=\"internal\""))
+            access
+                .lines()
+                .filter(|l| l.contains(" status=500 ") && l.ends_with(" reason=internal"))
                 .count(),
             2,
-            "{logs}"
+            "{access}"
         );
+        assert_eq!(access.lines().count(), 3, "{access}");
+        assert!(!logs.contains("status=500"), "{logs}");
     }
 
     #[tokio::test]

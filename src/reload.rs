@@ -417,8 +417,8 @@ fn restart_required(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if current.server.backlog != next.server.backlog {
         changes.push("defaults.limits.backlog changed; restart to apply".to_string());
     }
-    if current.log_format != next.log_format {
-        changes.push("logging.format changed; restart to apply".to_string());
+    if current.logging != next.logging {
+        changes.push("logging changed; restart to apply".to_string());
     }
     changes
 }

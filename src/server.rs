@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Sleep;
 
+use crate::accesslog::AccessLog;
 use crate::body::ResponseBody;
 use crate::forward::Downstream;
 use crate::proxy;
@@ -51,6 +52,14 @@ impl Gateway {
     /// Binds every listener of `snapshot` (the admin one too) with its `limits.backlog`. A
     /// port of 0 picks a free port (see `local_addrs`).
     pub async fn bind(snapshot: Snapshot) -> std::io::Result<Gateway> {
+        Gateway::bind_with_access_log(snapshot, AccessLog::off()).await
+    }
+
+    /// Like [`Gateway::bind`], writing an access line per request to `access_log`.
+    pub async fn bind_with_access_log(
+        snapshot: Snapshot,
+        access_log: AccessLog,
+    ) -> std::io::Result<Gateway> {
         let backlog = snapshot.server.backlog;
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for configured in &snapshot.listeners {
@@ -72,7 +81,7 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             admin,
-            shared: Shared::new(snapshot),
+            shared: Shared::with_access_log(snapshot, access_log),
             reloader: None,
         })
     }

@@ -19,11 +19,12 @@ use http::{Method, StatusCode, Uri};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use crate::accesslog::AccessTarget;
 use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
-    self, ConfigError, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit, RawRoute,
-    RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, Store, TenantFrom, UnderscoreHeaders,
-    ValidationMode,
+    self, ConfigError, LogColor, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit,
+    RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, Store, TenantFrom,
+    UnderscoreHeaders, ValidationMode,
 };
 use crate::error::ErrorStyle;
 use crate::forward::{self, ForwardPath};
@@ -43,6 +44,7 @@ mod errors;
 mod jwt;
 mod keys;
 mod listeners;
+mod logging;
 mod openapi;
 mod redis;
 mod routes;
@@ -91,7 +93,8 @@ pub struct Snapshot {
     /// The schema directory, when some route names a schema (watched for hot reload).
     pub schema_dir: Option<PathBuf>,
     pub admin: Option<AdminSettings>,
-    pub log_format: LogFormat,
+    /// `logging:`, applied at startup only.
+    pub logging: Logging,
     /// A hash of everything the snapshot was built from (config text, every schema file,
     /// mock bodies, TLS files): a reload that finds it unchanged keeps the current generation.
     pub fingerprint: u64,
@@ -105,6 +108,18 @@ pub struct Snapshot {
     pub jwt: Vec<Arc<crate::jwt::Provider>>,
     /// JWK Set and secret files read for `jwt:` (watched for hot reload).
     pub jwt_files: Vec<PathBuf>,
+}
+
+/// `logging:` as the binary applies it at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub format: LogFormat,
+    pub color: LogColor,
+    pub access: AccessTarget,
+    /// Bytes of access lines held for the writer thread before lines are dropped.
+    pub access_buffer: usize,
+    /// The config line of `logging.access`, for an error opening its file at startup.
+    pub access_line: Option<u64>,
 }
 
 /// A listener as configured: where to bind and whether to terminate TLS.
@@ -392,6 +407,7 @@ fn compile(
     let (router, routes) = routes::build(&context, imported.operations, &mut errors);
     let admin = admin::build(raw.admin.as_ref(), &mut errors);
     let api_keys = keys::build(&raw.api_keys, &mut errors);
+    let logging = logging::build(&raw.logging, &base_dir, &mut errors);
     errors.finish()?;
     Ok(Snapshot {
         source: path.to_path_buf(),
@@ -404,7 +420,7 @@ fn compile(
         generation: 1,
         schema_dir: schemas.used.then_some(schemas.path),
         admin,
-        log_format: raw.logging.format,
+        logging,
         // The schemas' and TLS files' share of the fingerprint, from the very bytes used.
         fingerprint: schemas.dir.as_ref().map_or(0, SchemaDir::content_hash)
             ^ material.hash()

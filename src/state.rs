@@ -1,5 +1,5 @@
 //! What every connection, the admin listener and the reloader share: the snapshot serving
-//! now, its generation number, the metrics and the draining flag.
+//! now, its generation number, the metrics, the draining flag and the access log.
 //!
 //! Architecture invariant: nothing here points back at what holds it. The reloader holds
 //! `Shared`, never the other way round; the admin listener is handed the reloader by
@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::accesslog::AccessLog;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -24,12 +25,20 @@ pub struct Shared {
     /// Set when shutdown begins; `/readyz` then answers 503.
     pub draining: AtomicBool,
     pub started: SystemTime,
+    /// The access log (off unless the binary started its writer).
+    pub access_log: AccessLog,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot) -> Arc<Shared> {
+        Shared::with_access_log(snapshot, AccessLog::off())
+    }
+
+    /// Like [`Shared::new`], with requests written to `access_log`.
+    pub fn with_access_log(snapshot: Snapshot, access_log: AccessLog) -> Arc<Shared> {
         let (generation, _) = tokio::sync::watch::channel(snapshot.generation);
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        metrics.register_access_log(access_log.dropped().clone());
         metrics.generation.set(snapshot.generation as i64);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -37,6 +46,7 @@ impl Shared {
             metrics,
             draining: AtomicBool::new(false),
             started: SystemTime::now(),
+            access_log,
         })
     }
 }

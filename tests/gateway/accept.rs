@@ -63,19 +63,19 @@ routes:
         .arg(BIN)
         .arg(&config)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    // Logs go to stdout after the "listening" line.
+    stderr.read_line(&mut line).unwrap();
+    // Diagnostics follow the "listening" line on stderr.
     let warnings = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&warnings);
     std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
+        for line in stderr.lines().map_while(Result::ok) {
             if line.contains("accept failed") {
                 counted.fetch_add(1, Ordering::SeqCst);
             }

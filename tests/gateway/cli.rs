@@ -67,17 +67,18 @@ fn serve(envs: &[(&str, String)]) -> (Child, SocketAddr) {
     let mut command = command(&["serve", "--config", SHIPPED]);
     command
         .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (name, value) in envs {
         command.env(name, value);
     }
     let mut child = command.spawn().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // The banner is on stderr, with the diagnostics (stdout is the access log's).
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
+    stderr.read_line(&mut line).unwrap();
     // Keep reading, so the server's later output never meets a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let addr = line
         .split("http://")
         .nth(1)
@@ -229,12 +230,12 @@ fn validate_prints_what_the_gateway_would_answer() {
 fn sighup_reloads_the_config() {
     let mut child = command(&["serve", "--config", SHIPPED])
         .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The banner and the diagnostics are on stderr (stdout is the access log's).
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("listening on"), "{first}");
     Command::new("kill")

@@ -5,6 +5,24 @@ use schemagate::Snapshot;
 /// (yaml, expected line, expected key, a fragment of the message)
 const CASES: &[(&str, u64, &str, &str)] = &[
     (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlogging:\n  access: /no/such/dir/access.log\n",
+        6,
+        "logging.access",
+        "/no/such/dir/access.log is not a file in an existing directory",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlogging:\n  format: json\n  access_buffer: 1KiB\n",
+        7,
+        "logging.access_buffer",
+        "1024 bytes is outside 64KiB..1GiB",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlogging:\n  color: rainbow\n",
+        6,
+        "logging.color",
+        "unknown variant `rainbow`",
+    ),
+    (
         "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlistener: x\n",
         5,
         "listener",

@@ -31,6 +31,9 @@ mod jwt;
 mod limits;
 // `schemagate openapi` and the document's error bodies.
 mod openapi;
+// Logs through the binary: access lines on stdout (or a file), diagnostics on stderr,
+// colour, flushing at SIGTERM, lines dropped and counted when nobody reads.
+mod logging;
 // OpenAPI documents as routes: the differential test against the hand-written routes,
 // document features, config errors, hot reload, and GitHub's REST description (npm).
 mod openapi_import;

@@ -200,19 +200,21 @@ impl Gateway {
             .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
             .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // The access lines (stdout) are not read here; the start-up lines come on stderr,
+            // with the other diagnostics.
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for var in VENDOR_VARS {
             command.env_remove(var);
         }
         let mut child = command.spawn().unwrap();
         // Lines arrive through a thread, so that a gateway that never prints its addresses
         // fails the test after a bound instead of hanging it. It keeps reading afterwards, so
-        // the access log never meets a full or closed pipe.
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        // the diagnostics never meet a full or closed pipe.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
         let (lines, printed) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
+            for line in stderr.lines().map_while(Result::ok) {
                 let _ = lines.send(line);
             }
         });
@@ -227,11 +229,13 @@ impl Gateway {
         while admin.is_none() {
             let line = printed
                 .recv_timeout(EXAMPLE_TIMEOUT)
-                .unwrap_or_else(|e| panic!("no admin address on stdout ({e}) after {started:?}"));
+                .unwrap_or_else(|e| panic!("no admin address on stderr ({e}) after {started:?}"));
             if line.contains("schemagate listening on") {
                 listen = Some(address(&line));
             } else if line.contains("schemagate admin on") {
                 admin = Some(address(&line));
+            } else {
+                continue;
             }
             started.push(line.trim_end().to_string());
         }

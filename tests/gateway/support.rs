@@ -489,22 +489,37 @@ pub struct Served {
     child: std::process::Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// Everything the process wrote to stderr so far.
+    diagnostics: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `schemagate serve --config CONFIG` in `cwd` and waits until it listens;
     /// `SCHEMAGATE_LISTEN`/`SCHEMAGATE_ADMIN` pick free ports, the vendors' variables are
-    /// removed (`envs` may set them again).
+    /// removed (`envs` may set them again). Its stdout (the access log) and stderr are read
+    /// and thrown away.
     pub fn start(cwd: &Path, config: &str, envs: &[(&str, &str)]) -> Served {
+        let (served, mut stdout) = Served::start_keeping_stdout(cwd, config, envs);
+        // Keep reading, so the access log never meets a full or closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        served
+    }
+
+    /// Like [`Served::start`], handing back the process's stdout (the access log) unread.
+    /// The banner (the listening addresses) is read from stderr, with the diagnostics.
+    pub fn start_keeping_stdout(
+        cwd: &Path,
+        config: &str,
+        envs: &[(&str, &str)],
+    ) -> (Served, std::process::ChildStdout) {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"));
         command
             .args(["serve", "--config", config])
             .current_dir(cwd)
             .env("SCHEMAGATE_LISTEN", "127.0.0.1:0")
             .env("SCHEMAGATE_ADMIN", "127.0.0.1:0")
-            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::process::Stdio::piped());
         for var in VENDOR_VARS {
             command.env_remove(var);
         }
@@ -512,7 +527,8 @@ impl Served {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let address = |line: &str| -> SocketAddr {
             line.split("http://")
                 .nth(1)
@@ -522,25 +538,64 @@ impl Served {
         };
         let (mut addr, mut admin) = (None, None);
         let mut line = String::new();
+        let mut diagnostics = String::new();
         while admin.is_none() {
             line.clear();
             assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "schemagate exited before it listened"
+                stderr.read_line(&mut line).unwrap() > 0,
+                "schemagate exited before it listened: {diagnostics}"
             );
+            diagnostics.push_str(&line);
             if line.contains("schemagate listening on") {
                 addr = Some(address(&line));
             } else if line.contains("schemagate admin on") {
                 admin = Some(address(&line));
             }
         }
-        // Keep reading, so the access log never meets a full or closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Served {
+        // Keep reading, so the diagnostics never meet a full pipe; kept for `diagnostics`.
+        let kept = Arc::new(Mutex::new(diagnostics));
+        let more = Arc::clone(&kept);
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                more.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        });
+        let served = Served {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
+            diagnostics: kept,
+        };
+        (served, stdout)
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "schemagate did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the process wrote to stderr so far (the banner, then the diagnostics).
+    pub fn diagnostics(&self) -> String {
+        self.diagnostics.lock().unwrap().clone()
     }
 
     /// The process id, to read its memory and CPU time from `/proc`.

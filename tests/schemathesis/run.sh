@@ -74,7 +74,8 @@ RUST_LOG=warn "$BIN" serve --config "$RUN/gateway.yaml" > "$RUN/gateway.out" 2> 
 GATEWAY_PID=$!
 ADDRESS=""
 for _ in $(seq 1 100); do
-  ADDRESS=$(sed -n 's|^schemagate listening on http://\([^ ]*\) .*|\1|p' "$RUN/gateway.out" | head -n 1)
+  # The banner is on stderr with the diagnostics; stdout (gateway.out) is the access log.
+  ADDRESS=$(sed -n 's|^schemagate listening on http://\([^ ]*\) .*|\1|p' "$RUN/gateway.err" | head -n 1)
   [ -n "$ADDRESS" ] && break
   if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
     cat "$RUN/gateway.err" >&2
