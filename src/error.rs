@@ -316,6 +316,13 @@ impl GatewayError {
             | GatewayError::TooManyRequests { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
+            // RFC 9110 §15.5.2: a 401 carries at least one challenge. Every route that
+            // answers 401 for missing or malformed credentials takes a bearer token (or, with
+            // `auth: credentials`, accepts one), so the challenge is `Bearer`, without an
+            // error code when credentials were missing or unusable (RFC 6750 §3.1).
+            GatewayError::Unauthorized { .. } => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             GatewayError::InvalidToken { .. } => {
                 headers.insert(
                     WWW_AUTHENTICATE,
@@ -334,7 +341,6 @@ impl GatewayError {
                 headers.insert(WWW_AUTHENTICATE, value);
             }
             GatewayError::NotFound
-            | GatewayError::Unauthorized { .. }
             | GatewayError::Forbidden { .. }
             | GatewayError::RequestTimeout
             | GatewayError::UnsupportedMediaType

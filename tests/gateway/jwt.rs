@@ -354,9 +354,12 @@ async fn scopes_claim_headers_and_claim_tenants() {
     let expired = es.sign(&claims(|c| c["exp"] = json!(now() - 600)));
     assert_invalid(&get(&gw, "/tenant", &expired).await, "expired", &expired);
 
-    // No token, or not a bearer one: the route's 401 for missing credentials.
+    // No token, or not a bearer one: the route's 401 for missing credentials, with a bare
+    // `Bearer` challenge (RFC 9110 §15.5.2; no error code for missing credentials, RFC 6750
+    // §3.1).
     let got = send(gw.addr, request("GET", "/corp", &[], b"")).await;
     assert_envelope(&got, 401, "Unauthorized");
+    assert_eq!(got.headers["www-authenticate"], "Bearer");
 }
 
 /// RS256 and PS256 with keys openssl makes, and the RS/HS confusion with the RSA public key

@@ -652,6 +652,7 @@ async fn review_regressions() {
     )
     .await;
     assert_envelope(&got, 401, "Unauthorized");
+    assert_eq!(got.headers["www-authenticate"], "Bearer");
 
     // HTTP/2 body without Content-Type: 415, decided on the bytes, not on framing headers.
     let req = http::Request::builder()
