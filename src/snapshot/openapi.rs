@@ -526,6 +526,7 @@ impl RawOperationKeys {
             auth: over.auth.clone().or(self.auth),
             validation: over.validation.or(self.validation),
             strict: over.strict.or(self.strict),
+            responses: over.responses.or(self.responses),
             errors: over.errors.or(self.errors),
             tenant: over.tenant.clone().or(self.tenant),
             rate_limit: over.rate_limit.clone().or(self.rate_limit),
@@ -555,6 +556,7 @@ fn raw_route(
         schemas: RawSchemas::default(),
         validation: keys.validation.unwrap_or_default(),
         strict: keys.strict.unwrap_or(false),
+        responses: keys.responses.unwrap_or_default(),
         errors: keys.errors.unwrap_or_default(),
         tenant: keys.tenant,
         rate_limit: keys.rate_limit,
@@ -729,12 +731,62 @@ impl Site<'_> {
             }
             None => None,
         };
+        schemas.responses = self.responses(set, &base, &source)?;
         Ok(Built {
             schemas,
             wrappers,
             body,
             auth: self.auth(),
         })
+    }
+
+    /// Each documented response (`"200"`, `"2XX"`, `default`) with its JSON body's schema,
+    /// compiled like the request body's (used by `responses: report`).
+    fn responses(
+        &self,
+        set: &DocumentSet,
+        base: &str,
+        source: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<DocumentedResponse>, String> {
+        let Some(responses) = self.operation.get("responses") else {
+            return Ok(Vec::new());
+        };
+        let at = format!("{}/responses", self.pointer);
+        let Some(responses) = responses.as_object() else {
+            return Err(format!("#{at}: is not an object"));
+        };
+        let mut out = Vec::new();
+        for (code, response) in responses {
+            let here = format!("{at}/{}", escape(code));
+            let status = status_match(code).ok_or_else(|| {
+                format!("#{here}: {code:?} is not a status, a range like 2XX, or `default`")
+            })?;
+            let (uri, here, response) = self.documents.deref(self.uri, here, response)?;
+            let content = response.get("content").and_then(Value::as_object);
+            let found = content
+                .into_iter()
+                .flatten()
+                .find(|(media, entry)| is_json(media) && entry.get("schema").is_some());
+            let schema = match found {
+                Some((media, _)) => {
+                    let pointer = format!("{here}/content/{}/schema", escape(media));
+                    let target = format!("{uri}#{}", pointer_fragment(&pointer));
+                    let location = format!("response.{code}");
+                    let compiled = set
+                        .compile(
+                            &json!({ "$ref": target }),
+                            &format!("{base}.{location}"),
+                            PathBuf::from(source(&location)),
+                            &[],
+                        )
+                        .map_err(|e| format!("#{pointer}: {e}"))?;
+                    Some(compiled)
+                }
+                None => None,
+            };
+            out.push(DocumentedResponse { status, schema });
+        }
+        Ok(out)
     }
 
     /// Adds one parameter to its location's wrapper.
@@ -952,6 +1004,21 @@ impl Site<'_> {
         } else {
             AuthMode::Credentials
         }
+    }
+}
+
+/// `"200"`, `"2XX"` (any case) or `default`.
+fn status_match(code: &str) -> Option<StatusMatch> {
+    if code == "default" {
+        return Some(StatusMatch::Default);
+    }
+    let bytes = code.as_bytes();
+    match bytes {
+        [d @ b'1'..=b'5', b'X' | b'x', b'X' | b'x'] => {
+            Some(StatusMatch::Range(u16::from(d - b'0')))
+        }
+        [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => code.parse().ok().map(StatusMatch::Exact),
+        _ => None,
     }
 }
 
