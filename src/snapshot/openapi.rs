@@ -61,13 +61,29 @@ pub(super) fn import(
         let file = &entry.file;
         let read = Documents::read(&base_dir.join(&*file.value)).and_then(|mut documents| {
             // The set holds the documents from now on (one copy fewer of a large document).
-            let docs: Vec<(String, Value)> =
+            let mut docs: Vec<(String, Value)> =
                 std::mem::take(&mut documents.by_uri).into_iter().collect();
+            // With `responses: report` somewhere, a second view of the documents for the
+            // responses' schemas: `writeOnly` properties not required, `readOnly` ones kept.
+            let response_docs = entry.wants_responses().then(|| {
+                let mut copy = docs.clone();
+                copy.iter_mut()
+                    .for_each(|(_, v)| translate::write_only_not_required(v));
+                copy
+            });
+            docs.iter_mut()
+                .for_each(|(_, v)| translate::read_only_not_required(v));
             if keep {
                 documents.kept = docs.clone();
             }
-            let set = DocumentSet::new(docs).map_err(|e| format!("{}: {e}", documents.shown))?;
+            let shown = &documents.shown;
+            let set = DocumentSet::new(docs).map_err(|e| format!("{shown}: {e}"))?;
+            let response_set = response_docs
+                .map(DocumentSet::new)
+                .transpose()
+                .map_err(|e| format!("{shown}: {e}"))?;
             documents.set = Some(set);
+            documents.response_set = response_set;
             Ok(documents)
         });
         let documents = match read {
@@ -115,6 +131,8 @@ struct Documents {
     files: Vec<PathBuf>,
     hash: u64,
     set: Option<DocumentSet>,
+    /// The responses' view (`writeOnly` not required), with `responses: report` only.
+    response_set: Option<DocumentSet>,
     /// The translated documents by URI, kept for the exporter.
     kept: Vec<(String, Value)>,
     /// The file of each document by URI (canonical).
@@ -173,7 +191,6 @@ impl Documents {
             if version == Some(Version::V30) {
                 translate::from_30(&mut value);
             }
-            translate::read_only_not_required(&mut value);
             paths.insert(uri.clone(), file.clone());
             // The main document as configured, so that the watch sees the symbolic links on
             // its way; the files it names as resolved.
@@ -191,6 +208,7 @@ impl Documents {
             files,
             hash: hasher.finish(),
             set: None,
+            response_set: None,
             kept: Vec::new(),
             paths,
         })
@@ -457,7 +475,12 @@ fn operations(
             if over.and_then(|o| o.value.skip) == Some(true) {
                 continue;
             }
+            let keys = match over {
+                Some(over) => defaults.clone().overridden(&over.value),
+                None => defaults.clone(),
+            };
             let site = Site {
+                responses: keys.responses == Some(ResponsesMode::Report),
                 name,
                 id: &id,
                 documents,
@@ -469,10 +492,6 @@ fn operations(
             };
             match site.build() {
                 Ok(built) => {
-                    let keys = match over {
-                        Some(over) => defaults.clone().overridden(&over.value),
-                        None => defaults.clone(),
-                    };
                     let at = over.map_or(spanned.defined, |o| o.defined);
                     let route = raw_route(
                         format!("{name}.{id}"),
@@ -512,6 +531,17 @@ fn operations(
         }
     }
     out
+}
+
+impl RawOpenApi {
+    /// Whether the document or any of its operations has `responses: report`.
+    fn wants_responses(&self) -> bool {
+        self.responses == Some(ResponsesMode::Report)
+            || self
+                .operations
+                .values()
+                .any(|o| o.value.responses == Some(ResponsesMode::Report))
+    }
 }
 
 impl RawOperationKeys {
@@ -565,6 +595,8 @@ fn raw_route(
 
 /// One operation in its document.
 struct Site<'d> {
+    /// `responses: report`: compile the documented responses' schemas.
+    responses: bool,
     /// The document's name, and the operation's id (for the exporter's file names).
     name: &'d str,
     id: &'d str,
@@ -731,7 +763,9 @@ impl Site<'_> {
             }
             None => None,
         };
-        schemas.responses = self.responses(set, &base, &source)?;
+        if self.responses {
+            schemas.responses = self.responses(&base, &source)?;
+        }
         Ok(Built {
             schemas,
             wrappers,
@@ -744,10 +778,14 @@ impl Site<'_> {
     /// compiled like the request body's (used by `responses: report`).
     fn responses(
         &self,
-        set: &DocumentSet,
         base: &str,
         source: &dyn Fn(&str) -> String,
     ) -> Result<Vec<DocumentedResponse>, String> {
+        let set = self
+            .documents
+            .response_set
+            .as_ref()
+            .ok_or_else(|| "documents not registered for responses".to_string())?;
         let Some(responses) = self.operation.get("responses") else {
             return Ok(Vec::new());
         };

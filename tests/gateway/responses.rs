@@ -30,10 +30,11 @@ components:
   schemas:
     Thing:
       type: object
-      required: [id, name]
+      required: [id, name, secret]
       properties:
-        id: { type: integer }
+        id: { type: integer, readOnly: true }
         name: { type: string, nullable: true }
+        secret: { type: string, writeOnly: true }
 "##;
 
 const MISMATCHES: &str = "schemagate_response_mismatches_total";
@@ -184,7 +185,8 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
     )
     .await;
     let samples = scrape(&gw).await;
-    // Exactly those: nothing for the conforming answer, nothing on the route without
+    // Exactly those: nothing for the conforming answer (without its `writeOnly` field; its
+    // `readOnly` one stays required, so `miss` is counted), nothing on the route without
     // `responses: report`, one series per (route, field).
     assert_eq!(counted(&samples, MISMATCHES, &[]), 3.0);
     assert_eq!(
