@@ -234,3 +234,35 @@ fn line_exists(logged: &str, id: &str) -> bool {
         .lines()
         .any(|l| l.contains(id) && l.contains("does not match"))
 }
+
+/// A hand-written route compares its 2xx answers with `schemas.response`; other statuses are
+/// not compared (it documents only its success).
+#[tokio::test]
+async fn a_hand_written_route_compares_2xx_answers_with_its_response_schema() {
+    let wrong = answering(201, br#"{"id":"x"}"#).await;
+    let failing = answering(503, br#"{"anything":1}"#).await;
+    let schema = r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer"}}}"#;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nschema_dir: schemas\nupstreams:\n  wrong: {{ url: '{}' }}\n  failing: {{ url: '{}' }}\nroutes:\n  - {{ name: made, method: POST, path: /made, upstream: wrong, responses: report, schemas: {{ response: made.json }} }}\n  - {{ name: down, method: POST, path: /down, upstream: failing, responses: report, schemas: {{ response: made.json }} }}\n",
+        wrong.url(),
+        failing.url()
+    );
+    let (_dir, gw) = serve(&config, &[("schemas/made.json", schema)]);
+    let got = send(gw.addr, request("POST", "/made", &[], b"")).await;
+    assert_eq!((got.status, &got.body[..]), (201, &br#"{"id":"x"}"#[..]));
+    let got = send(gw.addr, request("POST", "/down", &[], b"")).await;
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (503, &br#"{"anything":1}"#[..])
+    );
+    wait_count(
+        &gw,
+        MISMATCHES,
+        &[("route", "made"), ("field", "body.id")],
+        1.0,
+    )
+    .await;
+    let samples = scrape(&gw).await;
+    assert_eq!(counted(&samples, MISMATCHES, &[]), 1.0);
+    assert_eq!(counted(&samples, UNCHECKED, &[]), 0.0);
+}
