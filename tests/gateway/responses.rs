@@ -266,3 +266,49 @@ async fn a_hand_written_route_compares_2xx_answers_with_its_response_schema() {
     assert_eq!(counted(&samples, MISMATCHES, &[]), 1.0);
     assert_eq!(counted(&samples, UNCHECKED, &[]), 0.0);
 }
+
+/// Chunked answers (no `Content-Length`): the copy is kept as the chunks stream; one over the
+/// cap is dropped as it passes and counted unchecked, and both reach the client whole.
+#[tokio::test]
+async fn chunked_answers_are_checked_as_they_stream_and_counted_unchecked_past_the_cap() {
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n6\r\n{\"id\":\r\nf\r\n\"x\",\"name\":\"a\"}\r\n0\r\n\r\n";
+    let whole: &[u8] = br#"{"id":"x","name":"a"}"#;
+    let small = crate::faults::answers(CHUNKED, false).await;
+    let capped = crate::faults::answers(CHUNKED, false).await;
+    let mut config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  small: {{ url: '{}' }}\n  capped: {{ url: '{}' }}\nopenapi:\n",
+        small.url(),
+        capped.url()
+    );
+    config.push_str(&entry("small", "    responses: report\n"));
+    config.push_str(&entry(
+        "capped",
+        "    responses: report\n    limits: { response_check: 10B }\n",
+    ));
+    let (_dir, gw) = serve(&config, &[("things.yaml", DOCUMENT)]);
+    for name in ["small", "capped"] {
+        let got = send(gw.addr, request("GET", &format!("/{name}/thing"), &[], b"")).await;
+        assert_eq!((got.status, &got.body[..]), (200, whole), "{name}");
+    }
+    wait_count(
+        &gw,
+        MISMATCHES,
+        &[("route", "small.getThing"), ("field", "body.id")],
+        1.0,
+    )
+    .await;
+    wait_count(
+        &gw,
+        UNCHECKED,
+        &[("route", "capped.getThing"), ("reason", "too_large")],
+        1.0,
+    )
+    .await;
+    let samples = scrape(&gw).await;
+    assert_eq!(
+        counted(&samples, MISMATCHES, &[("route", "capped.getThing")]),
+        0.0
+    );
+    // `secret` is writeOnly: its absence is no mismatch; `id`'s type is the only one.
+    assert_eq!(counted(&samples, MISMATCHES, &[]), 1.0);
+}
