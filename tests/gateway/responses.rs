@@ -87,6 +87,9 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
     let undoc = answering(500, undocumented).await;
     let large = answering(200, big).await;
     let off = answering(200, wrong_type).await;
+    // 404 falls under the documented "4XX"; a body declared JSON that is not.
+    let not_found = answering(404, br#"{"error":404}"#).await;
+    let broken = answering(200, br#"{"id":"#).await;
     let text = Upstream::start(Answer {
         body: b"not json at all",
         headers: vec![("content-type", "text/plain")],
@@ -101,6 +104,8 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
         ("large", &large),
         ("off", &off),
         ("text", &text),
+        ("notfound", &not_found),
+        ("broken", &broken),
     ];
     let mut config = String::from(
         "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n",
@@ -139,14 +144,17 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
             "miss" => missing,
             "undoc" => undocumented,
             "large" => big,
+            "notfound" => br#"{"error":404}"#,
+            "broken" => br#"{"id":"#,
             _ => b"not json at all",
         };
         assert_eq!(&got.body[..], expected, "{name}");
-        assert_eq!(
-            got.status,
-            if *name == "undoc" { 500 } else { 200 },
-            "{name}"
-        );
+        let status = match *name {
+            "undoc" => 500,
+            "notfound" => 404,
+            _ => 200,
+        };
+        assert_eq!(got.status, status, "{name}");
     }
 
     wait_count(
@@ -170,6 +178,12 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
         1.0,
     )
     .await;
+    // A status under the documented "4XX" is checked against its schema; a body declared
+    // JSON that does not parse is a mismatch of the field `body`.
+    let not_found = [("route", "notfound.getThing"), ("field", "body.error")];
+    wait_count(&gw, MISMATCHES, &not_found, 1.0).await;
+    let broken = [("route", "broken.getThing"), ("field", "body")];
+    wait_count(&gw, MISMATCHES, &broken, 1.0).await;
     wait_count(
         &gw,
         UNCHECKED,
@@ -188,7 +202,7 @@ async fn responses_report_counts_and_logs_each_mismatch_and_never_changes_the_an
     // Exactly those: nothing for the conforming answer (without its `writeOnly` field; its
     // `readOnly` one stays required, so `miss` is counted), nothing on the route without
     // `responses: report`, one series per (route, field).
-    assert_eq!(counted(&samples, MISMATCHES, &[]), 3.0);
+    assert_eq!(counted(&samples, MISMATCHES, &[]), 5.0);
     assert_eq!(
         counted(&samples, MISMATCHES, &[("route", "ok.getThing")]),
         0.0
