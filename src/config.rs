@@ -465,6 +465,9 @@ pub struct RawLimits {
     pub json_depth: Option<usize>,
     /// Most violations listed in one 422 answer; the rest are summarised as "and N more".
     pub violations: Option<usize>,
+    /// Largest upstream answer body kept for `responses: report` (default 1MiB); a larger
+    /// one is delivered whole and counted as unchecked.
+    pub response_check: Option<Size>,
     /// Most header fields in a request (431 above it).
     pub headers: Option<usize>,
     /// Largest header block, names and values together (431 above it).
@@ -573,6 +576,10 @@ pub struct RawRoute {
     /// schemas do not name are violations (422), each named.
     #[serde(default)]
     pub strict: bool,
+    /// `off` (default) or `report`: compare the upstream's status and JSON body with the
+    /// documented responses, counting and logging each mismatch (the answer is never changed).
+    #[serde(default)]
+    pub responses: ResponsesMode,
     /// Error body style: `nest` (default, the documented envelope) or `problem` (RFC 9457).
     #[serde(default)]
     pub errors: ErrorStyle,
@@ -618,6 +625,8 @@ pub struct RawOpenApi {
     #[serde(default)]
     pub strict: Option<bool>,
     #[serde(default)]
+    pub responses: Option<ResponsesMode>,
+    #[serde(default)]
     pub errors: Option<ErrorStyle>,
     #[serde(default)]
     pub tenant: Option<RawTenant>,
@@ -640,6 +649,7 @@ impl RawOpenApi {
             auth: self.auth.clone(),
             validation: self.validation,
             strict: self.strict,
+            responses: self.responses,
             errors: self.errors,
             tenant: self.tenant.clone(),
             rate_limit: self.rate_limit.clone(),
@@ -671,6 +681,8 @@ pub struct RawOperationKeys {
     #[serde(default)]
     pub strict: Option<bool>,
     #[serde(default)]
+    pub responses: Option<ResponsesMode>,
+    #[serde(default)]
     pub errors: Option<ErrorStyle>,
     #[serde(default)]
     pub tenant: Option<RawTenant>,
@@ -688,6 +700,16 @@ pub struct RawSchemas {
     /// The upstream's documented success body. Compiled at load like the others, but never
     /// applied to traffic (answers stream through untouched): `schemagate openapi` publishes it.
     pub response: Option<Spanned<Text>>,
+}
+
+/// Whether a route's upstream answers are compared with its documented responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesMode {
+    #[default]
+    Off,
+    /// Compared, and every mismatch logged and counted; the answer is never changed.
+    Report,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -45,6 +45,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod response_check;
 pub mod route;
 pub mod schema;
 pub mod server;

@@ -46,6 +46,15 @@ pub struct FieldLabels {
     pub field: String,
 }
 
+/// Why an upstream answer on a `responses: report` route was not compared: `too_large`
+/// (over `limits.response_check`), `not_json` (not a JSON media type), `incomplete` (the
+/// body ended in an error or the client left before its end). A closed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UncheckedLabels {
+    pub route: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
     pub route: String,
@@ -78,6 +87,11 @@ pub struct Metrics {
     pub rejections: Family<RejectionLabels, Counter>,
     pub rejected_fields: Family<FieldLabels, Counter>,
     pub report_only: Family<RejectionLabels, Counter>,
+    /// `responses: report`: answers unlike the documented responses, by route and field
+    /// (`status`, or the body's field as the schema spells it, like `rejected_fields`).
+    pub response_mismatches: Family<FieldLabels, Counter>,
+    /// `responses: report`: answers not compared, by route and reason.
+    pub responses_unchecked: Family<UncheckedLabels, Counter>,
     pub rate_limited: Family<TenantLabels, Counter>,
     pub in_flight: Gauge,
     pub connections: Gauge,
@@ -210,6 +224,18 @@ impl Metrics {
             "rejected_fields",
             "Schema violations by route and field (paths from the schema)",
             rejected_fields.clone(),
+        );
+        let response_mismatches = Family::default();
+        registry.register(
+            "response_mismatches",
+            "Upstream answers unlike their documented response, by route and field (responses: report)",
+            response_mismatches.clone(),
+        );
+        let responses_unchecked = Family::default();
+        registry.register(
+            "responses_unchecked",
+            "Upstream answers not compared (responses: report), by route and reason",
+            responses_unchecked.clone(),
         );
         let report_only = Family::default();
         registry.register(
@@ -347,6 +373,8 @@ impl Metrics {
             rejections,
             rejected_fields,
             report_only,
+            response_mismatches,
+            responses_unchecked,
             rate_limited,
             in_flight,
             connections,

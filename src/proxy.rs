@@ -109,7 +109,21 @@ pub fn handle(
         let route = trace.route.and_then(|i| snapshot.routes.get(i));
         let route_name = route.map_or("-", |r| r.name.as_str());
         let (mut response, reason) = match result {
-            Ok(response) => (response, None),
+            // `responses: report`: only those routes' answers are looked at (and wrapped).
+            Ok(response) => match (route, trace.route) {
+                (Some(r), Some(index)) if r.responses.is_some() => {
+                    let response = crate::response_check::watch(
+                        &shared,
+                        &snapshot,
+                        index,
+                        &method,
+                        &request_id,
+                        response,
+                    );
+                    (response, None)
+                }
+                _ => (response, None),
+            },
             Err(error) => {
                 let reason = error.reason();
                 count_rejection(&shared.metrics, route_name, &error);

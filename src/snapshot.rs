@@ -23,7 +23,7 @@ use crate::accesslog::AccessTarget;
 use crate::auth::{self, ApiKey, AuthMode};
 use crate::config::{
     self, ConfigError, LogColor, LogFormat, MissingTenant, RawConfig, RawLimits, RawRateLimit,
-    RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, Store, TenantFrom,
+    RawRoute, RawSchemas, RawTenant, RawUpstream, RawUpstreamTls, ResponsesMode, Store, TenantFrom,
     UnderscoreHeaders, ValidationMode,
 };
 use crate::error::ErrorStyle;
@@ -59,6 +59,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_JSON_DEPTH: usize = 64;
 pub const DEFAULT_VIOLATIONS: usize = 20;
+/// Largest upstream answer body `responses: report` keeps to check (1 MiB).
+pub const DEFAULT_RESPONSE_CHECK: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_TENANTS: usize = 100_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,6 +154,9 @@ pub struct Route {
     /// Reject query parameters, (non-standard) headers and top-level body fields the
     /// route's schemas do not name (422).
     pub strict: bool,
+    /// `responses: report`: answers compared with the documented responses (`None`: off, and
+    /// the answer's body is passed on as the upstream's, unwrapped).
+    pub responses: Option<ResponseChecks>,
     pub error_style: ErrorStyle,
     /// Where the tenant comes from; `None` means every request is the shared tenant.
     pub tenant: Option<TenantRule>,
@@ -233,9 +238,76 @@ pub struct RouteSchemas {
     pub query: Option<CompiledSchema>,
     pub headers: Option<CompiledSchema>,
     pub path: Option<CompiledSchema>,
-    /// The upstream's documented success body: checked at load, used only by the OpenAPI
-    /// export, never on the request path.
+    /// The upstream's documented success body: published by the OpenAPI export, and with
+    /// `responses: report` compared with 2xx answers.
     pub response: Option<CompiledSchema>,
+    /// From an OpenAPI document: each documented response (status, JSON body schema).
+    pub responses: Vec<DocumentedResponse>,
+}
+
+/// One documented response of an operation: `"200"`, `"2XX"` or `default`.
+#[derive(Debug)]
+pub struct DocumentedResponse {
+    pub status: StatusMatch,
+    /// The JSON body's schema; `None` when the response documents no JSON body.
+    pub schema: Option<CompiledSchema>,
+}
+
+/// Which statuses a documented response is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Exact(u16),
+    /// `2XX`: the first digit.
+    Range(u16),
+    Default,
+}
+
+/// `responses: report`: how a route's upstream answers are compared.
+#[derive(Debug)]
+pub struct ResponseChecks {
+    /// Largest body kept for the check (`limits.response_check`).
+    pub cap: u64,
+    /// Hand-written: 2xx answers against `schemas.response`, other statuses not compared.
+    pub success_only: bool,
+}
+
+/// What a route documents for an answer's status.
+#[derive(Debug, Clone, Copy)]
+pub enum Documented<'r> {
+    /// Nothing: the status is a mismatch.
+    Undocumented,
+    /// Documented, without a JSON body schema (or not compared: a hand-written route's
+    /// non-2xx answers).
+    NoSchema,
+    /// Documented, with this JSON body schema.
+    Body(&'r CompiledSchema),
+}
+
+impl Route {
+    /// The documented response `status` falls under (exact code first, then its range, then
+    /// `default`), and its body schema.
+    pub fn documented_response(&self, status: u16) -> Documented<'_> {
+        let Some(checks) = &self.responses else {
+            return Documented::NoSchema;
+        };
+        let schema = if checks.success_only {
+            if !(200..300).contains(&status) {
+                return Documented::NoSchema;
+            }
+            self.schemas.response.as_ref()
+        } else {
+            let documented = &self.schemas.responses;
+            let find = |m: StatusMatch| documented.iter().find(|d| d.status == m);
+            let found = find(StatusMatch::Exact(status))
+                .or_else(|| find(StatusMatch::Range(status / 100)))
+                .or_else(|| find(StatusMatch::Default));
+            match found {
+                Some(d) => d.schema.as_ref(),
+                None => return Documented::Undocumented,
+            }
+        };
+        schema.map_or(Documented::NoSchema, Documented::Body)
+    }
 }
 
 /// Limits on connections and request heads, from `defaults` (see the config reference).
@@ -261,6 +333,8 @@ pub struct Limits {
     pub body: u64,
     pub json_depth: usize,
     pub violations: usize,
+    /// Largest upstream answer kept for `responses: report`.
+    pub response_check: u64,
 }
 
 impl Limits {
@@ -269,6 +343,7 @@ impl Limits {
             body: raw.body.map_or(self.body, |s| s.0),
             json_depth: raw.json_depth.unwrap_or(self.json_depth),
             violations: raw.violations.unwrap_or(self.violations),
+            response_check: raw.response_check.map_or(self.response_check, |s| s.0),
         }
     }
 }

@@ -37,6 +37,7 @@ pub(super) fn build(raw: &RawDefaults, errors: &mut Errors<'_>) -> Defaults {
             body: DEFAULT_BODY_LIMIT,
             json_depth: DEFAULT_JSON_DEPTH,
             violations: DEFAULT_VIOLATIONS,
+            response_check: DEFAULT_RESPONSE_CHECK,
         }
         .layered(&raw.limits),
     }

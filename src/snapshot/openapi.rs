@@ -61,13 +61,29 @@ pub(super) fn import(
         let file = &entry.file;
         let read = Documents::read(&base_dir.join(&*file.value)).and_then(|mut documents| {
             // The set holds the documents from now on (one copy fewer of a large document).
-            let docs: Vec<(String, Value)> =
+            let mut docs: Vec<(String, Value)> =
                 std::mem::take(&mut documents.by_uri).into_iter().collect();
+            // With `responses: report` somewhere, a second view of the documents for the
+            // responses' schemas: `writeOnly` properties not required, `readOnly` ones kept.
+            let response_docs = entry.wants_responses().then(|| {
+                let mut copy = docs.clone();
+                copy.iter_mut()
+                    .for_each(|(_, v)| translate::write_only_not_required(v));
+                copy
+            });
+            docs.iter_mut()
+                .for_each(|(_, v)| translate::read_only_not_required(v));
             if keep {
                 documents.kept = docs.clone();
             }
-            let set = DocumentSet::new(docs).map_err(|e| format!("{}: {e}", documents.shown))?;
+            let shown = &documents.shown;
+            let set = DocumentSet::new(docs).map_err(|e| format!("{shown}: {e}"))?;
+            let response_set = response_docs
+                .map(DocumentSet::new)
+                .transpose()
+                .map_err(|e| format!("{shown}: {e}"))?;
             documents.set = Some(set);
+            documents.response_set = response_set;
             Ok(documents)
         });
         let documents = match read {
@@ -115,6 +131,8 @@ struct Documents {
     files: Vec<PathBuf>,
     hash: u64,
     set: Option<DocumentSet>,
+    /// The responses' view (`writeOnly` not required), with `responses: report` only.
+    response_set: Option<DocumentSet>,
     /// The translated documents by URI, kept for the exporter.
     kept: Vec<(String, Value)>,
     /// The file of each document by URI (canonical).
@@ -173,7 +191,6 @@ impl Documents {
             if version == Some(Version::V30) {
                 translate::from_30(&mut value);
             }
-            translate::read_only_not_required(&mut value);
             paths.insert(uri.clone(), file.clone());
             // The main document as configured, so that the watch sees the symbolic links on
             // its way; the files it names as resolved.
@@ -191,6 +208,7 @@ impl Documents {
             files,
             hash: hasher.finish(),
             set: None,
+            response_set: None,
             kept: Vec::new(),
             paths,
         })
@@ -457,7 +475,12 @@ fn operations(
             if over.and_then(|o| o.value.skip) == Some(true) {
                 continue;
             }
+            let keys = match over {
+                Some(over) => defaults.clone().overridden(&over.value),
+                None => defaults.clone(),
+            };
             let site = Site {
+                responses: keys.responses == Some(ResponsesMode::Report),
                 name,
                 id: &id,
                 documents,
@@ -469,10 +492,6 @@ fn operations(
             };
             match site.build() {
                 Ok(built) => {
-                    let keys = match over {
-                        Some(over) => defaults.clone().overridden(&over.value),
-                        None => defaults.clone(),
-                    };
                     let at = over.map_or(spanned.defined, |o| o.defined);
                     let route = raw_route(
                         format!("{name}.{id}"),
@@ -514,6 +533,17 @@ fn operations(
     out
 }
 
+impl RawOpenApi {
+    /// Whether the document or any of its operations has `responses: report`.
+    fn wants_responses(&self) -> bool {
+        self.responses == Some(ResponsesMode::Report)
+            || self
+                .operations
+                .values()
+                .any(|o| o.value.responses == Some(ResponsesMode::Report))
+    }
+}
+
 impl RawOperationKeys {
     /// These keys with each one `over` sets replacing ours.
     fn overridden(self, over: &RawOperationKeys) -> RawOperationKeys {
@@ -526,6 +556,7 @@ impl RawOperationKeys {
             auth: over.auth.clone().or(self.auth),
             validation: over.validation.or(self.validation),
             strict: over.strict.or(self.strict),
+            responses: over.responses.or(self.responses),
             errors: over.errors.or(self.errors),
             tenant: over.tenant.clone().or(self.tenant),
             rate_limit: over.rate_limit.clone().or(self.rate_limit),
@@ -555,6 +586,7 @@ fn raw_route(
         schemas: RawSchemas::default(),
         validation: keys.validation.unwrap_or_default(),
         strict: keys.strict.unwrap_or(false),
+        responses: keys.responses.unwrap_or_default(),
         errors: keys.errors.unwrap_or_default(),
         tenant: keys.tenant,
         rate_limit: keys.rate_limit,
@@ -563,6 +595,8 @@ fn raw_route(
 
 /// One operation in its document.
 struct Site<'d> {
+    /// `responses: report`: compile the documented responses' schemas.
+    responses: bool,
     /// The document's name, and the operation's id (for the exporter's file names).
     name: &'d str,
     id: &'d str,
@@ -729,12 +763,68 @@ impl Site<'_> {
             }
             None => None,
         };
+        if self.responses {
+            schemas.responses = self.responses(&base, &source)?;
+        }
         Ok(Built {
             schemas,
             wrappers,
             body,
             auth: self.auth(),
         })
+    }
+
+    /// Each documented response (`"200"`, `"2XX"`, `default`) with its JSON body's schema,
+    /// compiled like the request body's (used by `responses: report`).
+    fn responses(
+        &self,
+        base: &str,
+        source: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<DocumentedResponse>, String> {
+        let set = self
+            .documents
+            .response_set
+            .as_ref()
+            .ok_or_else(|| "documents not registered for responses".to_string())?;
+        let Some(responses) = self.operation.get("responses") else {
+            return Ok(Vec::new());
+        };
+        let at = format!("{}/responses", self.pointer);
+        let Some(responses) = responses.as_object() else {
+            return Err(format!("#{at}: is not an object"));
+        };
+        let mut out = Vec::new();
+        for (code, response) in responses {
+            let here = format!("{at}/{}", escape(code));
+            let status = status_match(code).ok_or_else(|| {
+                format!("#{here}: {code:?} is not a status, a range like 2XX, or `default`")
+            })?;
+            let (uri, here, response) = self.documents.deref(self.uri, here, response)?;
+            let content = response.get("content").and_then(Value::as_object);
+            let found = content
+                .into_iter()
+                .flatten()
+                .find(|(media, entry)| is_json(media) && entry.get("schema").is_some());
+            let schema = match found {
+                Some((media, _)) => {
+                    let pointer = format!("{here}/content/{}/schema", escape(media));
+                    let target = format!("{uri}#{}", pointer_fragment(&pointer));
+                    let location = format!("response.{code}");
+                    let compiled = set
+                        .compile(
+                            &json!({ "$ref": target }),
+                            &format!("{base}.{location}"),
+                            PathBuf::from(source(&location)),
+                            &[],
+                        )
+                        .map_err(|e| format!("#{pointer}: {e}"))?;
+                    Some(compiled)
+                }
+                None => None,
+            };
+            out.push(DocumentedResponse { status, schema });
+        }
+        Ok(out)
     }
 
     /// Adds one parameter to its location's wrapper.
@@ -952,6 +1042,21 @@ impl Site<'_> {
         } else {
             AuthMode::Credentials
         }
+    }
+}
+
+/// `"200"`, `"2XX"` (any case) or `default`.
+fn status_match(code: &str) -> Option<StatusMatch> {
+    if code == "default" {
+        return Some(StatusMatch::Default);
+    }
+    let bytes = code.as_bytes();
+    match bytes {
+        [d @ b'1'..=b'5', b'X' | b'x', b'X' | b'x'] => {
+            Some(StatusMatch::Range(u16::from(d - b'0')))
+        }
+        [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => code.parse().ok().map(StatusMatch::Exact),
+        _ => None,
     }
 }
 

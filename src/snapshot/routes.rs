@@ -140,6 +140,11 @@ fn build_route(
         Source::Files(files) => files.body.is_some(),
         Source::Compiled(schemas, _) => schemas.body.is_some(),
     };
+    // A hand-written route documents only its success body (`schemas.response`).
+    let success_only = matches!(source, Source::Files(_));
+    let responses_known = !(success_only
+        && raw.responses == ResponsesMode::Report
+        && matches!(&source, Source::Files(files) if files.response.is_none()));
     // Each part is checked whatever became of the others, so that all are reported.
     let mut at = |field: &str, message: String| errors.at(spanned.defined, key(field), message);
     let method = Method::from_bytes(raw.method.trim().to_ascii_uppercase().as_bytes())
@@ -198,6 +203,12 @@ fn build_route(
             "`auth: api_key` needs at least one entry in `api_keys`".to_string(),
         );
     }
+    if !responses_known {
+        at(
+            "responses",
+            "`responses: report` on a hand-written route needs `schemas.response` (the documented success body)".to_string(),
+        );
+    }
     let limiter = match &raw.rate_limit {
         Some(raw_limit) => {
             let built = store_allowed(raw_limit, context.raw.redis.is_some())
@@ -252,7 +263,7 @@ fn build_route(
         overrides,
         forward_path,
         tenant,
-        keys_known,
+        keys_known && responses_known,
         limiter,
         compiled,
         jwt,
@@ -261,6 +272,7 @@ fn build_route(
         return None;
     };
     let defaults = context.defaults;
+    let limits = defaults.limits.layered(&raw.limits);
     Some(Route {
         name: raw.name.0.clone(),
         method,
@@ -272,7 +284,7 @@ fn build_route(
             .timeouts
             .response_headers
             .map_or(upstream.response_headers, |d| d.0),
-        limits: defaults.limits.layered(&raw.limits),
+        limits,
         body_idle_timeout: raw.timeouts.body_idle.map_or(defaults.body_idle, |d| d.0),
         body_timeout: raw.timeouts.body.map_or(defaults.body, |d| d.0),
         auth: raw.auth.mode(),
@@ -280,6 +292,10 @@ fn build_route(
         schemas: compiled,
         report_only: raw.validation == ValidationMode::Report,
         strict: raw.strict,
+        responses: (raw.responses == ResponsesMode::Report).then_some(ResponseChecks {
+            cap: limits.response_check,
+            success_only,
+        }),
         error_style: raw.errors,
         tenant,
         limiter,
@@ -324,7 +340,7 @@ fn route_overrides(route: &RawRoute) -> Result<(), (&'static str, String)> {
     {
         return Err((
             "limits",
-            "a route's `limits` set only `body`, `json_depth` and `violations`; the others apply before a route is known: set them in defaults.limits".to_string(),
+            "a route's `limits` set only `body`, `json_depth`, `violations` and `response_check`; the others apply before a route is known: set them in defaults.limits".to_string(),
         ));
     }
     Ok(())
@@ -388,6 +404,7 @@ fn compile_schemas(
         headers: load("headers", &raw.headers),
         path: load("path", &raw.path),
         response: load("response", &raw.response),
+        responses: Vec::new(),
     };
     if errors.is_empty() {
         Ok(schemas)

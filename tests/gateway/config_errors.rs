@@ -5,6 +5,18 @@ use schemagate::Snapshot;
 /// (yaml, expected line, expected key, a fragment of the message)
 const CASES: &[(&str, u64, &str, &str)] = &[
     (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    responses: report\n",
+        6,
+        "routes[0].responses",
+        "`responses: report` on a hand-written route needs `schemas.response`",
+    ),
+    (
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  b: { url: 'http://127.0.0.1:1' }\nroutes:\n  - name: r\n    method: GET\n    path: /x\n    upstream: b\n    responses: always\n",
+        10,
+        "routes[0].responses",
+        "unknown variant `always`",
+    ),
+    (
         "listeners:\n  - address: 127.0.0.1:0\nupstreams: {}\nroutes: []\nlogging:\n  access: /no/such/dir/access.log\n",
         6,
         "logging.access",

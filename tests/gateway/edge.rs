@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// Writes `config` as `gateway.yaml` (and `files`, paths relative to it) into a new temp dir
 /// and starts the binary on it.
-fn serve(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Served) {
+pub(crate) fn serve(config: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Served) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
@@ -46,7 +46,7 @@ routes:
 }
 
 /// The admin listener's `/metrics`, parsed.
-async fn scrape(served: &Served) -> Vec<prometheus_parse::Sample> {
+pub(crate) async fn scrape(served: &Served) -> Vec<prometheus_parse::Sample> {
     let got = send(served.admin, request("GET", "/metrics", &[], b"")).await;
     assert_eq!(got.status, 200);
     let text = String::from_utf8(got.body.to_vec()).unwrap();
@@ -69,7 +69,11 @@ fn label_values(
 }
 
 /// The sum of `metric`'s counter samples whose labels include `labels`.
-fn counted(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn counted(
+    samples: &[prometheus_parse::Sample],
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     samples
         .iter()
         .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))

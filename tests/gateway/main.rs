@@ -48,6 +48,8 @@ mod redis;
 mod redis_server;
 // Hot reload in process: new routes and schemas, broken ones refused, carry-over.
 mod reload;
+// `responses: report`: upstream answers compared with the documented responses.
+mod responses;
 // Fixtures: upstreams, gateways (in process and the binary), requests.
 mod support;
 // API keys, tenants and per-tenant rate limits, on a fake clock.

@@ -94,28 +94,36 @@ pub(super) fn from_30(value: &mut Value) {
     }
 }
 
-/// The request view: a property marked `readOnly: true` is not required in a request (it is
-/// the server's to set), so it is dropped from its object's `required`.
+/// Properties marked `readOnly` are not required in requests (the server sets them).
 pub(super) fn read_only_not_required(value: &mut Value) {
+    not_required(value, "readOnly");
+}
+
+/// Properties marked `writeOnly` are not required in responses (the mirror of `readOnly`).
+pub(super) fn write_only_not_required(value: &mut Value) {
+    not_required(value, "writeOnly");
+}
+
+/// Removes from every `required` the properties beside it marked `keyword: true`.
+fn not_required(value: &mut Value, keyword: &str) {
     match value {
         Value::Object(map) => {
-            let read_only: Vec<String> = match map.get("properties") {
+            let marked: Vec<String> = match map.get("properties") {
                 Some(Value::Object(properties)) => properties
                     .iter()
-                    .filter(|(_, p)| p.get("readOnly") == Some(&Value::Bool(true)))
+                    .filter(|(_, p)| p.get(keyword) == Some(&Value::Bool(true)))
                     .map(|(name, _)| name.clone())
                     .collect(),
                 _ => Vec::new(),
             };
-            if !read_only.is_empty() {
+            if !marked.is_empty() {
                 if let Some(Value::Array(required)) = map.get_mut("required") {
-                    required
-                        .retain(|r| !r.as_str().is_some_and(|r| read_only.iter().any(|n| n == r)));
+                    required.retain(|r| !r.as_str().is_some_and(|r| marked.iter().any(|n| n == r)));
                 }
             }
-            map.values_mut().for_each(read_only_not_required);
+            map.values_mut().for_each(|v| not_required(v, keyword));
         }
-        Value::Array(items) => items.iter_mut().for_each(read_only_not_required),
+        Value::Array(items) => items.iter_mut().for_each(|v| not_required(v, keyword)),
         _ => {}
     }
 }
