@@ -48,7 +48,8 @@ pub struct FieldLabels {
 
 /// Why an upstream answer on a `responses: report` route was not compared: `too_large`
 /// (over `limits.response_check`), `not_json` (not a JSON media type), `incomplete` (the
-/// body ended in an error or the client left before its end). A closed set.
+/// body ended in an error or the client left before its end), `busy` (the process was
+/// already comparing as many answers as it allows). A closed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UncheckedLabels {
     pub route: String,

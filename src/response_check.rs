@@ -30,6 +30,33 @@ use crate::state::Shared;
 /// Most body mismatches counted and logged for one answer.
 const MAX_MISMATCHES: usize = 50;
 
+/// Most answers being compared at once, process-wide (each holds a copy of up to
+/// `limits.response_check` bytes and a blocking thread).
+const MAX_CHECKS_IN_FLIGHT: usize = 32;
+
+static CHECKS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the `MAX_CHECKS_IN_FLIGHT` places, given back on drop.
+struct CheckSlot;
+
+impl CheckSlot {
+    fn take() -> Option<CheckSlot> {
+        use std::sync::atomic::Ordering;
+        CHECKS_IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CHECKS_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CheckSlot)
+    }
+}
+
+impl Drop for CheckSlot {
+    fn drop(&mut self) {
+        CHECKS_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The answer of route `index` (which has `responses: report`), wrapped for the check when
 /// its body is to be compared; counted at once when it cannot be or its status is undocumented.
 pub fn watch(
@@ -223,11 +250,24 @@ impl Checked {
             return;
         }
         let body = std::mem::take(&mut self.kept);
+        // At most `MAX_CHECKS_IN_FLIGHT` checks at once: past it an answer is counted as not
+        // compared (`busy`) rather than queueing blocking threads (tokio allows 512) and
+        // copies of bodies without bound under a flood of large answers.
+        let Some(slot) = CheckSlot::take() else {
+            job.unchecked("busy");
+            return;
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn_blocking(move || job.check(body));
+                runtime.spawn_blocking(move || {
+                    job.check(body);
+                    drop(slot);
+                });
             }
-            Err(_) => job.check(body),
+            Err(_) => {
+                job.check(body);
+                drop(slot);
+            }
         }
     }
 }
@@ -287,5 +327,26 @@ impl Drop for Checked {
         } else if let Some(job) = self.job.take() {
             job.unchecked("incomplete");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_in_flight_are_bounded() {
+        // Other tests in this process may hold places; take what is left, then one more.
+        let mut held = Vec::new();
+        while let Some(slot) = CheckSlot::take() {
+            held.push(slot);
+            assert!(held.len() <= MAX_CHECKS_IN_FLIGHT);
+        }
+        assert!(CheckSlot::take().is_none());
+        held.pop();
+        assert!(
+            CheckSlot::take().is_some(),
+            "a place given back is taken again"
+        );
     }
 }
