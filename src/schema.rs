@@ -26,6 +26,7 @@ use std::sync::Arc;
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 use serde_json::Value;
 
+pub use coerce::Decode;
 pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
@@ -47,16 +48,19 @@ pub enum Location {
     Query,
     Header,
     Path,
+    Cookie,
 }
 
 impl Location {
-    /// The name messages and problem details use: `body`, `query`, `header`, `path`.
+    /// The name messages and problem details use: `body`, `query`, `header`, `path`,
+    /// `cookie`.
     pub fn as_str(self) -> &'static str {
         match self {
             Location::Body => "body",
             Location::Query => "query",
             Location::Header => "header",
             Location::Path => "path",
+            Location::Cookie => "cookie",
         }
     }
 }
@@ -488,6 +492,12 @@ impl CompiledSchema {
     /// coerced. A header sent more than once counts as a repeated key.
     pub fn coerce_headers(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
         self.plan.headers(headers)
+    }
+
+    /// The object for the `Cookie` header's cookies the schema names (others are left
+    /// out: browsers send many), coerced like query values.
+    pub fn coerce_cookies(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
+        self.plan.cookies(headers)
     }
 
     /// The object for path parameters, given as (name, value) pairs the router has already

@@ -238,6 +238,8 @@ pub struct RouteSchemas {
     pub query: Option<CompiledSchema>,
     pub headers: Option<CompiledSchema>,
     pub path: Option<CompiledSchema>,
+    /// From an OpenAPI document's `in: cookie` parameters.
+    pub cookies: Option<CompiledSchema>,
     /// The upstream's documented success body: published by the OpenAPI export, and with
     /// `responses: report` compared with 2xx answers.
     pub response: Option<CompiledSchema>,

@@ -1,4 +1,4 @@
-//! Validation: [`check`] collects every schema violation of path, query, headers and body at
+//! Validation: [`check`] collects every schema violation of path, query, headers, cookies and body at
 //! once (422), after the rate limit (PRODUCT.md, "Order of checks"); the body's own framing
 //! and parse (415, 413, 400) are `framing`'s. Also the validation mode (enforce or report)
 //! every stage's result goes through. Only reads the compiled snapshot: no schema is compiled
@@ -66,6 +66,11 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
         let (value, mut found) = schema.coerce_headers(parts.headers);
         violations.append(&mut found);
         omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
+    }
+    if let Some(schema) = &schemas.cookies {
+        let (value, mut found) = schema.coerce_cookies(parts.headers);
+        violations.append(&mut found);
+        omitted += schema.collect_violations(Location::Cookie, &value, &mut violations, cap);
     }
     if route.strict {
         let query = crate::schema::CompiledSchema::raw_query(parts.query);

@@ -118,12 +118,27 @@ struct Property {
     /// For a list sent in one value (`a,b,c`: OpenAPI's `simple`, `form` without explode,
     /// `pipeDelimited`, `spaceDelimited`), the character between items.
     delimiter: Option<char>,
+    /// For an object sent as `name[key]=value` pairs (OpenAPI's `deepObject`), the plan of
+    /// the object's own properties.
+    deep: Option<Box<Plan>>,
+}
+
+/// How a parameter's value is spelled on the wire, beside one value per key.
+#[derive(Debug, Clone)]
+pub enum Decode {
+    /// A list in one value, items separated by this character (`a,b,c`).
+    Delimited(char),
+    /// An object as `name[key]=value` query pairs (OpenAPI `style: deepObject`).
+    DeepObject,
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Plan {
     properties: BTreeMap<String, Property>,
+    /// Whether some property is a `deepObject`: only then are `a[b]` keys looked into, so
+    /// that other queries pay nothing for it.
+    deep: bool,
 }
 
 /// One raw value from the wire. `opaque` marks a header value that is not visible ASCII: it is
@@ -148,11 +163,24 @@ impl Plan {
                         shape,
                         header,
                         delimiter: None,
+                        deep: None,
                     },
                 )
             })
             .collect();
-        Plan { properties }
+        Plan {
+            properties,
+            deep: false,
+        }
+    }
+
+    /// Reads `name`'s value from `name[key]=value` pairs, each key's value coerced by
+    /// `nested` (the plan of the object's own properties).
+    pub fn set_deep(&mut self, name: &str, nested: Plan) {
+        if let Some(property) = self.properties.get_mut(name) {
+            property.deep = Some(Box::new(nested));
+            self.deep = true;
+        }
     }
 
     /// Makes `name`'s values lists in one string, items separated by `delimiter`, when its
@@ -175,7 +203,12 @@ impl Plan {
             })
         } else {
             self.properties.contains_key(name)
+                || (self.deep && deep_key(name).is_some_and(|(n, _)| self.deep_plan(n).is_some()))
         }
+    }
+
+    fn deep_plan(&self, name: &str) -> Option<&Plan> {
+        self.properties.get(name)?.deep.as_deref()
     }
 
     /// The object for a raw query string (`a=1&b=x+y`, undecoded).
@@ -191,7 +224,66 @@ impl Plan {
                 opaque: false,
             });
         }
-        self.object(Location::Query, grouped)
+        if !self.deep {
+            return self.object(Location::Query, grouped);
+        }
+        // `deepObject`: `filter[status]=open` goes into `filter` as `status`.
+        let mut nested: BTreeMap<String, BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>> = BTreeMap::new();
+        grouped.retain(|key, values| {
+            let Some((name, inner)) = deep_key(key) else {
+                return true;
+            };
+            if self.deep_plan(name).is_none() {
+                return true;
+            }
+            nested
+                .entry(name.to_string())
+                .or_default()
+                .insert(Cow::Owned(inner.to_string()), std::mem::take(values));
+            false
+        });
+        let (mut value, mut violations) = self.object(Location::Query, grouped);
+        for (name, pairs) in nested {
+            let Some(plan) = self.deep_plan(&name) else {
+                continue;
+            };
+            let (inner, found) = plan.object(Location::Query, pairs);
+            violations.extend(found.into_iter().map(|v| nest(&name, v)));
+            if let Value::Object(object) = &mut value {
+                // A plain `filter=...` beside `filter[...]` pairs gives way to the pairs.
+                object.insert(name, inner);
+            }
+        }
+        (value, violations)
+    }
+
+    /// The object for `Cookie` headers (`a=1; b=2`, RFC 6265): only the cookies the schema
+    /// names (browsers send many others), values percent-decoded and coerced like query
+    /// values. A cookie sent twice counts as a repeated key.
+    pub fn cookies(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
+        let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+        for line in headers.get_all(http::header::COOKIE) {
+            let Ok(line) = line.to_str() else {
+                continue;
+            };
+            for pair in line.split(';') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let name = name.trim();
+                if !self.properties.contains_key(name) {
+                    continue;
+                }
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                grouped.entry(Cow::Borrowed(name)).or_default().push(Raw {
+                    text: percent_encoding::percent_decode_str(value).decode_utf8_lossy(),
+                    opaque: false,
+                });
+            }
+        }
+        self.object(Location::Cookie, grouped)
     }
 
     /// The object for path parameters, already percent-decoded by the router.
@@ -278,6 +370,27 @@ impl Plan {
         }
         (Value::Object(object), violations)
     }
+}
+
+/// `name[key]` split into `name` and `key`.
+fn deep_key(key: &str) -> Option<(&str, &str)> {
+    let (name, rest) = key.split_once('[')?;
+    Some((name, rest.strip_suffix(']')?))
+}
+
+/// A violation found inside the deep object `name`, placed under it: `query.limit` becomes
+/// `query.filter.limit`.
+fn nest(name: &str, mut violation: Violation) -> Violation {
+    let location = violation.location.as_str();
+    let segment = super::message::escape_pointer_segment(name);
+    violation.pointer = format!("/{segment}{}", violation.pointer);
+    let head = super::message::field(violation.location, &format!("/{segment}"), None);
+    for text in [&mut violation.message, &mut violation.field] {
+        if let Some(rest) = text.strip_prefix(location) {
+            *text = format!("{head}{rest}");
+        }
+    }
+    violation
 }
 
 /// Each value split at `delimiter` into items (an opaque header value stays whole).
@@ -612,4 +725,111 @@ fn shape_of<R: Resolve>(schema: &Value, ctx: &Ctx<'_, R>, depth: usize) -> Shape
         }
     }
     shape
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Schemas here have no `$ref`s.
+    struct NoRefs;
+
+    impl Resolve for NoRefs {
+        fn resolve(&self, _: &str, _: &str) -> Option<(String, &Value)> {
+            None
+        }
+    }
+
+    fn plan(schema: Value) -> Plan {
+        Plan::build(&schema, "test:", &NoRefs)
+    }
+
+    fn deep_plan() -> Plan {
+        let filter = json!({"type": "object", "properties": {
+            "limit": {"type": "integer"},
+            "open": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }});
+        let mut plan = plan(json!({"properties": {"filter": filter, "page": {"type": "integer"}}}));
+        plan.set_deep("filter", Plan::build(&filter, "test:", &NoRefs));
+        plan
+    }
+
+    #[test]
+    fn deep_object_pairs_become_one_object() {
+        let plan = deep_plan();
+        let (value, found) = plan.query(Some(
+            "filter[limit]=5&filter%5Bopen%5D=true&filter[tags]=a&filter[tags]=b+c&filter[x]=1&page=2",
+        ));
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(
+            value,
+            json!({"filter": {"limit": 5, "open": true, "tags": ["a", "b c"], "x": "1"}, "page": 2})
+        );
+        // Keys of other properties, or not closed, stay as sent.
+        let (value, _) = plan.query(Some("page[a]=1&filter[limit=2&sort[x]=y"));
+        assert_eq!(
+            value,
+            json!({"page[a]": "1", "filter[limit": "2", "sort[x]": "y"})
+        );
+        assert!(plan.names("filter[limit]", false));
+        assert!(!plan.names("page[a]", false));
+    }
+
+    #[test]
+    fn deep_object_coercion_problems_are_placed_under_the_object() {
+        let (value, found) = deep_plan().query(Some("filter[limit]=1&filter[limit]=2"));
+        assert_eq!(value, json!({"filter": {"limit": 1}}));
+        let found: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|v| (v.message.as_str(), v.pointer.as_str(), v.field.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(
+                "query.filter.limit must not be repeated",
+                "/filter/limit",
+                "query.filter.limit"
+            )]
+        );
+    }
+
+    #[test]
+    fn without_deep_objects_brackets_are_plain_keys() {
+        let plan = plan(json!({"properties": {"filter": {"type": "object"}}}));
+        let (value, _) = plan.query(Some("filter[limit]=5"));
+        assert_eq!(value, json!({"filter[limit]": "5"}));
+    }
+
+    #[test]
+    fn cookies_named_by_the_schema_are_read_and_coerced() {
+        let plan = plan(json!({"properties": {
+            "session": {"type": "string"},
+            "zoom": {"type": "number"},
+            "ids": {"type": "array", "items": {"type": "integer"}},
+        }}));
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("_ga=GA1; session=a%20b;zoom=1.5"),
+        );
+        headers.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("ids=\"1\"; ids=2"),
+        );
+        let (value, found) = plan.cookies(&headers);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(value, json!({"session": "a b", "zoom": 1.5, "ids": [1, 2]}));
+        let mut twice = http::HeaderMap::new();
+        twice.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("zoom=1; zoom=2"),
+        );
+        let (value, found) = plan.cookies(&twice);
+        assert_eq!(value, json!({"zoom": 1}));
+        assert_eq!(found[0].message, "cookie.zoom must not be repeated");
+        assert_eq!(plan.cookies(&http::HeaderMap::new()).0, json!({}));
+    }
 }

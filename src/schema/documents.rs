@@ -14,7 +14,7 @@ use std::sync::Arc;
 use jsonschema::{Draft, PatternOptions, ReferencingError, Registry, Retrieve, Uri};
 use serde_json::Value;
 
-use super::coerce::{self, Plan};
+use super::coerce::{self, Decode, Plan};
 use super::CompiledSchema;
 
 /// Documents by URI, registered once for many compiles.
@@ -97,14 +97,15 @@ impl DocumentSet {
     }
 
     /// Compiles `schema` (whose `$ref`s name the set's documents by absolute URI), known to
-    /// messages and the status page as `source`; `delimiters` names the properties whose
-    /// values are lists in one string (`a,b,c`) and the character between items.
+    /// messages and the status page as `source`; `decodes` names the properties whose
+    /// values are not one value per key: lists in one string (`a,b,c`) and the character
+    /// between items, or objects as `name[key]=value` pairs.
     pub fn compile(
         &self,
         schema: &Value,
         uri: &str,
         source: PathBuf,
-        delimiters: &[(String, char)],
+        decodes: &[(String, Decode)],
     ) -> Result<CompiledSchema, String> {
         let validator = jsonschema::options()
             .with_draft(Draft::Draft202012)
@@ -125,8 +126,19 @@ impl DocumentSet {
                 }
             })?;
         let mut plan = Plan::build(schema, uri, self);
-        for (name, delimiter) in delimiters {
-            plan.set_delimiter(name, *delimiter);
+        for (name, decode) in decodes {
+            match decode {
+                Decode::Delimited(delimiter) => plan.set_delimiter(name, *delimiter),
+                Decode::DeepObject => {
+                    let property = schema.pointer(&format!(
+                        "/properties/{}",
+                        super::message::escape_pointer_segment(name)
+                    ));
+                    if let Some(property) = property {
+                        plan.set_deep(name, Plan::build(property, uri, self));
+                    }
+                }
+            }
         }
         Ok(CompiledSchema {
             validator,

@@ -401,11 +401,12 @@ fn location_names() {
         Location::Query,
         Location::Header,
         Location::Path,
+        Location::Cookie,
     ]
     .iter()
     .map(ToString::to_string)
     .collect();
-    assert_eq!(names, ["body", "query", "header", "path"]);
+    assert_eq!(names, ["body", "query", "header", "path", "cookie"]);
 }
 
 // ---- coercion ----

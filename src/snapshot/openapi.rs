@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::errors::Errors;
 use super::*;
 use crate::config::{RawOpenApi, RawOperationKeys};
-use crate::schema::DocumentSet;
+use crate::schema::{Decode, DocumentSet};
 
 /// The HTTP methods a path item may hold, in the order the specification lists them.
 const METHODS: [&str; 8] = [
@@ -618,12 +618,12 @@ struct Built {
     auth: AuthMode,
 }
 
-/// The wrapper schemas of path, query and header parameters, being built.
+/// The wrapper schemas of path, query, header and cookie parameters, being built.
 #[derive(Default)]
 struct Wrapper {
     properties: Map<String, Value>,
     required: Vec<Value>,
-    delimiters: Vec<(String, char)>,
+    decodes: Vec<(String, Decode)>,
 }
 
 impl Wrapper {
@@ -651,6 +651,7 @@ impl Site<'_> {
         let mut path = Wrapper::default();
         let mut query = Wrapper::default();
         let mut header = Wrapper::default();
+        let mut cookie = Wrapper::default();
         // Operation-level parameters override path-level ones of the same name and location.
         let mut seen = BTreeSet::new();
         let lists = [
@@ -689,9 +690,7 @@ impl Site<'_> {
                         }
                         &mut header
                     }
-                    "cookie" => {
-                        return Err(format!("#{at}: cookie parameters are not supported yet"))
-                    }
+                    "cookie" => &mut cookie,
                     other => {
                         return Err(format!("#{at}/in: {other:?} is not a parameter location"))
                     }
@@ -729,7 +728,7 @@ impl Site<'_> {
                         &schema,
                         &format!("{base}.{location}"),
                         PathBuf::from(source(location)),
-                        &wrapper.delimiters,
+                        &wrapper.decodes,
                     )
                     .map_err(|e| format!("#{}: {location} parameters: {e}", self.pointer))?;
                 wrappers.push((source(location), schema));
@@ -739,6 +738,7 @@ impl Site<'_> {
             path: compile("path", &path)?,
             query: compile("query", &query)?,
             headers: compile("headers", &header)?,
+            cookies: compile("cookies", &cookie)?,
             ..RouteSchemas::default()
         };
         let body = match self.operation.get("requestBody") {
@@ -888,16 +888,32 @@ impl Site<'_> {
             .get("explode")
             .and_then(Value::as_bool)
             .unwrap_or(style == "form");
-        let delimiter = if json_content {
+        let decode = if json_content {
             None
         } else {
-            match (location, style, explode) {
+            let delimiter = match (location, style, explode) {
                 ("query", "form", true) if is_object => {
                     return Err(format!(
                         "#{at}: an object parameter with style form and explode (its properties as separate query parameters) is not supported yet; describe it with `content: application/json` or as separate parameters"
                     ))
                 }
+                ("query", "deepObject", true) if is_object => {
+                    wrapper.decodes.push((name.to_string(), Decode::DeepObject));
+                    None
+                }
+                ("query", "deepObject", _) => {
+                    return Err(format!(
+                        "#{at}/style: style deepObject is for object parameters with `explode: true`"
+                    ))
+                }
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,
+                ("cookie", "form", true) if is_object => {
+                    return Err(format!(
+                        "#{at}: an object cookie parameter is not supported yet; describe it with `content: application/json` or as separate cookies"
+                    ))
+                }
+                ("cookie", "form", true) => None,
+                ("cookie", "form", false) => Some(','),
                 ("query", "form", false) => Some(','),
                 ("query", "pipeDelimited", false) => Some('|'),
                 ("query", "spaceDelimited", false) => Some(' '),
@@ -912,7 +928,8 @@ impl Site<'_> {
                         "#{at}/style: style {style:?} for a {location} parameter is not supported yet"
                     ))
                 }
-            }
+            };
+            delimiter.map(Decode::Delimited)
         };
         let target = format!("{uri}#{}", pointer_fragment(&schema_pointer));
         let allow_empty = location == "query"
@@ -927,8 +944,8 @@ impl Site<'_> {
         if required {
             wrapper.required.push(Value::String(name.to_string()));
         }
-        if let Some(delimiter) = delimiter {
-            wrapper.delimiters.push((name.to_string(), delimiter));
+        if let Some(decode) = decode {
+            wrapper.decodes.push((name.to_string(), decode));
         }
         Ok(())
     }

@@ -403,6 +403,7 @@ fn compile_schemas(
         query: load("query", &raw.query),
         headers: load("headers", &raw.headers),
         path: load("path", &raw.path),
+        cookies: None,
         response: load("response", &raw.response),
         responses: Vec::new(),
     };

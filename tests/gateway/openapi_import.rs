@@ -458,9 +458,9 @@ fn unsupported_or_broken_documents_are_located_errors() {
     let config = format!("{BASE}openapi:\n  - file: doc.yaml\n    upstream: api\n");
     let cases: Vec<(String, &str, Vec<&str>)> = vec![
         (
-            one_op("      parameters:\n        - { name: f, in: query, style: deepObject, schema: { type: object } }\n"),
-            "deepObject",
-            vec!["gateway.yaml:6: openapi[0]:", "#/paths/~1a/get/parameters/0/style", "getA"],
+            one_op("      parameters:\n        - { name: f, in: query, style: deepObject, explode: false, schema: { type: object } }\n"),
+            "deepObject without explode",
+            vec!["gateway.yaml:6: openapi[0]:", "#/paths/~1a/get/parameters/0/style", "getA", "explode: true"],
         ),
         (
             one_op("      parameters:\n        - { name: f, in: query, schema: { $ref: 'https://example.com/s.json' } }\n"),
@@ -473,9 +473,9 @@ fn unsupported_or_broken_documents_are_located_errors() {
             vec!["openapi[0]", "points to nothing", "getA"],
         ),
         (
-            one_op("      parameters:\n        - { name: s, in: cookie, schema: { type: string } }\n"),
-            "cookie",
-            vec!["#/paths/~1a/get/parameters/0", "cookie parameters are not supported"],
+            one_op("      parameters:\n        - { name: s, in: cookie, schema: { type: object } }\n"),
+            "object cookie",
+            vec!["#/paths/~1a/get/parameters/0", "object cookie parameter is not supported"],
         ),
         (
             one_op("      parameters:\n        - { name: id, in: path, schema: { type: string } }\n"),
@@ -893,4 +893,109 @@ paths:
     assert_eq!(got.status, 200);
     let got = send(gw.addr, request("GET", "/hand?any=1", &[], b"")).await;
     assert_eq!(got.json()["message"][0], "query.any is not allowed");
+}
+
+/// Query parameters in `style: deepObject` and `in: cookie` parameters, through the binary.
+#[tokio::test]
+async fn deep_object_queries_and_cookies_are_coerced_and_validated() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let document = r#"
+openapi: 3.0.3
+info: { title: p, version: "1" }
+paths:
+  /tickets:
+    get:
+      operationId: listTickets
+      parameters:
+        - name: filter
+          in: query
+          style: deepObject
+          explode: true
+          schema:
+            type: object
+            additionalProperties: false
+            properties:
+              status: { type: string, enum: [open, closed] }
+              limit: { type: integer, maximum: 50 }
+              tags: { type: array, items: { type: string } }
+        - { name: page, in: query, schema: { type: integer } }
+        - { name: session, in: cookie, required: true, schema: { type: string, minLength: 3 } }
+        - { name: zoom, in: cookie, schema: { type: number, minimum: 1 } }
+      responses: { "200": { description: ok } }
+"#;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  api: {{ url: '{}' }}\nopenapi:\n  - file: p.yaml\n    upstream: api\n    strict: true\n",
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config, &[("p.yaml", document)]).await;
+    let get = |target: &str, cookie: &str| {
+        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+            Vec::new()
+        } else {
+            vec![("cookie", cookie)]
+        };
+        send(gw.addr, request("GET", target, &headers, b""))
+    };
+    // Valid: nested keys coerced, encoded brackets, other cookies ignored even in strict mode.
+    for (target, cookie) in [
+        (
+            "/tickets?filter[status]=open&filter[limit]=5&page=2",
+            "theme=dark; session=abc; zoom=1.5",
+        ),
+        (
+            "/tickets?filter%5Bstatus%5D=closed&filter[tags]=a&filter[tags]=b",
+            "session=abc",
+        ),
+        ("/tickets", "_ga=GA1.2; session=%61bc"),
+    ] {
+        let got = get(target, cookie).await;
+        assert_eq!(got.status, 200, "{target} {cookie}: {:?}", got.body);
+        assert_eq!(upstream.seen().last().unwrap().target, target);
+    }
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "/tickets?filter[limit]=x",
+            "session=abc",
+            &["query.filter.limit must be of type integer"],
+        ),
+        (
+            "/tickets?filter[limit]=99&filter[status]=lost",
+            "session=abc",
+            &[
+                "query.filter.limit must be <= 50",
+                "query.filter.status must be one of: \"open\", \"closed\"",
+            ],
+        ),
+        (
+            "/tickets?filter[limit]=1&filter[limit]=2",
+            "session=abc",
+            &["query.filter.limit must not be repeated"],
+        ),
+        (
+            "/tickets?filter[colour]=red",
+            "session=abc",
+            &["query.filter.colour is not allowed"],
+        ),
+        ("/tickets", "", &["cookie.session is required"]),
+        ("/tickets", "theme=dark", &["cookie.session is required"]),
+        (
+            "/tickets",
+            "session=ab; zoom=big",
+            &[
+                "cookie.session must be at least 3 characters long",
+                "cookie.zoom must be of type number",
+            ],
+        ),
+        (
+            "/tickets",
+            "session=abc; zoom=0",
+            &["cookie.zoom must be >= 1"],
+        ),
+    ];
+    for (target, cookie, wanted) in cases {
+        let got = get(target, cookie).await;
+        let wanted: BTreeSet<String> = wanted.iter().map(|m| m.to_string()).collect();
+        let expected = (422, "Unprocessable Entity".to_string(), wanted);
+        assert_eq!(outcome(&got), expected, "{target} {cookie}");
+    }
 }
