@@ -269,6 +269,13 @@ fn operation(route: &Route, components: &mut Components<'_>) -> Result<Value, Ex
             parameters.push(header_parameter(property, &shape));
         }
     }
+    if let Some(schema) = &route.schemas.cookies {
+        let name = components.add(schema)?;
+        for property in components.properties(&name) {
+            let (property, shape) = components.wire(property);
+            parameters.push(simple_parameter("cookie", property, &shape));
+        }
+    }
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
     }
@@ -427,7 +434,12 @@ fn query_parameter(property: Property, shape: &Shape) -> Value {
 }
 
 fn header_parameter(property: Property, shape: &Shape) -> Value {
-    let mut parameter = parameter("header", &property);
+    simple_parameter("header", property, shape)
+}
+
+/// A header or cookie parameter: one value, JSON text for an object.
+fn simple_parameter(location: &str, property: Property, shape: &Shape) -> Value {
+    let mut parameter = parameter(location, &property);
     if shape.types.contains("object") {
         parameter.insert(
             "content".into(),

@@ -758,11 +758,11 @@ fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn openapi_reexports_the_imported_routes_self_contained() {
+/// What `schemagate openapi --config <config>` writes, run in `dir`.
+fn export(dir: &Path, config: &str) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_schemagate"))
-        .args(["openapi", "--config", "config/openapi/gateway.yaml"])
-        .current_dir(ROOT)
+        .args(["openapi", "--config", config])
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(
@@ -770,7 +770,12 @@ fn openapi_reexports_the_imported_routes_self_contained() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn openapi_reexports_the_imported_routes_self_contained() {
+    let document = export(Path::new(ROOT), "config/openapi/gateway.yaml");
     let mut all = Vec::new();
     refs(&document, &mut all);
     assert!(all.len() > 100, "{} refs", all.len());
@@ -998,4 +1003,25 @@ paths:
         let expected = (422, "Unprocessable Entity".to_string(), wanted);
         assert_eq!(outcome(&got), expected, "{target} {cookie}");
     }
+    // `schemagate openapi` writes the cookie parameters back.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), document).unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), &config).unwrap();
+    let exported = export(dir.path(), "gateway.yaml");
+    let cookies: Vec<(String, bool)> = exported["paths"]["/tickets"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "cookie")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["required"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        cookies,
+        [("session".to_string(), true), ("zoom".to_string(), false)]
+    );
 }
