@@ -263,27 +263,48 @@ impl Plan {
     pub fn cookies(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
         let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
         for line in headers.get_all(http::header::COOKIE) {
-            let Ok(line) = line.to_str() else {
-                continue;
-            };
-            for pair in line.split(';') {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let name = name.trim();
-                if !self.properties.contains_key(name) {
-                    continue;
+            match line.to_str() {
+                Ok(line) => {
+                    for (name, value) in self.cookie_pairs(line) {
+                        grouped.entry(Cow::Borrowed(name)).or_default().push(Raw {
+                            text: percent_encoding::percent_decode_str(value).decode_utf8_lossy(),
+                            opaque: false,
+                        });
+                    }
                 }
-                let value = value.trim();
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                grouped.entry(Cow::Borrowed(name)).or_default().push(Raw {
-                    text: percent_encoding::percent_decode_str(value).decode_utf8_lossy(),
-                    opaque: false,
-                });
+                // Not visible ASCII: the cookies it names are kept as lossy text, never
+                // coerced (as such header values are).
+                Err(_) => {
+                    let line = String::from_utf8_lossy(line.as_bytes());
+                    for (name, value) in self.cookie_pairs(&line) {
+                        let key = Cow::Owned(name.to_string());
+                        grouped.entry(key).or_default().push(Raw {
+                            text: Cow::Owned(value.to_string()),
+                            opaque: true,
+                        });
+                    }
+                }
             }
         }
         self.object(Location::Cookie, grouped)
+    }
+
+    /// The (name, value) pairs of one `Cookie` line whose names the schema has, values
+    /// unquoted.
+    fn cookie_pairs<'l>(&'l self, line: &'l str) -> impl Iterator<Item = (&'l str, &'l str)> {
+        line.split(';').filter_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = name.trim();
+            if !self.properties.contains_key(name) {
+                return None;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            Some((name, value))
+        })
     }
 
     /// The object for path parameters, already percent-decoded by the router.
@@ -830,6 +851,16 @@ mod tests {
         let (value, found) = plan.cookies(&twice);
         assert_eq!(value, json!({"zoom": 1}));
         assert_eq!(found[0].message, "cookie.zoom must not be repeated");
+        // Not visible ASCII: still read, as text only.
+        let mut odd = http::HeaderMap::new();
+        odd.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"session=\xc3\xa9; zoom=2").unwrap(),
+        );
+        assert_eq!(
+            plan.cookies(&odd).0,
+            json!({"session": "\u{e9}", "zoom": "2"})
+        );
         assert_eq!(plan.cookies(&http::HeaderMap::new()).0, json!({}));
     }
 }
