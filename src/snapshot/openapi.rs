@@ -887,7 +887,9 @@ impl Site<'_> {
         let explode = parameter
             .get("explode")
             .and_then(Value::as_bool)
-            .unwrap_or(style == "form");
+            // deepObject is only defined exploded; documents nearly always leave `explode`
+            // out for it (the specification's default, false, would make it undefined).
+            .unwrap_or(matches!(style, "form" | "deepObject"));
         let decode = if json_content {
             None
         } else {
@@ -903,7 +905,7 @@ impl Site<'_> {
                 }
                 ("query", "deepObject", _) => {
                     return Err(format!(
-                        "#{at}/style: style deepObject is for object parameters with `explode: true`"
+                        "#{at}/style: style deepObject is for object parameters, exploded (`explode: false` is undefined for it)"
                     ))
                 }
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,

@@ -460,7 +460,7 @@ fn unsupported_or_broken_documents_are_located_errors() {
         (
             one_op("      parameters:\n        - { name: f, in: query, style: deepObject, explode: false, schema: { type: object } }\n"),
             "deepObject without explode",
-            vec!["gateway.yaml:6: openapi[0]:", "#/paths/~1a/get/parameters/0/style", "getA", "explode: true"],
+            vec!["gateway.yaml:6: openapi[0]:", "#/paths/~1a/get/parameters/0/style", "getA", "`explode: false` is undefined"],
         ),
         (
             one_op("      parameters:\n        - { name: f, in: query, schema: { $ref: 'https://example.com/s.json' } }\n"),
@@ -915,7 +915,6 @@ paths:
         - name: filter
           in: query
           style: deepObject
-          explode: true
           schema:
             type: object
             additionalProperties: false
