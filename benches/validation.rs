@@ -67,5 +67,90 @@ fn queries(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bodies, queries);
+/// OpenAPI parameters: a `deepObject` query against the same values as flat query keys, and
+/// cookies read from a browser-like `Cookie` header.
+fn openapi_parameters(c: &mut Criterion) {
+    let document = r#"
+openapi: 3.1.0
+info: { title: p, version: "1" }
+paths:
+  /deep:
+    get:
+      operationId: deep
+      parameters:
+        - name: filter
+          in: query
+          style: deepObject
+          schema:
+            type: object
+            properties:
+              status: { type: string, enum: [open, closed] }
+              limit: { type: integer, maximum: 50 }
+              since: { type: integer }
+        - { name: page, in: query, schema: { type: integer } }
+        - { name: session, in: cookie, required: true, schema: { type: string, minLength: 3 } }
+        - { name: zoom, in: cookie, schema: { type: number } }
+      responses: { "200": { description: ok } }
+  /flat:
+    get:
+      operationId: flat
+      parameters:
+        - { name: status, in: query, schema: { type: string, enum: [open, closed] } }
+        - { name: limit, in: query, schema: { type: integer, maximum: 50 } }
+        - { name: since, in: query, schema: { type: integer } }
+        - { name: page, in: query, schema: { type: integer } }
+      responses: { "200": { description: ok } }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), document).unwrap();
+    let config = "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  api: { url: 'http://127.0.0.1:1' }\nopenapi:\n  - file: p.yaml\n    upstream: api\n";
+    std::fs::write(dir.path().join("gateway.yaml"), config).unwrap();
+    let snapshot = schemagate::snapshot::Snapshot::load(&dir.path().join("gateway.yaml")).unwrap();
+    let route = |name: &str| {
+        snapshot
+            .routes
+            .iter()
+            .find(|r| r.name.ends_with(name))
+            .unwrap()
+    };
+    let (deep, flat) = (route(".deep"), route(".flat"));
+    let cases = [
+        (
+            "openapi flat query",
+            flat.schemas.query.as_ref().unwrap(),
+            "status=open&limit=20&since=1640995200000&page=2",
+        ),
+        (
+            "openapi deepObject query",
+            deep.schemas.query.as_ref().unwrap(),
+            "filter[status]=open&filter[limit]=20&filter[since]=1640995200000&page=2",
+        ),
+    ];
+    for (name, compiled, query) in cases {
+        c.bench_function(&format!("validate/{name}"), |b| {
+            b.iter(|| {
+                let (value, mut found) = compiled.coerce_query(Some(black_box(query)));
+                let omitted = compiled.collect_violations(Location::Query, &value, &mut found, 20);
+                black_box((found, omitted))
+            })
+        });
+    }
+    let cookies = deep.schemas.cookies.as_ref().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_static(
+            "_ga=GA1.2.1234567890.1640995200; theme=dark; session=abcdef0123456789; zoom=1.5; _gid=GA1.2.987654321",
+        ),
+    );
+    c.bench_function("validate/openapi cookies", |b| {
+        b.iter(|| {
+            let (value, mut found) = cookies.coerce_cookies(black_box(&headers));
+            let omitted = cookies.collect_violations(Location::Cookie, &value, &mut found, 20);
+            black_box((found, omitted))
+        })
+    });
+}
+
+criterion_group!(benches, bodies, queries, openapi_parameters);
 criterion_main!(benches);
