@@ -1,4 +1,6 @@
-//! Turning wire strings (query, headers, path parameters) into the JSON the schema expects.
+//! Turning wire strings (query, headers, path parameters, cookies) into the JSON the schema
+//! expects. A `deepObject` query parameter (`filter[limit]=5`) becomes one object whose values
+//! are coerced by its own properties' types; only plans with one look at such keys.
 //!
 //! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
 //! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
