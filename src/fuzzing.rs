@@ -125,16 +125,36 @@ pub fn body(data: &[u8]) {
             compared = true;
         }
         match parsed {
-            Ok(value) => validate(
-                schema,
-                Location::Body,
-                &value,
-                route.limits.violations,
-                shipped,
-            ),
+            Ok(value) => {
+                in_place_agrees(schema, data, route.limits.json_depth, &value);
+                validate(
+                    schema,
+                    Location::Body,
+                    &value,
+                    route.limits.violations,
+                    shipped,
+                )
+            }
             Err(error) => check_body_error(&error),
         }
     }
+}
+
+/// The gateway validates a request body in place (`Parsed`, a tree pointing into the text)
+/// and builds a `Value` only to word errors: both must be the same JSON, with the same verdict.
+fn in_place_agrees(schema: &schema::CompiledSchema, data: &[u8], depth: usize, value: &Value) {
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    let parsed = match schema::parse_request_body(&bytes, depth) {
+        Ok(parsed) => parsed,
+        Err(error) => panic!("parse_body accepted what parse_request_body refused: {error}"),
+    };
+    assert_eq!(&parsed.to_value(), value);
+    let mut in_place = Vec::new();
+    let mut from_value = Vec::new();
+    let omitted = schema.collect_body_violations(&parsed, &mut in_place, usize::MAX);
+    let omitted_value =
+        schema.collect_violations(Location::Body, value, &mut from_value, usize::MAX);
+    assert_eq!((omitted, in_place.len()), (omitted_value, from_value.len()));
 }
 
 /// Config YAML text → `Snapshot`, resolved against the shipped `config/` directory.

@@ -504,10 +504,7 @@ fn handle_inner<'a>(
         // The tenant is resolved once framing is settled (so 415/413/400 come first), and the
         // limit applies before the schemas (429 before 422).
         let tenant = match &route.tenant {
-            Some(rule) => Some(tenant::resolve(
-                rule,
-                &tenant_inputs(parsed.as_ref().map(|p| &p.value)),
-            )?),
+            Some(rule) => Some(tenant::resolve(rule, &tenant_inputs(parsed.as_ref()))?),
             None => None,
         };
         rate_limit(snapshot, route, tenant, trace).await?;

@@ -18,13 +18,17 @@ mod json;
 mod load;
 mod message;
 mod number;
+mod tree;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
+
 use serde_json::Value;
+pub use tree::Instance;
+use tree::Node;
 
 pub use coerce::Decode;
 pub use documents::DocumentSet;
@@ -174,7 +178,7 @@ impl SchemaDir {
             .map_err(|e| refs(&e))?
             .prepare()
             .map_err(|e| refs(&e))?;
-        let validator = jsonschema::options()
+        let validator = jsonschema::options_for::<Instance>()
             .with_registry(&registry)
             .with_base_uri(uri.clone())
             .with_retriever(retriever)
@@ -360,7 +364,7 @@ fn collect_refs<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
 
 /// A schema compiled once at config load, with the coercion plan derived from it.
 pub struct CompiledSchema {
-    validator: Validator,
+    validator: Validator<Instance>,
     plan: Plan,
     /// The file, relative to the schema directory, for status pages and logs.
     source: std::path::PathBuf,
@@ -412,11 +416,23 @@ impl CompiledSchema {
         cap: usize,
     ) -> usize {
         // The common case is a valid request; `is_valid` is much cheaper than collecting.
-        if self.validator.is_valid(instance) {
+        if self.validator.is_valid(Node::Value(instance)) {
             return 0;
         }
+        self.word_errors(location, instance, out, cap)
+    }
+
+    /// The errors of an instance known to be invalid, worded up to `cap`; returns how many
+    /// were left out.
+    fn word_errors(
+        &self,
+        location: Location,
+        instance: &Value,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
         let mut omitted = 0;
-        for error in self.validator.iter_errors(instance) {
+        for error in self.validator.iter_errors(Node::Value(instance)) {
             if out.len() < cap {
                 message::push_violations(location, instance, &error, out);
             } else {
@@ -424,6 +440,20 @@ impl CompiledSchema {
             }
         }
         omitted
+    }
+
+    /// [`Self::collect_violations`] for a parsed body: validated in place, and turned into a
+    /// `Value` only when it is invalid, to word the errors.
+    pub fn collect_body_violations(
+        &self,
+        body: &Parsed,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
+        if self.validator.is_valid(body.node()) {
+            return 0;
+        }
+        self.word_errors(Location::Body, &body.to_value(), out, cap)
     }
 
     /// For a body with numbers that are not exactly the double they were read as
@@ -447,7 +477,7 @@ impl CompiledSchema {
             return 0;
         };
         let mut omitted = 0;
-        for error in self.validator.iter_errors(&marked) {
+        for error in self.validator.iter_errors(Node::Value(&marked)) {
             if !json::is_inexact_marker(error.instance()) {
                 continue;
             }

@@ -58,7 +58,7 @@ pub struct Inputs<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub params: &'a crate::route::Params<'a>,
-    pub body: Option<&'a Value>,
+    pub body: Option<&'a crate::schema::Parsed>,
     pub key: Option<&'a ApiKey>,
     /// The verified client certificate's subject, on a TLS listener that asked for one.
     pub client: Option<&'a str>,
@@ -82,7 +82,7 @@ pub fn resolve(rule: &TenantRule, inputs: &Inputs<'_>) -> Result<String, Gateway
         )?,
         TenantSource::Query(name) => query_values(inputs.query, name).next(),
         TenantSource::Path(name) => inputs.params.get(name).map(str::to_string),
-        TenantSource::Body(field) => match inputs.body.and_then(|b| b.get(field)) {
+        TenantSource::Body(field) => match inputs.body.and_then(|b| b.member(field)) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => Some(other.to_string()),
@@ -158,6 +158,8 @@ mod tests {
         body: Option<&Value>,
         key: Option<&ApiKey>,
     ) -> Result<String, GatewayError> {
+        let body =
+            body.map(|b| crate::schema::parse_request_body(&b.to_string().into(), 64).unwrap());
         let router = {
             let mut r = crate::route::Router::new();
             r.add(http::Method::GET, "/t/{tenant}", 0).unwrap();
@@ -170,7 +172,7 @@ mod tests {
                 headers,
                 query,
                 params: &matched.params,
-                body,
+                body: body.as_ref(),
                 key,
                 client: None,
                 claims: None,

@@ -88,12 +88,12 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
             violations.extend(crate::schema::unknown_keys(
                 schemas.body.as_ref(),
                 Location::Body,
-                &parsed.value,
+                &parsed.to_value(),
             ));
         }
     }
     if let (Some(schema), Some(parsed)) = (&schemas.body, body) {
-        omitted += schema.collect_violations(Location::Body, &parsed.value, &mut violations, cap);
+        omitted += schema.collect_body_violations(parsed, &mut violations, cap);
         if let (true, Some(bytes)) = (parsed.inexact, parts.body) {
             let depth = route.limits.json_depth;
             omitted += schema.collect_inexact(bytes, depth, &mut violations, cap);

@@ -107,7 +107,7 @@ impl DocumentSet {
         source: PathBuf,
         decodes: &[(String, Decode)],
     ) -> Result<CompiledSchema, String> {
-        let validator = jsonschema::options()
+        let validator = jsonschema::options_for::<super::Instance>()
             .with_draft(Draft::Draft202012)
             .with_registry(&self.registry)
             .with_base_uri(uri.to_string())

@@ -15,13 +15,18 @@
 //! punctuation, whitespace and the rare escaped string reaches the number. Integers that
 //! serde_json holds exactly are only counted, so a body without fractions scans nothing.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::number::{self, NumberProblem};
+use super::tree::{Node, Text, Tree, SCAN_MEMBERS};
 
 /// The deepest nesting serde_json itself accepts: it counts down from 128 and fails when the
 /// count reaches zero, so 127 nested containers parse and the 128th is refused. A configured
@@ -133,26 +138,52 @@ pub fn is_inexact_marker(value: &Value) -> bool {
 
 const INEXACT_KEY: &str = "\u{fffe}schemagate: a number not exactly a 64-bit float";
 
-/// A request body parsed with [`Inexact::Note`].
+/// A request body parsed with [`Inexact::Note`]: its text and the [`Tree`] pointing into it.
 #[derive(Debug)]
 pub struct Parsed {
-    pub value: Value,
+    text: ByteString,
+    tree: Tree,
     /// Whether some number in it is not exactly the double it was read as.
     pub inexact: bool,
 }
 
+impl Parsed {
+    /// The body as validators read it, in place.
+    pub fn node(&self) -> Node<'_> {
+        Node::tree(&self.text, &self.tree)
+    }
+
+    /// A member of the body when it is an object, as a `Value`.
+    pub fn member(&self, key: &str) -> Option<Value> {
+        let Tree::Object(members) = &self.tree else {
+            return None;
+        };
+        super::tree::find(&self.text, members, key).map(|v| v.to_value(&self.text))
+    }
+
+    /// The body as a `Value` (built anew on each call: for the rare paths that need one).
+    pub fn to_value(&self) -> Value {
+        self.tree.to_value(&self.text)
+    }
+}
+
 /// Parses a request body as [`parse_body`] does, except that numbers not exactly a double are
 /// kept and noted (`Parsed::inexact`): they are refused only where the schema constrains them
-/// (`CompiledSchema::collect_inexact`), never in a field the schema leaves open.
-pub fn parse_request_body(bytes: &[u8], max_depth: usize) -> Result<Parsed, BodyError> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
+/// (`CompiledSchema::collect_inexact`), never in a field the schema leaves open. The result
+/// shares the body's bytes.
+pub fn parse_request_body(bytes: &Bytes, max_depth: usize) -> Result<Parsed, BodyError> {
+    let Ok(text) = ByteString::try_from(bytes.clone()) else {
         return Err(BodyError::InvalidUtf8);
     };
     if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() {
         return Err(BodyError::Empty);
     }
-    let (value, inexact) = parse_with(text, max_depth, Inexact::Note)?;
-    Ok(Parsed { value, inexact })
+    let (tree, inexact) = parse_tree(&text, max_depth, Inexact::Note)?;
+    Ok(Parsed {
+        text,
+        tree,
+        inexact,
+    })
 }
 
 /// Parses text that is known to be UTF-8; see [`parse_body`].
@@ -167,6 +198,11 @@ pub(crate) fn parse_with(
     max_depth: usize,
     inexact: Inexact,
 ) -> Result<(Value, bool), BodyError> {
+    parse_tree(text, max_depth, inexact).map(|(tree, seen)| (tree.to_value(text), seen))
+}
+
+/// [`parse_with`], keeping the [`Tree`] (which points into `text`).
+fn parse_tree(text: &str, max_depth: usize, inexact: Inexact) -> Result<(Tree, bool), BodyError> {
     let limit = max_depth.min(SERDE_JSON_MAX_DEPTH);
     let state = State {
         max_depth: limit,
@@ -178,14 +214,14 @@ pub(crate) fn parse_with(
         seen_inexact: Cell::new(false),
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = ValueSeed {
+    let parsed = TreeSeed {
         depth: 0,
         state: &state,
     }
     .deserialize(&mut deserializer)
-    .and_then(|value| deserializer.end().map(|()| value));
+    .and_then(|tree| deserializer.end().map(|()| tree));
     match parsed {
-        Ok(value) => Ok((value, state.seen_inexact.get())),
+        Ok(tree) => Ok((tree, state.seen_inexact.get())),
         Err(error) => Err(match state.failure.into_inner() {
             Some(Failure::TooDeep) => BodyError::TooDeep { limit },
             Some(Failure::Duplicate { mut reversed }) => {
@@ -306,13 +342,16 @@ impl State<'_> {
         }
     }
 
-    /// Moves the cursor past `string` when it is borrowed from the text (serde_json lends
-    /// every string without escapes), just after its closing quote.
-    fn passed(&self, string: &str) {
+    /// A string serde_json lent from the text (it lends every string without escapes): its
+    /// span, with the cursor moved just after its closing quote.
+    fn borrowed(&self, string: &str) -> Text {
         let offset = (string.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
         if offset <= self.text.len() && string.len() < self.text.len() - offset {
             self.cursor.set(offset + string.len() + 1);
             self.pending.set(0);
+            Text::Span(offset, offset + string.len())
+        } else {
+            Text::Owned(string.into())
         }
     }
 
@@ -416,84 +455,83 @@ fn find_number(text: &[u8], from: usize, mut skip: usize) -> Option<Literal> {
     }
 }
 
-/// Builds one `Value` at nesting level `depth` (the number of containers around it).
+/// Builds one [`Tree`] at nesting level `depth` (the number of containers around it).
 #[derive(Clone, Copy)]
-struct ValueSeed<'s, 't> {
+struct TreeSeed<'s, 't> {
     depth: usize,
     state: &'s State<'t>,
 }
 
-impl ValueSeed<'_, '_> {
+impl TreeSeed<'_, '_> {
     /// The seed for the members of a container opened at this level, or the depth failure.
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         let depth = self.depth + 1;
         if depth > self.state.max_depth {
             return Err(self.state.fail(Failure::TooDeep));
         }
-        Ok(ValueSeed {
+        Ok(TreeSeed {
             depth,
             state: self.state,
         })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = Value;
+impl<'de> DeserializeSeed<'de> for TreeSeed<'_, '_> {
+    type Value = Tree;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Tree, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
-    type Value = Value;
+impl<'de, 't> Visitor<'de> for TreeSeed<'_, 't> {
+    type Value = Tree;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Null)
     }
 
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
+    fn visit_bool<E>(self, value: bool) -> Result<Tree, E> {
+        Ok(Tree::Bool(value))
     }
 
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+    fn visit_i64<E>(self, value: i64) -> Result<Tree, E> {
         self.state.pending.set(self.state.pending.get() + 1);
-        Ok(Value::from(value))
+        Ok(Tree::Number(value.into()))
     }
 
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+    fn visit_u64<E>(self, value: u64) -> Result<Tree, E> {
         self.state.pending.set(self.state.pending.get() + 1);
-        Ok(Value::from(value))
+        Ok(Tree::Number(value.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Tree, E> {
         let exact = self.state.check_double(value)?;
         if !exact && self.state.inexact == Inexact::Mark {
-            return Ok(inexact_marker());
+            return Ok(Tree::Inexact);
         }
-        // JSON text cannot spell a non-finite number, so the `Null` fallback of `Value::from`
-        // is never taken for input serde_json accepted.
-        Ok(Value::from(value))
+        // JSON text cannot spell a non-finite number, so the `Null` fallback is never taken
+        // for input serde_json accepted.
+        Ok(serde_json::Number::from_f64(value).map_or(Tree::Null, Tree::Number))
     }
 
-    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Value, E> {
-        self.state.passed(value);
-        Ok(Value::String(value.to_owned()))
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Tree, E> {
+        Ok(Tree::String(self.state.borrowed(value)))
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
+    fn visit_str<E>(self, value: &str) -> Result<Tree, E> {
+        Ok(Tree::String(Text::Owned(value.into())))
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
+    fn visit_string<E>(self, value: String) -> Result<Tree, E> {
+        Ok(Tree::String(Text::Owned(value.into_boxed_str())))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
         let inner = self.enter()?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(inner).inspect_err(|_| {
@@ -501,65 +539,79 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         })? {
             items.push(item);
         }
-        Ok(Value::Array(items))
+        Ok(Tree::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
         let inner = self.enter()?;
-        let mut object = Map::new();
+        let text = self.state.text;
+        let mut members: Vec<(Text, Tree)> = Vec::new();
+        // Past `SCAN_MEMBERS` keys, duplicates are found with a set instead of a scan.
+        let mut seen: Option<HashSet<Cow<'t, str>>> = None;
         while let Some(key) = map.next_key_seed(KeySeed(self.state))? {
             // The duplicate is refused before its value is parsed: nothing after it matters.
-            // One lookup per key: the vacant slot found here takes the value.
-            let slot = match object.entry(key) {
-                serde_json::map::Entry::Vacant(slot) => slot,
-                serde_json::map::Entry::Occupied(taken) => {
-                    return Err(self.state.fail(Failure::Duplicate {
-                        reversed: vec![Segment::Key(taken.key().clone())],
-                    }));
-                }
+            let duplicate = match &mut seen {
+                Some(seen) => !seen.insert(key_of(text, &key)),
+                None => members.iter().any(|(k, _)| k.get(text) == key.get(text)),
             };
+            if duplicate {
+                return Err(self.state.fail(Failure::Duplicate {
+                    reversed: vec![Segment::Key(key.get(text).to_owned())],
+                }));
+            }
             match map.next_value_seed(inner) {
-                Ok(value) => {
-                    slot.insert(value);
-                }
+                Ok(value) => members.push((key, value)),
                 Err(error) => {
-                    self.state.unwind(|| Segment::Key(slot.key().clone()));
+                    self.state.unwind(|| Segment::Key(key.get(text).to_owned()));
                     return Err(error);
                 }
             }
+            if seen.is_none() && members.len() > SCAN_MEMBERS {
+                seen = Some(members.iter().map(|(k, _)| key_of(text, k)).collect());
+            }
         }
-        Ok(Value::Object(object))
+        if members.len() > SCAN_MEMBERS {
+            members.sort_unstable_by(|(a, _), (b, _)| a.get(text).cmp(b.get(text)));
+        }
+        Ok(Tree::Object(members))
     }
 }
 
-/// An object key, as a `String`, moving the cursor past it when it is borrowed from the text.
+/// A key for the duplicate set: borrowed from the text, copied only when it had escapes.
+fn key_of<'t>(text: &'t str, key: &Text) -> Cow<'t, str> {
+    match key {
+        Text::Span(start, end) => Cow::Borrowed(text.get(*start..*end).unwrap_or_default()),
+        Text::Owned(owned) => Cow::Owned(owned.to_string()),
+    }
+}
+
+/// An object key, moving the cursor past it when it is borrowed from the text.
 struct KeySeed<'s, 't>(&'s State<'t>);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
-    type Value = String;
+    type Value = Text;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Text, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for KeySeed<'_, '_> {
-    type Value = String;
+    type Value = Text;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<String, E> {
-        self.0.passed(value);
-        Ok(value.to_owned())
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Text, E> {
+        Ok(self.0.borrowed(value))
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<String, E> {
-        Ok(value.to_owned())
+    fn visit_str<E>(self, value: &str) -> Result<Text, E> {
+        Ok(Text::Owned(value.into()))
     }
 
-    fn visit_string<E>(self, value: String) -> Result<String, E> {
-        Ok(value)
+    fn visit_string<E>(self, value: String) -> Result<Text, E> {
+        Ok(Text::Owned(value.into_boxed_str()))
     }
 }

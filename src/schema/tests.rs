@@ -831,6 +831,78 @@ fn body_duplicate_keys() {
 }
 
 #[test]
+fn body_duplicate_keys_in_large_objects_and_escaped_spellings() {
+    // Past 16 members duplicates are found with a set, not a scan; both must catch them.
+    let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+    members.push("\"k3\": 0".into());
+    let text = format!("{{{}}}", members.join(","));
+    assert_eq!(
+        parse(text.as_bytes()),
+        Err(BodyError::DuplicateKey {
+            key_pointer: "/k3".into()
+        })
+    );
+    // A key spelled with an escape is the same key.
+    for text in [
+        &br#"{"a": 1, "\u0061": 2}"#[..],
+        &br#"{"\u0061": 1, "a": 2}"#[..],
+    ] {
+        assert_eq!(
+            parse(text),
+            Err(BodyError::DuplicateKey {
+                key_pointer: "/a".into()
+            })
+        );
+    }
+}
+
+/// A request body is validated in place (a tree pointing into its text) and turned into a
+/// `Value` only to word errors: the verdicts and messages must be those of the `Value`.
+#[test]
+fn body_validated_in_place_agrees_with_the_value() {
+    let schema = compile(json!({
+        "type": "object",
+        "required": ["k39", "name"],
+        "properties": {
+            "k39": {"type": "integer", "maximum": 100},
+            "k2": {"type": "integer"},
+            "name": {"type": "string", "maxLength": 3},
+            "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+            "kind": {"enum": ["a", "b"]},
+            "nested": {"type": "object", "properties": {"x": {"const": "é"}}}
+        },
+        "additionalProperties": {"type": ["integer", "string", "array", "object"]}
+    }));
+    let many: String = (0..40).map(|i| format!(r#""k{i}":{i},"#)).collect();
+    let bodies = [
+        format!(r#"{{{many}"name":"ab","tags":["x","y"],"kind":"a","nested":{{"x":"é"}}}}"#),
+        format!(r#"{{{many}"name":"abcd","tags":["x","x"],"kind":"c","nested":{{"x":"e"}}}}"#),
+        r#"{"k39":7,"name":"a\"b","extra":null}"#.to_string(),
+        r#"{"k39":7,"name":"éé","k2":1.5}"#.to_string(),
+        r#"{"k39":7,"name":"ok","tags":[],"nested":{"x":"é"}}"#.to_string(),
+        r#"{"name":"ok"}"#.to_string(),
+        r#"[1,2]"#.to_string(),
+    ];
+    let mut invalid = 0;
+    for body in &bodies {
+        let bytes = bytes::Bytes::from(body.clone());
+        let parsed = super::parse_request_body(&bytes, 64).unwrap();
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed.to_value(), value, "{body}");
+        let mut in_place = Vec::new();
+        schema.collect_body_violations(&parsed, &mut in_place, 100);
+        let expected = schema.violations(Location::Body, &value);
+        let words = |v: &[Violation]| v.iter().map(|v| v.message.clone()).collect::<Vec<_>>();
+        assert_eq!(words(&in_place), words(&expected), "{body}");
+        invalid += usize::from(!expected.is_empty());
+    }
+    assert_eq!(
+        invalid, 5,
+        "the cases must include valid and invalid bodies"
+    );
+}
+
+#[test]
 fn body_depth_limit() {
     let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     assert!(parse(nested(DEPTH).as_bytes()).is_ok());
@@ -1371,12 +1443,12 @@ fn inexact_numbers_count_only_where_the_schema_constrains_them() {
         }
     }));
     let text = br#"{"n":0.99999999999999999,"e":1.0000000000000001,"s":"x","free":1.0000000000000001,"other":[0.99999999999999999]}"#;
-    let parsed = super::parse_request_body(text, 64).unwrap();
+    let parsed = super::parse_request_body(&bytes::Bytes::from_static(text), 64).unwrap();
     assert!(parsed.inexact);
     let mut violations = Vec::new();
     // Judged as the doubles they were read as (1.0), everything passes...
     assert_eq!(
-        schema.collect_violations(Location::Body, &parsed.value, &mut violations, 20),
+        schema.collect_body_violations(&parsed, &mut violations, 20),
         0
     );
     assert!(violations.is_empty(), "{violations:?}");
@@ -1402,6 +1474,7 @@ fn inexact_numbers_count_only_where_the_schema_constrains_them() {
         ]
     );
     // An exact body notes nothing.
-    let exact = super::parse_request_body(br#"{"n":1.0,"x":0.1}"#, 64).unwrap();
+    let exact =
+        super::parse_request_body(&bytes::Bytes::from_static(br#"{"n":1.0,"x":0.1}"#), 64).unwrap();
     assert!(!exact.inexact);
 }
