@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -152,12 +152,12 @@ pub fn handle(
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         if let Some(limit) = trace.limit {
-            headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit.limit));
+            headers.insert(RATELIMIT_LIMIT.clone(), count_value(limit.limit.into()));
             headers.insert(
                 RATELIMIT_REMAINING.clone(),
-                HeaderValue::from(limit.remaining),
+                count_value(limit.remaining.into()),
             );
-            headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(limit.reset_secs));
+            headers.insert(RATELIMIT_RESET.clone(), count_value(limit.reset_secs));
         }
 
         if shared.access_log.is_on() {
@@ -422,6 +422,37 @@ async fn rate_limit(
     }
     trace.tenant = tenant;
     Ok(())
+}
+
+/// The counts below this are written once, at first use, and shared by every answer after:
+/// the `RateLimit-*` values of usual quotas (limit, remaining, seconds to reset) are small,
+/// and `HeaderValue::from(u64)` allocates each time.
+const SMALL_COUNTS: usize = 1024;
+
+static SMALL_COUNTS_TEXT: LazyLock<String> =
+    LazyLock::new(|| (0..SMALL_COUNTS).map(|n| n.to_string()).collect());
+
+static SMALL_COUNT_VALUES: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+    let text: &'static str = SMALL_COUNTS_TEXT.as_str();
+    let mut start = 0;
+    (0..SMALL_COUNTS)
+        .map(|n| {
+            let end = start + n.to_string().len();
+            // Digits only: a valid header value, so `from_static` cannot panic here.
+            let value = HeaderValue::from_static(text.get(start..end).unwrap_or("0"));
+            start = end;
+            value
+        })
+        .collect()
+});
+
+/// A count as a header value, without an allocation when it is small.
+fn count_value(n: u64) -> HeaderValue {
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL_COUNT_VALUES.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -791,5 +822,25 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(panic_message(payload.as_ref()), "after 2 polls");
+    }
+
+    #[test]
+    fn count_values_read_as_their_numbers() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            1023,
+            1024,
+            65_536,
+            u64::MAX,
+        ] {
+            assert_eq!(count_value(n).to_str().unwrap(), n.to_string(), "{n}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use tree::Instance;
 use tree::Node;
 
-pub use coerce::Decode;
+pub use coerce::{Decode, Fields};
 pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;
@@ -456,6 +456,21 @@ impl CompiledSchema {
         self.word_errors(Location::Body, &body.to_value(), out, cap)
     }
 
+    /// [`Self::collect_violations`] for coerced fields (headers): validated as they are, and
+    /// turned into a `Value` only when invalid, to word the errors.
+    pub fn collect_fields_violations(
+        &self,
+        location: Location,
+        fields: &Fields<'_>,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
+        if self.validator.is_valid(Node::Fields(&fields.0)) {
+            return 0;
+        }
+        self.word_errors(location, &fields.to_value(), out, cap)
+    }
+
     /// For a body with numbers that are not exactly the double they were read as
     /// (`Parsed::inexact`): a `precision` violation for each such number where the schema
     /// constrains it (a number type, `enum`, `const`), none where the schema leaves the
@@ -520,7 +535,7 @@ impl CompiledSchema {
     /// case-insensitively and keyed by the schema's spelling (so messages say
     /// `header.X-Tenant`). A value that is not visible ASCII is kept as lossy text and never
     /// coerced. A header sent more than once counts as a repeated key.
-    pub fn coerce_headers(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
+    pub fn coerce_headers(&self, headers: &http::HeaderMap) -> (Fields<'_>, Vec<Violation>) {
         self.plan.headers(headers)
     }
 

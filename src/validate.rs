@@ -63,9 +63,10 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
         omitted += schema.collect_violations(Location::Query, &value, &mut violations, cap);
     }
     if let Some(schema) = &schemas.headers {
-        let (value, mut found) = schema.coerce_headers(parts.headers);
+        let (fields, mut found) = schema.coerce_headers(parts.headers);
         violations.append(&mut found);
-        omitted += schema.collect_violations(Location::Header, &value, &mut violations, cap);
+        omitted +=
+            schema.collect_fields_violations(Location::Header, &fields, &mut violations, cap);
     }
     if let Some(schema) = &schemas.cookies {
         let (value, mut found) = schema.coerce_cookies(parts.headers);

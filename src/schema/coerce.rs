@@ -24,6 +24,18 @@ use serde_json::{Map, Number, Value};
 use super::number::{self, NumberProblem};
 use super::{json, Location, Violation};
 
+/// Request fields coerced by a schema's types, keyed by the schema's own names (which they
+/// borrow): an object for the validator (`tree::Node::Fields`) with no key copied.
+#[derive(Debug)]
+pub struct Fields<'p>(pub Vec<(&'p str, Value)>);
+
+impl Fields<'_> {
+    /// The same object as a `Value`.
+    pub fn to_value(&self) -> Value {
+        super::tree::fields_value(&self.0)
+    }
+}
+
 /// How deep JSON text in a query or header value may nest. Such values are small filters and
 /// sort orders; the limit only keeps a hostile value cheap.
 const VALUE_JSON_MAX_DEPTH: usize = 32;
@@ -326,8 +338,8 @@ impl Plan {
     }
 
     /// The object for headers: only the headers the schema names, under the schema's spelling.
-    pub fn headers(&self, headers: &http::HeaderMap) -> (Value, Vec<Violation>) {
-        let mut object = Map::new();
+    pub fn headers(&self, headers: &http::HeaderMap) -> (Fields<'_>, Vec<Violation>) {
+        let mut object = Vec::new();
         let mut violations = Vec::new();
         for (name, property) in &self.properties {
             let Some(header) = &property.header else {
@@ -353,7 +365,7 @@ impl Plan {
             if let Some(delimiter) = property.delimiter {
                 let all: Vec<Raw<'_>> = split(std::iter::once(first).chain(lines), delimiter);
                 let value = property_value(Location::Header, name, shape, &all, &mut violations);
-                object.insert(name.clone(), value);
+                object.push((name.as_str(), value));
                 continue;
             }
             // Nearly always one line: the list is only gathered when there are more.
@@ -367,9 +379,9 @@ impl Plan {
                     property_value(Location::Header, name, shape, &all, &mut violations)
                 }
             };
-            object.insert(name.clone(), value);
+            object.push((name.as_str(), value));
         }
-        (Value::Object(object), violations)
+        (Fields(object), violations)
     }
 
     fn object(

@@ -670,14 +670,15 @@ fn headers_match_case_insensitively_under_the_schema_spelling() {
     headers.insert("x-tenant", "acme".parse().unwrap());
     headers.insert("x-count", "12".parse().unwrap());
     headers.insert("x-unrelated", "1".parse().unwrap());
-    let (value, found) = schema.coerce_headers(&headers);
+    let (fields, found) = schema.coerce_headers(&headers);
+    let value = fields.to_value();
     assert!(found.is_empty());
     assert_eq!(value, json!({"X-Tenant": "acme", "X-Count": 12}));
     assert_eq!(
         messages(&schema, Location::Header, &value),
         ["header.Authorization is required"]
     );
-    let (value, _) = schema.coerce_headers(&http::HeaderMap::new());
+    let value = schema.coerce_headers(&http::HeaderMap::new()).0.to_value();
     assert_eq!(
         messages(&schema, Location::Header, &value),
         [
@@ -685,6 +686,44 @@ fn headers_match_case_insensitively_under_the_schema_spelling() {
             "header.Authorization is required"
         ]
     );
+}
+
+/// Headers are validated as coerced fields (no key copied) and turned into a `Value` only to
+/// word errors: the verdicts and messages must be the `Value`'s.
+#[test]
+fn header_fields_validate_as_their_value() {
+    let schema = header_schema();
+    let cases: [&[(&str, &str)]; 4] = [
+        &[
+            ("x-tenant", "acme"),
+            ("x-count", "12"),
+            ("authorization", "Bearer x"),
+        ],
+        &[
+            ("x-tenant", "acme"),
+            ("x-count", "twelve"),
+            ("authorization", "Bearer x"),
+        ],
+        &[("x-count", "12")],
+        &[],
+    ];
+    let mut invalid = 0;
+    for case in cases {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in case {
+            headers.insert(*name, value.parse().unwrap());
+        }
+        let (fields, _) = schema.coerce_headers(&headers);
+        let mut found = Vec::new();
+        schema.collect_fields_violations(Location::Header, &fields, &mut found, 20);
+        let found: Vec<_> = found.iter().map(|v| v.message.clone()).collect();
+        assert_eq!(
+            found,
+            messages(&schema, Location::Header, &fields.to_value())
+        );
+        invalid += usize::from(!found.is_empty());
+    }
+    assert_eq!(invalid, 3);
 }
 
 #[test]
@@ -695,7 +734,8 @@ fn headers_opaque_and_repeated() {
     headers.append("x-tenant", "a".parse().unwrap());
     headers.append("x-tenant", "b".parse().unwrap());
     headers.insert("version", "2021-04-15".parse().unwrap());
-    let (value, found) = schema.coerce_headers(&headers);
+    let (fields, found) = schema.coerce_headers(&headers);
+    let value = fields.to_value();
     assert_eq!(
         found.iter().map(|v| v.message.as_str()).collect::<Vec<_>>(),
         ["header.X-Tenant must not be repeated"]

@@ -89,6 +89,18 @@ pub struct Instance;
 pub enum Node<'a> {
     Tree(&'a str, &'a Tree),
     Value(&'a Value),
+    /// An object of coerced request fields (headers), keyed by the schema's own names.
+    Fields(&'a [(&'a str, Value)]),
+}
+
+/// The members of an object of coerced fields, as a `Value`.
+pub(crate) fn fields_value(fields: &[(&str, Value)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
 }
 
 impl<'a> Node<'a> {
@@ -139,6 +151,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
         match *self {
             Node::Tree(text, Tree::Object(members)) => Some(Members::Tree(text, members)),
             Node::Value(Value::Object(map)) => Some(Members::Value(map)),
+            Node::Fields(fields) => Some(Members::Fields(fields)),
             _ => None,
         }
     }
@@ -195,6 +208,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
                 Value::Array(_) => JsonType::Array,
                 Value::Object(_) => JsonType::Object,
             },
+            Node::Fields(_) => JsonType::Object,
         }
     }
 
@@ -206,6 +220,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
         match *self {
             Node::Tree(text, tree) => Cow::Owned(tree.to_value(text)),
             Node::Value(value) => Cow::Borrowed(value),
+            Node::Fields(fields) => Cow::Owned(fields_value(fields)),
         }
     }
 
@@ -213,6 +228,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
         Some(NodeIdentity::new(match *self {
             Node::Tree(_, tree) => std::ptr::from_ref(tree) as usize,
             Node::Value(value) => std::ptr::from_ref(value) as usize,
+            Node::Fields(fields) => fields.as_ptr() as usize,
         }))
     }
 }
@@ -235,6 +251,7 @@ pub(crate) fn find<'a>(text: &str, members: &'a [(Text, Tree)], key: &str) -> Op
 pub enum Members<'a> {
     Tree(&'a str, &'a [(Text, Tree)]),
     Value(&'a Map<String, Value>),
+    Fields(&'a [(&'a str, Value)]),
 }
 
 impl<'a> Object<'a, Instance> for Members<'a> {
@@ -246,6 +263,7 @@ impl<'a> Object<'a, Instance> for Members<'a> {
         match self {
             Members::Tree(_, members) => members.len(),
             Members::Value(map) => map.len(),
+            Members::Fields(fields) => fields.len(),
         }
     }
 
@@ -253,6 +271,10 @@ impl<'a> Object<'a, Instance> for Members<'a> {
         match *self {
             Members::Tree(text, members) => find(text, members, key).map(|v| Node::tree(text, v)),
             Members::Value(map) => map.get(key.as_str()).map(Node::Value),
+            Members::Fields(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| Node::Value(v)),
         }
     }
 
@@ -260,6 +282,7 @@ impl<'a> Object<'a, Instance> for Members<'a> {
         match *self {
             Members::Tree(text, members) => MembersIter::Tree(text, members.iter()),
             Members::Value(map) => MembersIter::Value(map.iter()),
+            Members::Fields(fields) => MembersIter::Fields(fields.iter()),
         }
     }
 }
@@ -267,6 +290,7 @@ impl<'a> Object<'a, Instance> for Members<'a> {
 pub enum MembersIter<'a> {
     Tree(&'a str, std::slice::Iter<'a, (Text, Tree)>),
     Value(serde_json::map::Iter<'a>),
+    Fields(std::slice::Iter<'a, (&'a str, Value)>),
 }
 
 impl<'a> Iterator for MembersIter<'a> {
@@ -279,6 +303,7 @@ impl<'a> Iterator for MembersIter<'a> {
                 iter.next().map(|(k, v)| (k.get(text), Node::tree(text, v)))
             }
             MembersIter::Value(iter) => iter.next().map(|(k, v)| (k.as_str(), Node::Value(v))),
+            MembersIter::Fields(iter) => iter.next().map(|(k, v)| (*k, Node::Value(v))),
         }
     }
 }
