@@ -535,7 +535,10 @@ impl CompiledSchema {
     /// case-insensitively and keyed by the schema's spelling (so messages say
     /// `header.X-Tenant`). A value that is not visible ASCII is kept as lossy text and never
     /// coerced. A header sent more than once counts as a repeated key.
-    pub fn coerce_headers(&self, headers: &http::HeaderMap) -> (Fields<'_>, Vec<Violation>) {
+    pub fn coerce_headers<'a>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+    ) -> (Fields<'a>, Vec<Violation>) {
         self.plan.headers(headers)
     }
 

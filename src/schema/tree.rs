@@ -90,15 +90,41 @@ pub enum Node<'a> {
     Tree(&'a str, &'a Tree),
     Value(&'a Value),
     /// An object of coerced request fields (headers), keyed by the schema's own names.
-    Fields(&'a [(&'a str, Value)]),
+    Fields(&'a [(&'a str, Field<'a>)]),
+    /// A string borrowed from the request (a header value taken as it is).
+    Str(&'a str),
+}
+
+/// A coerced request field: the text as sent, when the schema takes it as a string, or the
+/// value it was coerced to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Str(&'a str),
+    Value(Value),
+}
+
+impl<'a> Field<'a> {
+    fn node(&'a self) -> Node<'a> {
+        match self {
+            Field::Str(s) => Node::Str(s),
+            Field::Value(v) => Node::Value(v),
+        }
+    }
+
+    pub(crate) fn to_value(&self) -> Value {
+        match self {
+            Field::Str(s) => Value::String((*s).to_owned()),
+            Field::Value(v) => v.clone(),
+        }
+    }
 }
 
 /// The members of an object of coerced fields, as a `Value`.
-pub(crate) fn fields_value(fields: &[(&str, Value)]) -> Value {
+pub(crate) fn fields_value(fields: &[(&str, Field<'_>)]) -> Value {
     Value::Object(
         fields
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .map(|(k, v)| ((*k).to_owned(), v.to_value()))
             .collect(),
     )
 }
@@ -168,6 +194,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
         match *self {
             Node::Tree(text, Tree::String(s)) => Some(Cow::Borrowed(s.get(text))),
             Node::Value(Value::String(s)) => Some(Cow::Borrowed(s)),
+            Node::Str(s) => Some(Cow::Borrowed(s)),
             _ => None,
         }
     }
@@ -209,6 +236,7 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
                 Value::Object(_) => JsonType::Object,
             },
             Node::Fields(_) => JsonType::Object,
+            Node::Str(_) => JsonType::String,
         }
     }
 
@@ -221,15 +249,18 @@ impl<'a> JsonNode<'a, Instance> for Node<'a> {
             Node::Tree(text, tree) => Cow::Owned(tree.to_value(text)),
             Node::Value(value) => Cow::Borrowed(value),
             Node::Fields(fields) => Cow::Owned(fields_value(fields)),
+            Node::Str(s) => Cow::Owned(Value::String(s.to_owned())),
         }
     }
 
     fn identity(&self) -> Option<NodeIdentity> {
-        Some(NodeIdentity::new(match *self {
-            Node::Tree(_, tree) => std::ptr::from_ref(tree) as usize,
-            Node::Value(value) => std::ptr::from_ref(value) as usize,
-            Node::Fields(fields) => fields.as_ptr() as usize,
-        }))
+        Some(match *self {
+            Node::Tree(_, tree) => NodeIdentity::new(std::ptr::from_ref(tree) as usize),
+            Node::Value(value) => NodeIdentity::new(std::ptr::from_ref(value) as usize),
+            Node::Fields(fields) => NodeIdentity::new(fields.as_ptr() as usize),
+            // Borrowed from the header map, apart from every node above.
+            Node::Str(s) => NodeIdentity::tagged(s.as_ptr() as usize, 1),
+        })
     }
 }
 
@@ -251,7 +282,7 @@ pub(crate) fn find<'a>(text: &str, members: &'a [(Text, Tree)], key: &str) -> Op
 pub enum Members<'a> {
     Tree(&'a str, &'a [(Text, Tree)]),
     Value(&'a Map<String, Value>),
-    Fields(&'a [(&'a str, Value)]),
+    Fields(&'a [(&'a str, Field<'a>)]),
 }
 
 impl<'a> Object<'a, Instance> for Members<'a> {
@@ -271,10 +302,7 @@ impl<'a> Object<'a, Instance> for Members<'a> {
         match *self {
             Members::Tree(text, members) => find(text, members, key).map(|v| Node::tree(text, v)),
             Members::Value(map) => map.get(key.as_str()).map(Node::Value),
-            Members::Fields(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| Node::Value(v)),
+            Members::Fields(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.node()),
         }
     }
 
@@ -290,7 +318,7 @@ impl<'a> Object<'a, Instance> for Members<'a> {
 pub enum MembersIter<'a> {
     Tree(&'a str, std::slice::Iter<'a, (Text, Tree)>),
     Value(serde_json::map::Iter<'a>),
-    Fields(std::slice::Iter<'a, (&'a str, Value)>),
+    Fields(std::slice::Iter<'a, (&'a str, Field<'a>)>),
 }
 
 impl<'a> Iterator for MembersIter<'a> {
@@ -303,7 +331,7 @@ impl<'a> Iterator for MembersIter<'a> {
                 iter.next().map(|(k, v)| (k.get(text), Node::tree(text, v)))
             }
             MembersIter::Value(iter) => iter.next().map(|(k, v)| (k.as_str(), Node::Value(v))),
-            MembersIter::Fields(iter) => iter.next().map(|(k, v)| (*k, Node::Value(v))),
+            MembersIter::Fields(iter) => iter.next().map(|(k, v)| (*k, v.node())),
         }
     }
 }
