@@ -84,13 +84,8 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
             parts.headers,
             standard_header,
         ));
-        if let Some(parsed) = body {
-            violations.extend(crate::schema::unknown_keys(
-                schemas.body.as_ref(),
-                Location::Body,
-                &parsed.value,
-            ));
-        }
+        // Unknown body fields, at every depth, are the strict body schema's own
+        // (`unevaluatedProperties`, see `schema/strict.rs`).
     }
     if let (Some(schema), Some(parsed)) = (&schemas.body, body) {
         omitted += schema.collect_violations(Location::Body, &parsed.value, &mut violations, cap);

@@ -21,6 +21,8 @@ use super::CompiledSchema;
 pub struct DocumentSet {
     docs: HashMap<String, Arc<Value>>,
     registry: Registry<'static>,
+    /// In a strict set ([`DocumentSet::strict`]), what each closed object declares.
+    closed: Option<Arc<super::strict::Closed>>,
 }
 
 impl std::fmt::Debug for DocumentSet {
@@ -88,7 +90,27 @@ impl DocumentSet {
         Ok(DocumentSet {
             docs: by_uri,
             registry,
+            closed: None,
         })
+    }
+
+    /// The set for strict operations' bodies: `docs` with every object that the body
+    /// schemas at `bodies` (document URI, JSON pointer) can hold closed to fields it does not
+    /// declare (see `schema/strict.rs`).
+    pub fn strict(
+        docs: Vec<(String, Value)>,
+        bodies: &[(String, String)],
+    ) -> Result<DocumentSet, String> {
+        let mut by_uri: HashMap<String, Value> = docs.into_iter().collect();
+        let aliases = HashMap::new();
+        let docs = super::strict::Docs {
+            by_uri: &mut by_uri,
+            aliases: &aliases,
+        };
+        let closed = super::strict::close(docs, bodies);
+        let mut set = DocumentSet::new(by_uri.into_iter().collect())?;
+        set.closed = Some(Arc::new(closed));
+        Ok(set)
     }
 
     /// The document registered under `uri`.
@@ -143,6 +165,7 @@ impl DocumentSet {
         Ok(CompiledSchema {
             validator,
             plan,
+            closed: self.closed.clone(),
             source,
         })
     }
