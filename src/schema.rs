@@ -467,16 +467,23 @@ impl CompiledSchema {
         if self.validator.is_valid(instance) {
             return 0;
         }
-        if let Some(closed) = &self.closed {
-            return self.collect_strict(closed, location, instance, out, cap);
-        }
-        let mut omitted = 0;
-        for error in self.validator.iter_errors(instance) {
-            if out.len() < cap {
-                message::push_violations(location, instance, &error, out);
-            } else {
-                omitted += 1;
+        let start = out.len();
+        let omitted = match &self.closed {
+            Some(closed) => self.collect_strict(closed, location, instance, out, cap),
+            None => {
+                let mut omitted = 0;
+                for error in self.validator.iter_errors(instance) {
+                    if out.len() < cap {
+                        message::push_violations(location, instance, &error, out);
+                    } else {
+                        omitted += 1;
+                    }
+                }
+                omitted
             }
+        };
+        if let Some(found) = out.get_mut(start..) {
+            found.iter_mut().for_each(|v| self.plan.unexplode(v));
         }
         omitted
     }

@@ -149,15 +149,29 @@ impl DocumentSet {
             })?;
         let mut plan = Plan::build(schema, uri, self);
         for (name, decode) in decodes {
+            // The plan of an object parameter's own properties.
+            let nested = || {
+                let property = schema.pointer(&format!(
+                    "/properties/{}",
+                    super::message::escape_pointer_segment(name)
+                ));
+                property.map(|property| Plan::build(property, uri, self))
+            };
             match decode {
                 Decode::Delimited(delimiter) => plan.set_delimiter(name, *delimiter),
                 Decode::DeepObject => {
-                    let property = schema.pointer(&format!(
-                        "/properties/{}",
-                        super::message::escape_pointer_segment(name)
-                    ));
-                    if let Some(property) = property {
-                        plan.set_deep(name, Plan::build(property, uri, self));
+                    if let Some(nested) = nested() {
+                        plan.set_deep(name, nested);
+                    }
+                }
+                Decode::Pairs => {
+                    if let Some(nested) = nested() {
+                        plan.set_pairs(name, nested);
+                    }
+                }
+                Decode::Exploded => {
+                    if let Some(nested) = nested() {
+                        plan.set_exploded(name, nested)?;
                     }
                 }
             }

@@ -975,9 +975,12 @@ impl Site<'_> {
         } else {
             let delimiter = match (location, style, explode) {
                 ("query", "form", true) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object parameter with style form and explode (its properties as separate query parameters) is not supported yet; describe it with `content: application/json` or as separate parameters"
-                    ))
+                    wrapper.decodes.push((name.to_string(), Decode::Exploded));
+                    None
+                }
+                ("query" | "cookie", "form", false) if is_object => {
+                    wrapper.decodes.push((name.to_string(), Decode::Pairs));
+                    None
                 }
                 ("query", "deepObject", true) if is_object => {
                     wrapper.decodes.push((name.to_string(), Decode::DeepObject));
@@ -991,7 +994,7 @@ impl Site<'_> {
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,
                 ("cookie", "form", true) if is_object => {
                     return Err(format!(
-                        "#{at}: an object cookie parameter is not supported yet; describe it with `content: application/json` or as separate cookies"
+                        "#{at}: an object cookie parameter with explode (its properties as cookies of their own) is not supported yet; use `explode: false` (`Cookie: {name}=a,1,b,2`), `content: application/json`, or separate cookies"
                     ))
                 }
                 ("cookie", "form", true) => None,

@@ -475,7 +475,31 @@ fn unsupported_or_broken_documents_are_located_errors() {
         (
             one_op("      parameters:\n        - { name: s, in: cookie, schema: { type: object } }\n"),
             "object cookie",
-            vec!["#/paths/~1a/get/parameters/0", "object cookie parameter is not supported"],
+            vec!["#/paths/~1a/get/parameters/0", "object cookie parameter with explode", "explode: false"],
+        ),
+        (
+            one_op("      parameters:
+        - { name: f, in: query, schema: { type: object, properties: { limit: { type: integer } } } }
+        - { name: g, in: query, schema: { type: object, properties: { limit: { type: string } } } }
+"),
+            "two exploded objects with one property",
+            vec!["gateway.yaml:6: openapi[0]:", "#/paths/~1a/get: query parameters", "getA", "\"f\" and \"g\"", "both have a property \"limit\""],
+        ),
+        (
+            one_op("      parameters:
+        - { name: f, in: query, schema: { type: object, additionalProperties: { type: string } } }
+        - { name: g, in: query, schema: { type: object } }
+"),
+            "two exploded objects taking any key",
+            vec!["#/paths/~1a/get: query parameters", "\"f\" and \"g\"", "do not declare"],
+        ),
+        (
+            one_op("      parameters:
+        - { name: limit, in: query, schema: { type: integer } }
+        - { name: f, in: query, schema: { type: object, properties: { limit: { type: integer } } } }
+"),
+            "an exploded property that is also a parameter",
+            vec!["#/paths/~1a/get: query parameters", "\"limit\" would be both parameter"],
         ),
         (
             one_op("      parameters:\n        - { name: id, in: path, schema: { type: string } }\n"),
@@ -1058,6 +1082,153 @@ components:
     assert_eq!(got.status, 200, "{:?}", String::from_utf8_lossy(&got.body));
 }
 
+/// Object query parameters in OpenAPI's default style (`form`, explode: their properties as
+/// query keys of their own) and without explode (`filter=status,open,limit,5`), and object
+/// cookies without explode (`Cookie: prefs=theme,dark,size,2`).
+#[tokio::test]
+async fn form_object_parameters_are_assembled_coerced_and_validated() {
+    let upstream = Upstream::start(Answer::default()).await;
+    let document = r#"
+openapi: 3.0.3
+info: { title: f, version: "1" }
+paths:
+  /tickets:
+    get:
+      operationId: listTickets
+      parameters:
+        - name: filter
+          in: query
+          schema:
+            type: object
+            required: [status]
+            properties:
+              status: { type: string, enum: [open, closed] }
+              limit: { type: integer, maximum: 50 }
+              tags: { type: array, items: { type: string } }
+        - { name: page, in: query, schema: { type: integer } }
+        - name: range
+          in: query
+          explode: false
+          schema: { type: object, properties: { from: { type: integer }, to: { type: integer } } }
+        - name: prefs
+          in: cookie
+          explode: false
+          schema: { type: object, properties: { theme: { type: string }, size: { type: integer, minimum: 1 } } }
+      responses: { "200": { description: ok } }
+  /search:
+    get:
+      operationId: search
+      parameters:
+        - { name: q, in: query, required: true, schema: { type: string } }
+        - name: extra
+          in: query
+          schema: { type: object, additionalProperties: { type: integer } }
+      responses: { "200": { description: ok } }
+"#;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  api: {{ url: '{}' }}\nopenapi:\n  - file: f.yaml\n    upstream: api\n    strict: true\n",
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config, &[("f.yaml", document)]).await;
+    let forwarded = [
+        ("/tickets?status=open&limit=5&tags=a&tags=b&page=2", ""),
+        ("/tickets?page=1", ""),
+        (
+            "/tickets?status=closed&range=from,1,to,9",
+            "prefs=theme,dark,size,2; _ga=1",
+        ),
+        ("/search?q=x&a=1&b=2", ""),
+    ];
+    assert_forwarded(gw.addr, &upstream, &forwarded).await;
+    let cases: &[(&str, &str, &[&str])] = &[
+        // Exploded: named by the keys as sent.
+        (
+            "/tickets?status=lost&limit=99",
+            "",
+            &[
+                "query.status must be one of: \"open\", \"closed\"",
+                "query.limit must be <= 50",
+            ],
+        ),
+        (
+            "/tickets?limit=x",
+            "",
+            &[
+                "query.limit must be of type integer",
+                "query.status is required",
+            ],
+        ),
+        (
+            "/tickets?status=open&status=closed",
+            "",
+            &["query.status must not be repeated"],
+        ),
+        // Strict: keys no parameter names are still unknown.
+        (
+            "/tickets?status=open&debug=1",
+            "",
+            &["query.debug is not allowed"],
+        ),
+        // Not exploded: named under the parameter, as sent.
+        (
+            "/tickets?range=from,x,to,2",
+            "",
+            &["query.range.from must be of type integer"],
+        ),
+        (
+            "/tickets?range=from,1,to",
+            "",
+            &["query.range must be of type object"],
+        ),
+        (
+            "/tickets",
+            "prefs=size,0",
+            &["cookie.prefs.size must be >= 1"],
+        ),
+        // An exploded map takes every key no other parameter names.
+        (
+            "/search?q=x&a=one",
+            "",
+            &["query.a must be of type integer"],
+        ),
+    ];
+    assert_rejected(gw.addr, cases).await;
+}
+
+/// A GET of `target`, with `cookie` as its `Cookie` header unless empty.
+async fn get_with_cookie(addr: std::net::SocketAddr, target: &str, cookie: &str) -> Got {
+    let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+        Vec::new()
+    } else {
+        vec![("cookie", cookie)]
+    };
+    send(addr, request("GET", target, &headers, b"")).await
+}
+
+/// Each (target, cookie) GET reaches the upstream with its target as sent.
+async fn assert_forwarded(addr: std::net::SocketAddr, upstream: &Upstream, cases: &[(&str, &str)]) {
+    for (target, cookie) in cases {
+        let got = get_with_cookie(addr, target, cookie).await;
+        assert_eq!(
+            got.status,
+            200,
+            "{target} {cookie}: {:?}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(upstream.seen().last().unwrap().target, *target);
+    }
+}
+
+/// Each (target, cookie) GET is a 422 with exactly these messages.
+async fn assert_rejected(addr: std::net::SocketAddr, cases: &[(&str, &str, &[&str])]) {
+    for (target, cookie, wanted) in cases {
+        let got = get_with_cookie(addr, target, cookie).await;
+        let wanted: BTreeSet<String> = wanted.iter().map(|m| m.to_string()).collect();
+        let expected = (422, "Unprocessable Entity".to_string(), wanted);
+        assert_eq!(outcome(&got), expected, "{target} {cookie}");
+    }
+}
+
 /// Query parameters in `style: deepObject` and `in: cookie` parameters, through the binary.
 #[tokio::test]
 async fn deep_object_queries_and_cookies_are_coerced_and_validated() {
@@ -1090,16 +1261,8 @@ paths:
         upstream.url()
     );
     let gw = TestGateway::start(&config, &[("p.yaml", document)]).await;
-    let get = |target: &str, cookie: &str| {
-        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
-            Vec::new()
-        } else {
-            vec![("cookie", cookie)]
-        };
-        send(gw.addr, request("GET", target, &headers, b""))
-    };
     // Valid: nested keys coerced, encoded brackets, other cookies ignored even in strict mode.
-    for (target, cookie) in [
+    let forwarded = [
         (
             "/tickets?filter[status]=open&filter[limit]=5&page=2",
             "theme=dark; session=abc; zoom=1.5",
@@ -1109,11 +1272,8 @@ paths:
             "session=abc",
         ),
         ("/tickets", "_ga=GA1.2; session=%61bc"),
-    ] {
-        let got = get(target, cookie).await;
-        assert_eq!(got.status, 200, "{target} {cookie}: {:?}", got.body);
-        assert_eq!(upstream.seen().last().unwrap().target, target);
-    }
+    ];
+    assert_forwarded(gw.addr, &upstream, &forwarded).await;
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "/tickets?filter[limit]=x",
@@ -1154,12 +1314,7 @@ paths:
             &["cookie.zoom must be >= 1"],
         ),
     ];
-    for (target, cookie, wanted) in cases {
-        let got = get(target, cookie).await;
-        let wanted: BTreeSet<String> = wanted.iter().map(|m| m.to_string()).collect();
-        let expected = (422, "Unprocessable Entity".to_string(), wanted);
-        assert_eq!(outcome(&got), expected, "{target} {cookie}");
-    }
+    assert_rejected(gw.addr, cases).await;
     // `schemagate openapi` writes the cookie parameters back.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.yaml"), document).unwrap();
