@@ -1080,7 +1080,7 @@ impl Site<'_> {
             }
         }
         Ok((
-            BodyMedia { ranges, required },
+            BodyMedia::new(ranges, required),
             schema.map(|(target, _)| target),
         ))
     }

@@ -379,7 +379,9 @@ async fn document_features_validate_as_documented() {
     assert_eq!(got.status, 200, "{:?}", got.body);
     let got = post(r#"{"value":"x"}"#, &[("content-type", "application/json")]).await;
     assert_eq!(got.status, 422);
-    // One the operation does not list: 415.
+    // One the operation does not list: 415, naming what it lists (not JSON only); a body
+    // without Content-Type too.
+    let accepts = "Content-Type must be application/*+json, application/json or text/plain";
     let got = put(
         "/v2/items/1",
         &[("content-type", "application/xml")],
@@ -387,6 +389,12 @@ async fn document_features_validate_as_documented() {
     )
     .await;
     assert_envelope(&got, 415, "Unsupported Media Type");
+    assert_eq!(got.json()["message"], accepts);
+    let got = put("/v2/items/1", &[], "<a/>").await;
+    assert_eq!(
+        (got.status, got.json()["message"].clone()),
+        (415, accepts.into())
+    );
     // A cyclic schema validates at every depth.
     let post = |body: &str, headers: &[(&str, &str)]| {
         send(
