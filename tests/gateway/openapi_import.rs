@@ -739,6 +739,30 @@ fn githubs_rest_description_compiles_every_operation() {
         vec!["body.labels must be of type array"],
         "{found:?}"
     );
+    // Strict on the whole document: every operation still compiles, and unknown fields are
+    // named at any depth (a label object is one branch of a `oneOf` in an array's items).
+    let strict = format!("    strict: true\n{skip}");
+    let snapshot = load_real(&file, &strict).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    assert_eq!(snapshot.routes.len(), operations - 1);
+    let create = snapshot
+        .routes
+        .iter()
+        .find(|r| r.name == "real.issues/create")
+        .unwrap();
+    let body = create.schemas.body.as_ref().unwrap();
+    let found = body.violations(
+        schemagate::schema::Location::Body,
+        &serde_json::json!({"title": "t", "labels": ["bug", {"name": "x", "colour": "red"}], "draft": true}),
+    );
+    let messages: BTreeSet<_> = found.iter().map(|v| v.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        BTreeSet::from([
+            "body.draft is not allowed",
+            "body.labels[1].colour is not allowed"
+        ]),
+        "{found:?}"
+    );
 }
 
 /// Scalar's Galaxy example (OpenAPI 3.1.1, YAML and JSON, from npm): every operation compiles.
