@@ -66,6 +66,29 @@ fn bodies(c: &mut Criterion) {
             })
         });
     }
+    // Worst case for strict mode within 1 MiB: every item of an array of objects has a field
+    // its schema does not declare (each is an error the strict collector places).
+    let scratch = tempfile::tempdir().unwrap();
+    let items = r#"{"type":"object","properties":{"items":{"type":"array","items":{"type":"object","properties":{"a":{"type":"integer"}}}}}}"#;
+    std::fs::write(scratch.path().join("items.json"), items).unwrap();
+    let file = scratch.path().join("items.json");
+    let worst = SchemaDir::scan(scratch.path())
+        .unwrap()
+        .strict(std::slice::from_ref(&file))
+        .compile(&file)
+        .unwrap();
+    let body = format!(
+        r#"{{"items":[{}]}}"#,
+        vec![r#"{"a":1,"b":2}"#; (1 << 20) / 14 - 2].join(",")
+    );
+    c.bench_function("validate/strict worst invalid 1MiB", |b| {
+        b.iter(|| {
+            let value = parse_body(black_box(body.as_bytes()), 64).unwrap();
+            let mut found = Vec::new();
+            let omitted = worst.collect_violations(Location::Body, &value, &mut found, 20);
+            black_box((found, omitted))
+        })
+    });
     for (name, file, body) in cases {
         let compiled = schema(&dir, file);
         c.bench_function(&format!("validate/{name}"), |b| {

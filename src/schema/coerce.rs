@@ -168,11 +168,9 @@ pub(crate) struct Plan {
     /// Object parameters exploded into query keys; empty for nearly every plan, which then
     /// pays nothing for them.
     exploded: Vec<Exploded>,
-    /// Whether the schema allows properties beyond those it declares (its
-    /// `additionalProperties` is present and not `false`, somewhere it applies in place).
-    open: bool,
-    /// What those other properties' values are read as (their `additionalProperties`
-    /// schema's types); used only for an exploded object's own keys, which are all its.
+    /// When the schema allows properties beyond those it declares (an `additionalProperties`
+    /// other than `false`, somewhere it applies in place): what their values are read as.
+    /// Used only for an exploded object's own keys, which are all its.
     others: Option<Shape>,
 }
 
@@ -210,7 +208,6 @@ impl Plan {
             properties,
             deep: false,
             exploded: Vec::new(),
-            open: others.is_some(),
             others,
         }
     }
@@ -227,7 +224,7 @@ impl Plan {
     /// schema allows more than it declares or declares nothing, from every key nothing else
     /// names). Fails when a key could belong to two parameters.
     pub fn set_exploded(&mut self, name: &str, nested: Plan) -> Result<(), String> {
-        let rest = nested.open || nested.properties.is_empty();
+        let rest = nested.others.is_some() || nested.properties.is_empty();
         for key in nested.properties.keys() {
             if self.properties.contains_key(key) {
                 return Err(format!(
