@@ -35,6 +35,60 @@ fn bodies(c: &mut Criterion) {
             )
         })
     });
+    // Strict mode (nested objects closed) on the Gestiono body, valid and with one unknown
+    // nested field, beside the same body on the schema as written.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let gestiono = "gestiono/create_conversation_list.body.json";
+    let strict_dir = dir.strict(&[root.join(gestiono)]);
+    let strict = strict_dir.compile(&root.join(gestiono)).unwrap();
+    let plain = schema(&dir, gestiono);
+    let valid = cases[1].2.clone();
+    let unknown = valid.replace(r#""nameField":"n""#, r#""nameField":"n","nick":"x""#);
+    for (name, compiled, body) in [
+        ("gestiono body strict", &strict, &valid),
+        (
+            "gestiono body strict, unknown nested field",
+            &strict,
+            &unknown,
+        ),
+        (
+            "gestiono body not strict, unknown nested field",
+            &plain,
+            &unknown,
+        ),
+    ] {
+        c.bench_function(&format!("validate/{name}"), |b| {
+            b.iter(|| {
+                let value = parse_body(black_box(body.as_bytes()), 64).unwrap();
+                let mut found = Vec::new();
+                let omitted = compiled.collect_violations(Location::Body, &value, &mut found, 20);
+                black_box((found, omitted))
+            })
+        });
+    }
+    // Worst case for strict mode within 1 MiB: every item of an array of objects has a field
+    // its schema does not declare (each is an error the strict collector places).
+    let scratch = tempfile::tempdir().unwrap();
+    let items = r#"{"type":"object","properties":{"items":{"type":"array","items":{"type":"object","properties":{"a":{"type":"integer"}}}}}}"#;
+    std::fs::write(scratch.path().join("items.json"), items).unwrap();
+    let file = scratch.path().join("items.json");
+    let worst = SchemaDir::scan(scratch.path())
+        .unwrap()
+        .strict(std::slice::from_ref(&file))
+        .compile(&file)
+        .unwrap();
+    let body = format!(
+        r#"{{"items":[{}]}}"#,
+        vec![r#"{"a":1,"b":2}"#; (1 << 20) / 14 - 2].join(",")
+    );
+    c.bench_function("validate/strict worst invalid 1MiB", |b| {
+        b.iter(|| {
+            let value = parse_body(black_box(body.as_bytes()), 64).unwrap();
+            let mut found = Vec::new();
+            let omitted = worst.collect_violations(Location::Body, &value, &mut found, 20);
+            black_box((found, omitted))
+        })
+    });
     for (name, file, body) in cases {
         let compiled = schema(&dir, file);
         c.bench_function(&format!("validate/{name}"), |b| {
@@ -91,6 +145,20 @@ paths:
         - { name: session, in: cookie, required: true, schema: { type: string, minLength: 3 } }
         - { name: zoom, in: cookie, schema: { type: number } }
       responses: { "200": { description: ok } }
+  /exploded:
+    get:
+      operationId: exploded
+      parameters:
+        - name: filter
+          in: query
+          schema:
+            type: object
+            properties:
+              status: { type: string, enum: [open, closed] }
+              limit: { type: integer, maximum: 50 }
+              since: { type: integer }
+        - { name: page, in: query, schema: { type: integer } }
+      responses: { "200": { description: ok } }
   /flat:
     get:
       operationId: flat
@@ -124,6 +192,11 @@ paths:
             "openapi deepObject query",
             deep.schemas.query.as_ref().unwrap(),
             "filter[status]=open&filter[limit]=20&filter[since]=1640995200000&page=2",
+        ),
+        (
+            "openapi exploded form object query",
+            route(".exploded").schemas.query.as_ref().unwrap(),
+            "status=open&limit=20&since=1640995200000&page=2",
         ),
     ];
     for (name, compiled, query) in cases {

@@ -42,8 +42,12 @@ pub enum GatewayError {
     TooManyRequests { retry_after_secs: u64 },
     /// The client did not send its body in time.
     RequestTimeout,
-    /// The body's media type is not one the route accepts.
-    UnsupportedMediaType,
+    /// The body's media type is not one the route accepts. `accepted` is the message of an
+    /// OpenAPI operation that lists media types other than `application/json` (built at
+    /// load: `Content-Type must be application/json or text/plain`); `None` for JSON only.
+    UnsupportedMediaType {
+        accepted: Option<std::sync::Arc<str>>,
+    },
     /// The body is larger than the route's limit.
     PayloadTooLarge { limit: u64 },
     /// Too many header fields, or too many bytes of them.
@@ -161,7 +165,7 @@ impl GatewayError {
             GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -187,7 +191,7 @@ impl GatewayError {
             | GatewayError::InsufficientScope { .. }
             | GatewayError::TooManyRequests { .. }
             | GatewayError::RequestTimeout
-            | GatewayError::UnsupportedMediaType
+            | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UriTooLong { .. }
@@ -225,7 +229,7 @@ impl GatewayError {
             GatewayError::InsufficientScope { .. } => "insufficient_scope",
             GatewayError::TooManyRequests { .. } => "rate_limited",
             GatewayError::RequestTimeout => "body_timeout",
-            GatewayError::UnsupportedMediaType => "media_type",
+            GatewayError::UnsupportedMediaType { .. } => "media_type",
             GatewayError::PayloadTooLarge { .. } => "body_too_large",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::UriTooLong { .. } => "uri_too_long",
@@ -254,9 +258,12 @@ impl GatewayError {
                 format!("rate limit exceeded: retry in {retry_after_secs} s")
             }
             GatewayError::RequestTimeout => "the request body did not arrive in time".to_string(),
-            GatewayError::UnsupportedMediaType => {
+            GatewayError::UnsupportedMediaType { accepted: None } => {
                 "Content-Type must be application/json or application/*+json".to_string()
             }
+            GatewayError::UnsupportedMediaType {
+                accepted: Some(message),
+            } => message.to_string(),
             GatewayError::PayloadTooLarge { limit } => {
                 format!("request body is larger than {limit} bytes")
             }
@@ -343,7 +350,7 @@ impl GatewayError {
             GatewayError::NotFound
             | GatewayError::Forbidden { .. }
             | GatewayError::RequestTimeout
-            | GatewayError::UnsupportedMediaType
+            | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UriTooLong { .. }
@@ -487,7 +494,14 @@ mod tests {
                 "Too Many Requests",
             ),
             (
-                GatewayError::UnsupportedMediaType,
+                GatewayError::UnsupportedMediaType { accepted: None },
+                415,
+                "Unsupported Media Type",
+            ),
+            (
+                GatewayError::UnsupportedMediaType {
+                    accepted: Some("Content-Type must be text/plain".into()),
+                },
                 415,
                 "Unsupported Media Type",
             ),

@@ -98,9 +98,7 @@ where
 pub fn accepted_media_type(route: &Route, headers: &HeaderMap) -> Result<bool, GatewayError> {
     match &route.body_media {
         Some(media) => match declared_essence(headers)? {
-            Some(essence) if media.find(essence).is_none() => {
-                Err(GatewayError::UnsupportedMediaType)
-            }
+            Some(essence) if media.find(essence).is_none() => Err(media.unsupported()),
             Some(_) => Ok(true),
             None => Ok(false),
         },
@@ -158,7 +156,12 @@ pub fn parse(
     bytes: &Bytes,
     had_content_type: bool,
 ) -> Result<Option<Parsed>, GatewayError> {
-    check_missing_media_type(had_content_type, bytes)?;
+    check_missing_media_type(had_content_type, bytes).map_err(|e| {
+        route
+            .body_media
+            .as_ref()
+            .map_or(e, crate::snapshot::BodyMedia::unsupported)
+    })?;
     if bytes.is_empty() && route.body_media.as_ref().is_some_and(|m| !m.required) {
         return Ok(None);
     }
@@ -189,7 +192,7 @@ pub fn check_media_type(headers: &HeaderMap) -> Result<bool, GatewayError> {
     if json {
         Ok(true)
     } else {
-        Err(GatewayError::UnsupportedMediaType)
+        Err(GatewayError::UnsupportedMediaType { accepted: None })
     }
 }
 
@@ -200,7 +203,7 @@ pub fn check_missing_media_type(had_content_type: bool, body: &[u8]) -> Result<(
     if had_content_type || body.is_empty() {
         Ok(())
     } else {
-        Err(GatewayError::UnsupportedMediaType)
+        Err(GatewayError::UnsupportedMediaType { accepted: None })
     }
 }
 
@@ -295,7 +298,7 @@ mod tests {
             assert!(
                 matches!(
                     check_media_type(&headers(&[("content-type", bad)])),
-                    Err(GatewayError::UnsupportedMediaType)
+                    Err(GatewayError::UnsupportedMediaType { .. })
                 ),
                 "{bad}"
             );

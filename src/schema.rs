@@ -18,6 +18,7 @@ mod json;
 mod load;
 mod message;
 mod number;
+mod strict;
 mod tree;
 
 use std::fmt;
@@ -100,6 +101,8 @@ pub struct Violation {
 #[derive(Debug, Clone)]
 pub struct SchemaDir {
     scanned: Arc<Scanned>,
+    /// In a strict view ([`SchemaDir::strict`]), what each closed object declares.
+    closed: Option<Arc<strict::Closed>>,
 }
 
 impl SchemaDir {
@@ -109,7 +112,52 @@ impl SchemaDir {
     pub fn scan(dir: &Path) -> Result<SchemaDir, SchemaError> {
         Ok(SchemaDir {
             scanned: Arc::new(Scanned::scan(dir)?),
+            closed: None,
         })
+    }
+
+    /// The strict view of the directory, for the bodies of routes with `strict: true`
+    /// (`bodies`, paths as given to [`SchemaDir::compile`]): a copy of the files in which
+    /// every object those bodies can hold is closed to fields it does not declare (see
+    /// `schema/strict.rs`). Schemas compiled from it word unknown fields like the rest.
+    pub fn strict(&self, bodies: &[std::path::PathBuf]) -> SchemaDir {
+        let scanned = &*self.scanned;
+        let mut by_uri: std::collections::HashMap<String, Value> = scanned
+            .by_uri
+            .iter()
+            .filter_map(|(uri, doc)| Some((uri.clone(), Value::clone(doc.parsed.as_ref().ok()?))))
+            .collect();
+        let roots: Vec<(String, String)> = bodies
+            .iter()
+            .filter_map(|file| {
+                let canonical = std::fs::canonicalize(file).ok()?;
+                let rel = canonical.strip_prefix(&scanned.root).ok()?;
+                Some((scanned.uri_of(rel), String::new()))
+            })
+            .collect();
+        let docs = strict::Docs {
+            by_uri: &mut by_uri,
+            aliases: &scanned.by_id,
+        };
+        let closed = strict::close(docs, &roots);
+        let mut copy = Scanned {
+            root: scanned.root.clone(),
+            base: scanned.base.clone(),
+            by_uri: std::collections::HashMap::with_capacity(scanned.by_uri.len()),
+            by_id: scanned.by_id.clone(),
+        };
+        for (uri, doc) in &scanned.by_uri {
+            let parsed = match by_uri.remove(uri) {
+                Some(value) => Ok(Arc::new(value)),
+                None => doc.parsed.clone(),
+            };
+            let rel = doc.rel.clone();
+            copy.by_uri.insert(uri.clone(), load::Doc { rel, parsed });
+        }
+        SchemaDir {
+            scanned: Arc::new(copy),
+            closed: Some(Arc::new(closed)),
+        }
     }
 
     /// A hash of what the scan read (each file's URI and parsed content, or its error), so a
@@ -201,6 +249,7 @@ impl SchemaDir {
         Ok(CompiledSchema {
             validator,
             plan,
+            closed: self.closed.clone(),
             source: rel.to_path_buf(),
         })
     }
@@ -366,6 +415,9 @@ fn collect_refs<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
 pub struct CompiledSchema {
     validator: Validator<Instance>,
     plan: Plan,
+    /// For a strict route's body: compiled against documents whose objects are closed
+    /// (`strict`), with what each closed object declares.
+    closed: Option<Arc<strict::Closed>>,
     /// The file, relative to the schema directory, for status pages and logs.
     source: std::path::PathBuf,
 }
@@ -431,13 +483,77 @@ impl CompiledSchema {
         out: &mut Vec<Violation>,
         cap: usize,
     ) -> usize {
-        let mut omitted = 0;
-        for error in self.validator.iter_errors(Node::Value(instance)) {
-            if out.len() < cap {
-                message::push_violations(location, instance, &error, out);
-            } else {
-                omitted += 1;
+        let start = out.len();
+        let omitted = match &self.closed {
+            Some(closed) => self.collect_strict(closed, location, instance, out, cap),
+            None => {
+                let mut omitted = 0;
+                for error in self.validator.iter_errors(Node::Value(instance)) {
+                    if out.len() < cap {
+                        message::push_violations(location, instance, &error, out);
+                    } else {
+                        omitted += 1;
+                    }
+                }
+                omitted
             }
+        };
+        if let Some(found) = out.get_mut(start..) {
+            found.iter_mut().for_each(|v| self.plan.unexplode(v));
+        }
+        omitted
+    }
+
+    /// [`CompiledSchema::collect_violations`] for a strict body: an unknown field is named
+    /// once (a schema of its own may close the object too), and a field the object declares
+    /// is not called unknown when the object has other errors (a failed `oneOf` branch
+    /// evaluates nothing: its fields are not unknown, the branch is wrong).
+    fn collect_strict(
+        &self,
+        closed: &strict::Closed,
+        location: Location,
+        instance: &Value,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
+        use jsonschema::error::ValidationErrorKind as Kind;
+        let errors: Vec<ValidationError<'_>> =
+            self.validator.iter_errors(Node::Value(instance)).collect();
+        // Where each error is, sorted: whether an object has other errors is two binary
+        // searches, so a body with many errors stays linearithmic. An unknown field deeper
+        // down fails the branch holding it, too.
+        let mut paths: Vec<&str> = errors.iter().map(|e| e.instance_path().as_str()).collect();
+        paths.sort_unstable();
+        let within = |from: &str, to: &str| {
+            paths.partition_point(|p| *p < to) - paths.partition_point(|p| *p < from)
+        };
+        let mut named: std::collections::HashSet<(String, String)> = Default::default();
+        let mut omitted = 0;
+        for error in &errors {
+            if out.len() >= cap {
+                omitted += 1;
+                continue;
+            }
+            let declared = match error.kind() {
+                Kind::UnevaluatedProperties { .. } => error
+                    .absolute_keyword_location()
+                    .and_then(|at| closed.declared_at(at.as_str())),
+                _ => None,
+            };
+            let at = error.instance_path().as_str();
+            // Besides this error: others at `at`, or under it (`at/...` sorts between
+            // `at/` and `at0`, `0` following `/`).
+            let troubled_here = declared.is_some() && {
+                let here = within(at, &format!("{at}\0")).saturating_sub(1);
+                here + within(&format!("{at}/"), &format!("{at}0")) > 0
+            };
+            let mut keep = |pointer: &str, name: &str| {
+                if troubled_here && declared.is_some_and(|d| d.contains(name)) {
+                    return false;
+                }
+                named.insert((pointer.to_string(), name.to_string()))
+            };
+            message::push_violations_keeping(location, instance, error, out, &mut keep);
         }
         omitted
     }
@@ -559,9 +675,9 @@ impl CompiledSchema {
     }
 }
 
-/// Strict mode: a violation for each top-level key of `value` (a query's or a body's object)
-/// that `schema` does not name as a property (every key, without a schema). Only the top
-/// level: nested fields are the schema's own business (`additionalProperties`).
+/// Strict mode: a violation for each top-level key of `value` (a query's object) that
+/// `schema` does not name as a property (every key, without a schema). A body's unknown
+/// fields, at every depth, are its strict schema's own (`schema/strict.rs`).
 pub fn unknown_keys(
     schema: Option<&CompiledSchema>,
     location: Location,

@@ -179,6 +179,9 @@ pub struct BodyMedia {
     pub ranges: Vec<MediaRange>,
     /// An empty body without Content-Type is refused (400) when the body is required.
     pub required: bool,
+    /// The 415 message naming what the operation accepts, when it lists media types other
+    /// than `application/json` (`None`: the JSON-only message hand-written routes give).
+    pub refusal: Option<std::sync::Arc<str>>,
 }
 
 /// A media type or range (`application/json`, `application/*+json`, `*/*`), lowercase.
@@ -203,6 +206,41 @@ impl MediaRange {
 }
 
 impl BodyMedia {
+    /// The media types `ranges` lists, and the 415 message naming them when one is not
+    /// `application/json`: `Content-Type must be application/json or text/plain`.
+    pub fn new(ranges: Vec<MediaRange>, required: bool) -> BodyMedia {
+        let json_only = ranges
+            .iter()
+            .all(|r| r.kind == "application" && r.subtype == "json");
+        let refusal = (!json_only && !ranges.is_empty()).then(|| {
+            let mut names: Vec<String> = Vec::new();
+            for range in &ranges {
+                let name = format!("{}/{}", range.kind, range.subtype);
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            let list = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            std::sync::Arc::from(format!("Content-Type must be {list}"))
+        });
+        BodyMedia {
+            ranges,
+            required,
+            refusal,
+        }
+    }
+
+    /// The 415 for a body of a media type this operation does not list.
+    pub fn unsupported(&self) -> crate::error::GatewayError {
+        crate::error::GatewayError::UnsupportedMediaType {
+            accepted: self.refusal.clone(),
+        }
+    }
+
     /// The range a declared media type falls in, most specific first (exact type, then a
     /// `+json` or subtype wildcard, then `*/*`).
     pub fn find(&self, essence: &str) -> Option<&MediaRange> {

@@ -85,13 +85,8 @@ pub fn check(route: &Route, parts: &Parts<'_>, body: Option<&Parsed>) -> Finding
             parts.headers,
             standard_header,
         ));
-        if let Some(parsed) = body {
-            violations.extend(crate::schema::unknown_keys(
-                schemas.body.as_ref(),
-                Location::Body,
-                &parsed.to_value(),
-            ));
-        }
+        // Unknown body fields, at every depth, are the strict body schema's own
+        // (`unevaluatedProperties`, see `schema/strict.rs`).
     }
     if let (Some(schema), Some(parsed)) = (&schemas.body, body) {
         omitted += schema.collect_body_violations(parsed, &mut violations, cap);

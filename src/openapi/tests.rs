@@ -467,7 +467,10 @@ fn all_errors() -> Vec<GatewayError> {
         },
         GatewayError::RequestTimeout,
         GatewayError::PayloadTooLarge { limit: 10 },
-        GatewayError::UnsupportedMediaType,
+        GatewayError::UnsupportedMediaType { accepted: None },
+        GatewayError::UnsupportedMediaType {
+            accepted: Some("Content-Type must be text/plain".into()),
+        },
         GatewayError::Invalid {
             violations: vec![
                 violation(Location::Body, "body.a must be integer"),

@@ -1,6 +1,10 @@
 //! Turning wire strings (query, headers, path parameters, cookies) into the JSON the schema
 //! expects. A `deepObject` query parameter (`filter[limit]=5`) becomes one object whose values
-//! are coerced by its own properties' types; only plans with one look at such keys.
+//! are coerced by its own properties' types; only plans with one look at such keys. So does an
+//! object parameter in OpenAPI's default `form` style, whose properties are query keys of
+//! their own (`?status=open&limit=5`: the keys it declares, or with `additionalProperties`
+//! every key nothing else names), and one without explode (`filter=status,open,limit,5`, or a
+//! cookie `prefs=theme,dark`).
 //!
 //! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
 //! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
@@ -142,6 +146,20 @@ struct Property {
     /// For an object sent as `name[key]=value` pairs (OpenAPI's `deepObject`), the plan of
     /// the object's own properties.
     deep: Option<Box<Plan>>,
+    /// For an object sent as `key,value` pairs in one value (OpenAPI's `form` without
+    /// explode: `filter=status,open,limit,5`), the plan of the object's own properties.
+    pairs: Option<Box<Plan>>,
+}
+
+/// An object parameter whose properties arrive as query keys of their own (OpenAPI's `form`
+/// with explode, the default: `?status=open&limit=5` for `filter`).
+#[derive(Debug, Clone)]
+struct Exploded {
+    name: String,
+    plan: Plan,
+    /// Whether it also takes the keys no other parameter names (its schema allows more
+    /// properties than it declares, or declares none).
+    rest: bool,
 }
 
 /// How a parameter's value is spelled on the wire, beside one value per key.
@@ -151,6 +169,12 @@ pub enum Decode {
     Delimited(char),
     /// An object as `name[key]=value` query pairs (OpenAPI `style: deepObject`).
     DeepObject,
+    /// An object whose properties are query keys of their own (OpenAPI `style: form`,
+    /// `explode: true`): `?status=open&limit=5`.
+    Exploded,
+    /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`):
+    /// `filter=status,open,limit,5`, or a cookie `c=a,1,b,2`.
+    Pairs,
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
@@ -160,6 +184,13 @@ pub(crate) struct Plan {
     /// Whether some property is a `deepObject`: only then are `a[b]` keys looked into, so
     /// that other queries pay nothing for it.
     deep: bool,
+    /// Object parameters exploded into query keys; empty for nearly every plan, which then
+    /// pays nothing for them.
+    exploded: Vec<Exploded>,
+    /// When the schema allows properties beyond those it declares (an `additionalProperties`
+    /// other than `false`, somewhere it applies in place): what their values are read as.
+    /// Used only for an exploded object's own keys, which are all its.
+    others: Option<Shape>,
 }
 
 /// One raw value from the wire. `opaque` marks a header value that is not visible ASCII: it is
@@ -173,7 +204,9 @@ impl Plan {
     /// Reads the property types of `schema`, whose URI is `base`.
     pub fn build(schema: &Value, base: &str, resolver: &impl Resolve) -> Plan {
         let mut found = BTreeMap::new();
-        collect_properties(schema, &Ctx { base, resolver }, 0, &mut found);
+        let ctx = Ctx { base, resolver };
+        collect_properties(schema, &ctx, 0, &mut found);
+        let others = allows_more(schema, &ctx, 0);
         let properties = found
             .into_iter()
             .map(|(name, shape)| {
@@ -185,6 +218,7 @@ impl Plan {
                         header,
                         delimiter: None,
                         deep: None,
+                        pairs: None,
                     },
                 )
             })
@@ -192,6 +226,82 @@ impl Plan {
         Plan {
             properties,
             deep: false,
+            exploded: Vec::new(),
+            others,
+        }
+    }
+
+    /// Reads `name`'s value from `key,value` pairs in one string, each value coerced by
+    /// `nested` (the plan of the object's own properties).
+    pub fn set_pairs(&mut self, name: &str, nested: Plan) {
+        if let Some(property) = self.properties.get_mut(name) {
+            property.pairs = Some(Box::new(nested));
+        }
+    }
+
+    /// Assembles `name` from the query keys that are `nested`'s properties (and, when its
+    /// schema allows more than it declares or declares nothing, from every key nothing else
+    /// names). Fails when a key could belong to two parameters.
+    pub fn set_exploded(&mut self, name: &str, nested: Plan) -> Result<(), String> {
+        let rest = nested.others.is_some() || nested.properties.is_empty();
+        for key in nested.properties.keys() {
+            if self.properties.contains_key(key) {
+                return Err(format!(
+                    "the query key {key:?} would be both parameter {key:?} and a property of object parameter {name:?} (style form, explode: true)"
+                ));
+            }
+            if let Some(other) = self
+                .exploded
+                .iter()
+                .find(|e| e.plan.properties.contains_key(key))
+            {
+                return Err(format!(
+                    "object parameters {:?} and {name:?} (style form, explode: true) both have a property {key:?}: a query key {key:?} cannot be assigned to one of them",
+                    other.name
+                ));
+            }
+        }
+        if let Some(other) = self.exploded.iter().find(|e| e.rest).filter(|_| rest) {
+            return Err(format!(
+                "object parameters {:?} and {name:?} (style form, explode: true) both take query keys they do not declare (`additionalProperties`, or no `properties`): such a key cannot be assigned to one of them",
+                other.name
+            ));
+        }
+        self.exploded.push(Exploded {
+            name: name.to_string(),
+            plan: nested,
+            rest,
+        });
+        Ok(())
+    }
+
+    /// A violation found in an exploded object parameter named as its query key was sent:
+    /// `query.filter.limit` becomes `query.limit` (the client sent `?limit=`).
+    pub fn unexplode(&self, violation: &mut Violation) {
+        if violation.location != Location::Query || self.exploded.is_empty() {
+            return;
+        }
+        for exploded in &self.exploded {
+            let segment = super::message::escape_pointer_segment(&exploded.name);
+            let head = format!("/{segment}");
+            let Some(rest) = violation.pointer.strip_prefix(&head) else {
+                continue;
+            };
+            if !rest.starts_with('/') {
+                continue;
+            }
+            violation.pointer = rest.to_string();
+            let named = super::message::field(Location::Query, &head, None);
+            let label = super::message::field_label(Location::Query, &head, |_| true);
+            for (text, prefix) in [
+                (&mut violation.message, named),
+                (&mut violation.field, label),
+            ] {
+                if let Some(tail) = text.strip_prefix(&prefix) {
+                    *text = format!("{}{tail}", Location::Query.as_str());
+                }
+            }
+            return;
         }
     }
 
@@ -225,6 +335,10 @@ impl Plan {
         } else {
             self.properties.contains_key(name)
                 || (self.deep && deep_key(name).is_some_and(|(n, _)| self.deep_plan(n).is_some()))
+                || self
+                    .exploded
+                    .iter()
+                    .any(|e| e.rest || e.plan.properties.contains_key(name))
         }
     }
 
@@ -245,7 +359,8 @@ impl Plan {
                 opaque: false,
             });
         }
-        if !self.deep {
+        let exploded = self.take_exploded(&mut grouped);
+        if !self.deep && exploded.is_empty() {
             return self.object(Location::Query, grouped);
         }
         // `deepObject`: `filter[status]=open` goes into `filter` as `status`.
@@ -275,7 +390,57 @@ impl Plan {
                 object.insert(name, inner);
             }
         }
+        for (exploded, pairs) in self.exploded.iter().zip(exploded) {
+            if pairs.is_empty() {
+                continue;
+            }
+            // Problems are named by the keys as sent (`query.limit`); keys it does not declare
+            // are read by its `additionalProperties`.
+            let (inner, found) = exploded.plan.object_with(Location::Query, pairs, true);
+            violations.extend(found);
+            if let Value::Object(object) = &mut value {
+                object.insert(exploded.name.clone(), inner);
+            }
+        }
         (value, violations)
+    }
+
+    /// Takes the keys of exploded object parameters out of `grouped`: one group per
+    /// parameter, in the order of `self.exploded` (all empty when there are none).
+    #[allow(clippy::type_complexity)]
+    fn take_exploded<'q>(
+        &self,
+        grouped: &mut BTreeMap<Cow<'q, str>, Vec<Raw<'q>>>,
+    ) -> Vec<BTreeMap<Cow<'q, str>, Vec<Raw<'q>>>> {
+        if self.exploded.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<BTreeMap<Cow<'q, str>, Vec<Raw<'q>>>> =
+            self.exploded.iter().map(|_| BTreeMap::new()).collect();
+        let rest = self.exploded.iter().position(|e| e.rest);
+        let keys: Vec<Cow<'q, str>> = grouped.keys().cloned().collect();
+        for key in keys {
+            let owner = self
+                .exploded
+                .iter()
+                .position(|e| e.plan.properties.contains_key(key.as_ref()))
+                .or_else(|| {
+                    let other = self.properties.contains_key(key.as_ref())
+                        || (self.deep
+                            && deep_key(&key).is_some_and(|(n, _)| self.deep_plan(n).is_some()));
+                    rest.filter(|_| !other)
+                });
+            let Some(owner) = owner else {
+                continue;
+            };
+            let Some(values) = grouped.remove(&key) else {
+                continue;
+            };
+            if let Some(group) = out.get_mut(owner) {
+                group.insert(key, values);
+            }
+        }
+        out
     }
 
     /// The object for `Cookie` headers (`a=1; b=2`, RFC 6265): only the cookies the schema
@@ -415,11 +580,30 @@ impl Plan {
         location: Location,
         grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>,
     ) -> (Value, Vec<Violation>) {
+        self.object_with(location, grouped, false)
+    }
+
+    /// The object for `grouped` keys; with `others`, keys the schema does not name are read
+    /// by its `additionalProperties` (else they stay strings).
+    fn object_with(
+        &self,
+        location: Location,
+        grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>,
+        others: bool,
+    ) -> (Value, Vec<Violation>) {
         let mut object = Map::new();
         let mut violations = Vec::new();
         for (key, values) in grouped {
             let property = self.properties.get(key.as_ref());
-            let shape = property.map(|p| p.shape);
+            let shape = match property {
+                Some(property) => Some(property.shape),
+                None => self.others.filter(|_| others),
+            };
+            if let Some(nested) = property.and_then(|p| p.pairs.as_deref()) {
+                let value = pairs_value(location, &key, nested, &values, &mut violations);
+                object.insert(key.into_owned(), value);
+                continue;
+            }
             let value = match property.and_then(|p| p.delimiter) {
                 Some(delimiter) => {
                     let all = split(values.into_iter(), delimiter);
@@ -430,6 +614,60 @@ impl Plan {
             object.insert(key.into_owned(), value);
         }
         (Value::Object(object), violations)
+    }
+}
+
+/// The object for `key,value` pairs in one value (`status,open,limit,5`), each value coerced
+/// by `nested`; problems inside it are placed under `key` (`query.filter.limit`). An odd
+/// number of items is not such an object: it stays the string sent, for the schema to refuse.
+fn pairs_value(
+    location: Location,
+    key: &str,
+    nested: &Plan,
+    values: &[Raw<'_>],
+    violations: &mut Vec<Violation>,
+) -> Value {
+    if values.len() > 1 {
+        violations.push(repeated(location, key));
+    }
+    let Some(first) = values.first() else {
+        return Value::Null;
+    };
+    if first.opaque {
+        return Value::String(first.text.to_string());
+    }
+    let items: Vec<&str> = first.text.split(',').collect();
+    if first.text.is_empty() || items.len() % 2 != 0 {
+        return Value::String(first.text.to_string());
+    }
+    let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+    for pair in items.chunks(2) {
+        if let [name, value] = pair {
+            grouped.entry(Cow::Borrowed(*name)).or_default().push(Raw {
+                text: Cow::Borrowed(*value),
+                opaque: false,
+            });
+        }
+    }
+    let (value, found) = nested.object(location, grouped);
+    violations.extend(found.into_iter().map(|v| nest(key, v)));
+    value
+}
+
+/// `query.x must not be repeated`: a key sent more than once where the schema does not say
+/// array.
+fn repeated(location: Location, key: &str) -> Violation {
+    let pointer = format!("/{}", super::message::escape_pointer_segment(key));
+    Violation {
+        location,
+        message: format!(
+            "{} must not be repeated",
+            super::message::field(location, &pointer, None)
+        ),
+        // The key is one of the schema's properties (unnamed keys are not coerced).
+        field: super::message::field_label(location, &pointer, |_| true),
+        pointer,
+        keyword: "repeated",
     }
 }
 
@@ -534,18 +772,7 @@ fn property_value(
         );
     }
     if values.len() > 1 {
-        let pointer = format!("/{}", super::message::escape_pointer_segment(key));
-        violations.push(Violation {
-            location,
-            message: format!(
-                "{} must not be repeated",
-                super::message::field(location, &pointer, None)
-            ),
-            // The key is one of the schema's properties (unnamed keys are not coerced).
-            field: super::message::field_label(location, &pointer, |_| true),
-            pointer,
-            keyword: "repeated",
-        });
+        violations.push(repeated(location, key));
     }
     // The first occurrence stands for the key, so that its other problems are reported too.
     // Callers never pass an empty list; `Null` only keeps this free of a panicking index.
@@ -730,6 +957,36 @@ fn collect_properties<R: Resolve>(
     }
 }
 
+/// Whether `schema` (or what it applies in place: `$ref`, `allOf`, `anyOf`, `oneOf`)
+/// allows properties beyond those it declares: an `additionalProperties` that is not `false`.
+/// The answer is the types those other properties' values may have (`Shape::default()` for
+/// `true`), or `None` when the schema allows none.
+fn allows_more<R: Resolve>(schema: &Value, ctx: &Ctx<'_, R>, depth: usize) -> Option<Shape> {
+    let object = schema.as_object()?;
+    if depth > MAX_PLAN_DEPTH {
+        return None;
+    }
+    match object.get("additionalProperties") {
+        None | Some(Value::Bool(false)) => {}
+        Some(other) => return Some(shape_of(other, ctx, depth + 1)),
+    }
+    if let Some(Value::String(reference)) = object.get("$ref") {
+        if let Some((base, target)) = ctx.resolver.resolve(ctx.base, reference) {
+            let inner = Ctx {
+                base: &base,
+                resolver: ctx.resolver,
+            };
+            if let Some(shape) = allows_more(target, &inner, depth + 1) {
+                return Some(shape);
+            }
+        }
+    }
+    ["allOf", "anyOf", "oneOf"].iter().find_map(|combinator| {
+        let members = object.get(*combinator)?.as_array()?;
+        members.iter().find_map(|m| allows_more(m, ctx, depth + 1))
+    })
+}
+
 /// The types (and item types) one property schema allows; empty when it does not say.
 fn shape_of<R: Resolve>(schema: &Value, ctx: &Ctx<'_, R>, depth: usize) -> Shape {
     let mut shape = Shape::default();
@@ -855,6 +1112,92 @@ mod tests {
                 "query.filter.limit"
             )]
         );
+    }
+
+    fn exploded_plan() -> Plan {
+        let filter = json!({"type": "object", "properties": {
+            "limit": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }});
+        let map = json!({"type": "object", "additionalProperties": {"type": "boolean"}});
+        let mut plan = plan(json!({"properties": {
+            "filter": filter, "flags": map, "page": {"type": "integer"},
+        }}));
+        let nested = Plan::build(&filter, "test:", &NoRefs);
+        assert!(plan.set_exploded("filter", nested).is_ok());
+        let nested = Plan::build(&map, "test:", &NoRefs);
+        assert!(plan.set_exploded("flags", nested).is_ok());
+        plan
+    }
+
+    #[test]
+    fn exploded_object_keys_are_assembled_into_their_parameter() {
+        let plan = exploded_plan();
+        let (value, found) = plan.query(Some("limit=5&tags=a&tags=b&page=2&debug=true"));
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(
+            value,
+            json!({"filter": {"limit": 5, "tags": ["a", "b"]}, "flags": {"debug": true}, "page": 2})
+        );
+        // No key of its own: the parameter is absent (so `required` can say so).
+        assert_eq!(plan.query(Some("page=1")).0, json!({"page": 1}));
+        assert!(plan.names("limit", false) && plan.names("anything", false));
+        // Problems name the key as sent.
+        let (_, found) = plan.query(Some("limit=1&limit=2"));
+        assert_eq!(found[0].message, "query.limit must not be repeated");
+        let mut violation = Violation {
+            location: Location::Query,
+            pointer: "/filter/limit".into(),
+            field: "query.filter.limit".into(),
+            keyword: "maximum",
+            message: "query.filter.limit must be <= 50".into(),
+        };
+        plan.unexplode(&mut violation);
+        assert_eq!(
+            (
+                violation.pointer.as_str(),
+                violation.field.as_str(),
+                violation.message.as_str()
+            ),
+            ("/limit", "query.limit", "query.limit must be <= 50")
+        );
+    }
+
+    #[test]
+    fn exploded_objects_that_could_share_a_key_are_refused() {
+        let mut plan = exploded_plan();
+        let other = Plan::build(
+            &json!({"properties": {"limit": {"type": "string"}}}),
+            "test:",
+            &NoRefs,
+        );
+        let refused = plan.set_exploded("other", other);
+        assert!(refused.is_err_and(|e| e.contains("both have a property \"limit\"")));
+        let free = Plan::build(&json!({"type": "object"}), "test:", &NoRefs);
+        let refused = plan.set_exploded("free", free);
+        assert!(refused.is_err_and(|e| e.contains("do not declare")));
+    }
+
+    #[test]
+    fn form_objects_without_explode_are_key_value_pairs() {
+        let range = json!({"type": "object", "properties": {"from": {"type": "integer"}}});
+        let mut plan = plan(json!({"properties": {"range": range}}));
+        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs));
+        let (value, found) = plan.query(Some("range=from,1,to,x%2Cy"));
+        assert!(found.is_empty(), "{found:?}");
+        // The comma a value holds is a delimiter once decoded (as for arrays).
+        assert_eq!(value, json!({"range": "from,1,to,x,y"}));
+        let (value, _) = plan.query(Some("range=from,1,to,z"));
+        assert_eq!(value, json!({"range": {"from": 1, "to": "z"}}));
+        let (value, found) = plan.query(Some("range=from,1.00000000000000001"));
+        assert_eq!(value, json!({"range": {"from": 1.0}}));
+        assert_eq!(found[0].pointer, "/range/from");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("range=from,3"),
+        );
+        assert_eq!(plan.cookies(&headers).0, json!({"range": {"from": 3}}));
     }
 
     #[test]

@@ -21,6 +21,8 @@ use super::CompiledSchema;
 pub struct DocumentSet {
     docs: HashMap<String, Arc<Value>>,
     registry: Registry<'static>,
+    /// In a strict set ([`DocumentSet::strict`]), what each closed object declares.
+    closed: Option<Arc<super::strict::Closed>>,
 }
 
 impl std::fmt::Debug for DocumentSet {
@@ -88,7 +90,27 @@ impl DocumentSet {
         Ok(DocumentSet {
             docs: by_uri,
             registry,
+            closed: None,
         })
+    }
+
+    /// The set for strict operations' bodies: `docs` with every object that the body
+    /// schemas at `bodies` (document URI, JSON pointer) can hold closed to fields it does not
+    /// declare (see `schema/strict.rs`).
+    pub fn strict(
+        docs: Vec<(String, Value)>,
+        bodies: &[(String, String)],
+    ) -> Result<DocumentSet, String> {
+        let mut by_uri: HashMap<String, Value> = docs.into_iter().collect();
+        let aliases = HashMap::new();
+        let docs = super::strict::Docs {
+            by_uri: &mut by_uri,
+            aliases: &aliases,
+        };
+        let closed = super::strict::close(docs, bodies);
+        let mut set = DocumentSet::new(by_uri.into_iter().collect())?;
+        set.closed = Some(Arc::new(closed));
+        Ok(set)
     }
 
     /// The document registered under `uri`.
@@ -127,15 +149,29 @@ impl DocumentSet {
             })?;
         let mut plan = Plan::build(schema, uri, self);
         for (name, decode) in decodes {
+            // The plan of an object parameter's own properties.
+            let nested = || {
+                let property = schema.pointer(&format!(
+                    "/properties/{}",
+                    super::message::escape_pointer_segment(name)
+                ));
+                property.map(|property| Plan::build(property, uri, self))
+            };
             match decode {
                 Decode::Delimited(delimiter) => plan.set_delimiter(name, *delimiter),
                 Decode::DeepObject => {
-                    let property = schema.pointer(&format!(
-                        "/properties/{}",
-                        super::message::escape_pointer_segment(name)
-                    ));
-                    if let Some(property) = property {
-                        plan.set_deep(name, Plan::build(property, uri, self));
+                    if let Some(nested) = nested() {
+                        plan.set_deep(name, nested);
+                    }
+                }
+                Decode::Pairs => {
+                    if let Some(nested) = nested() {
+                        plan.set_pairs(name, nested);
+                    }
+                }
+                Decode::Exploded => {
+                    if let Some(nested) = nested() {
+                        plan.set_exploded(name, nested)?;
                     }
                 }
             }
@@ -143,6 +179,7 @@ impl DocumentSet {
         Ok(CompiledSchema {
             validator,
             plan,
+            closed: self.closed.clone(),
             source,
         })
     }

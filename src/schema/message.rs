@@ -22,6 +22,19 @@ pub(crate) fn push_violations(
     error: &ValidationError<'_>,
     out: &mut Vec<Violation>,
 ) {
+    push_violations_keeping(location, instance, error, out, &mut |_, _| true);
+}
+
+/// [`push_violations`], with the names an `additionalProperties` or `unevaluatedProperties`
+/// error gives filtered by `keep` (the object's pointer, the name): strict mode drops the
+/// declared fields a failed branch left unevaluated, and names reported twice.
+pub(crate) fn push_violations_keeping(
+    location: Location,
+    instance: &Value,
+    error: &ValidationError<'_>,
+    out: &mut Vec<Violation>,
+    keep: &mut dyn FnMut(&str, &str) -> bool,
+) {
     let pointer = error.instance_path().as_str();
     let kind = error.kind();
     // The metrics label of the value at `pointer`; a child's label adds one segment to it.
@@ -57,7 +70,7 @@ pub(crate) fn push_violations(
             let keyword = keyword_of(kind);
             // The names are the client's: one label for them all.
             let field = format!("{}.*", label());
-            for name in unexpected {
+            for name in unexpected.iter().filter(|name| keep(pointer, name)) {
                 let problem = "is not allowed".to_string();
                 push(child(pointer, name), field.clone(), keyword, problem);
             }
@@ -70,7 +83,7 @@ pub(crate) fn push_violations(
                 }
                 Alternatives::Branch(errors) => {
                     for inner in errors {
-                        push_violations(location, instance, inner, out);
+                        push_violations_keeping(location, instance, inner, out, keep);
                     }
                 }
                 Alternatives::Unclear => push(

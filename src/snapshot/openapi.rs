@@ -60,6 +60,7 @@ pub(super) fn import(
         let key = format!("openapi[{i}]");
         let file = &entry.file;
         let read = Documents::read(&base_dir.join(&*file.value)).and_then(|mut documents| {
+            let strict_bodies = strict_bodies(&documents, entry);
             // The set holds the documents from now on (one copy fewer of a large document).
             let mut docs: Vec<(String, Value)> =
                 std::mem::take(&mut documents.by_uri).into_iter().collect();
@@ -77,6 +78,12 @@ pub(super) fn import(
                 documents.kept = docs.clone();
             }
             let shown = &documents.shown;
+            // With strict operations, a third view for their bodies: objects closed.
+            if !strict_bodies.is_empty() {
+                let set = DocumentSet::strict(docs.clone(), &strict_bodies)
+                    .map_err(|e| format!("{shown}: {e}"))?;
+                documents.strict_set = Some(set);
+            }
             let set = DocumentSet::new(docs).map_err(|e| format!("{shown}: {e}"))?;
             let response_set = response_docs
                 .map(DocumentSet::new)
@@ -133,6 +140,8 @@ struct Documents {
     set: Option<DocumentSet>,
     /// The responses' view (`writeOnly` not required), with `responses: report` only.
     response_set: Option<DocumentSet>,
+    /// The strict operations' bodies' view (objects closed), with `strict: true` only.
+    strict_set: Option<DocumentSet>,
     /// The translated documents by URI, kept for the exporter.
     kept: Vec<(String, Value)>,
     /// The file of each document by URI (canonical).
@@ -209,6 +218,7 @@ impl Documents {
             hash: hasher.finish(),
             set: None,
             response_set: None,
+            strict_set: None,
             kept: Vec::new(),
             paths,
         })
@@ -461,13 +471,7 @@ fn operations(
                 continue;
             };
             let op_pointer = format!("{item_pointer}/{method}");
-            let id = operation
-                .get("operationId")
-                .and_then(Value::as_str)
-                .map_or_else(
-                    || format!("{} {path}", method.to_uppercase()),
-                    str::to_string,
-                );
+            let id = operation_id(operation, method, path);
             let over = entry.operations.get(&id);
             if over.is_some() {
                 used.insert(id.clone());
@@ -481,6 +485,7 @@ fn operations(
             };
             let site = Site {
                 responses: keys.responses == Some(ResponsesMode::Report),
+                strict: keys.strict == Some(true),
                 name,
                 id: &id,
                 documents,
@@ -533,7 +538,74 @@ fn operations(
     out
 }
 
+/// The name an operation's route takes after the document's: its `operationId`, or its
+/// method and path (`GET /v1/health`).
+fn operation_id(operation: &Value, method: &str, path: &str) -> String {
+    operation
+        .get("operationId")
+        .and_then(Value::as_str)
+        .map_or_else(
+            || format!("{} {path}", method.to_uppercase()),
+            str::to_string,
+        )
+}
+
+/// Where the JSON body schemas of the document's strict operations are (document URI,
+/// JSON pointer): what the strict view of the documents closes.
+fn strict_bodies(documents: &Documents, entry: &RawOpenApi) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !entry.wants_strict() {
+        return out;
+    }
+    let root = documents.root();
+    let Some(paths) = root.get("paths").and_then(Value::as_object) else {
+        return out;
+    };
+    for (path, item) in paths {
+        let at = format!("/paths/{}", escape(path));
+        let Ok((uri, at, item)) = documents.deref(&documents.root, at, item) else {
+            continue;
+        };
+        for method in METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let id = operation_id(operation, method, path);
+            let over = entry.operations.get(&id).and_then(|o| o.value.strict);
+            if over.or(entry.strict) != Some(true) {
+                continue;
+            }
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
+            let at = format!("{at}/{method}/requestBody");
+            let Ok((uri, at, body)) = documents.deref(&uri, at, body) else {
+                continue;
+            };
+            let content = body.get("content").and_then(Value::as_object);
+            for (media, entry) in content.into_iter().flatten() {
+                if is_json(media) && entry.get("schema").is_some() {
+                    out.push((
+                        uri.clone(),
+                        format!("{at}/content/{}/schema", escape(media)),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 impl RawOpenApi {
+    /// Whether the document or any of its operations has `strict: true`.
+    fn wants_strict(&self) -> bool {
+        self.strict == Some(true)
+            || self
+                .operations
+                .values()
+                .any(|o| o.value.strict == Some(true))
+    }
+
     /// Whether the document or any of its operations has `responses: report`.
     fn wants_responses(&self) -> bool {
         self.responses == Some(ResponsesMode::Report)
@@ -597,6 +669,8 @@ fn raw_route(
 struct Site<'d> {
     /// `responses: report`: compile the documented responses' schemas.
     responses: bool,
+    /// `strict: true`: the body compiles against the strict view of the documents.
+    strict: bool,
     /// The document's name, and the operation's id (for the exporter's file names).
     name: &'d str,
     id: &'d str,
@@ -748,7 +822,13 @@ impl Site<'_> {
                 let (media, schema) = self.body(&uri, &at, body)?;
                 if let Some(target) = schema {
                     let wrapper = json!({ "$ref": target });
-                    let compiled = set
+                    let body_set = match self.strict {
+                        true => self.documents.strict_set.as_ref().ok_or_else(|| {
+                            "documents not registered for strict mode".to_string()
+                        })?,
+                        false => set,
+                    };
+                    let compiled = body_set
                         .compile(
                             &wrapper,
                             &format!("{base}.body"),
@@ -895,9 +975,12 @@ impl Site<'_> {
         } else {
             let delimiter = match (location, style, explode) {
                 ("query", "form", true) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object parameter with style form and explode (its properties as separate query parameters) is not supported yet; describe it with `content: application/json` or as separate parameters"
-                    ))
+                    wrapper.decodes.push((name.to_string(), Decode::Exploded));
+                    None
+                }
+                ("query" | "cookie", "form", false) if is_object => {
+                    wrapper.decodes.push((name.to_string(), Decode::Pairs));
+                    None
                 }
                 ("query", "deepObject", true) if is_object => {
                     wrapper.decodes.push((name.to_string(), Decode::DeepObject));
@@ -911,7 +994,7 @@ impl Site<'_> {
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,
                 ("cookie", "form", true) if is_object => {
                     return Err(format!(
-                        "#{at}: an object cookie parameter is not supported yet; describe it with `content: application/json` or as separate cookies"
+                        "#{at}: an object cookie parameter with explode (its properties as cookies of their own) is not supported yet; use `explode: false` (`Cookie: {name}=a,1,b,2`), `content: application/json`, or separate cookies"
                     ))
                 }
                 ("cookie", "form", true) => None,
@@ -997,7 +1080,7 @@ impl Site<'_> {
             }
         }
         Ok((
-            BodyMedia { ranges, required },
+            BodyMedia::new(ranges, required),
             schema.map(|(target, _)| target),
         ))
     }

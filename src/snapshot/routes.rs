@@ -18,6 +18,8 @@ pub(super) struct Schemas {
     pub used: bool,
     /// The scanned directory; `None` when unused or unreadable (reported).
     pub dir: Option<SchemaDir>,
+    /// Its strict view, for the bodies of routes with `strict: true` (only when there are).
+    pub strict: Option<SchemaDir>,
 }
 
 pub(super) fn schema_dir(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'_>) -> Schemas {
@@ -38,7 +40,23 @@ pub(super) fn schema_dir(raw: &RawConfig, base_dir: &Path, errors: &mut Errors<'
         }
         None => None,
     };
-    Schemas { path, used, dir }
+    let strict_bodies: Vec<PathBuf> = raw
+        .routes
+        .iter()
+        .filter(|r| r.value.strict)
+        .filter_map(|r| r.value.schemas.body.as_ref())
+        .map(|file| path.join(&*file.value))
+        .collect();
+    let strict = match &dir {
+        Some(dir) if !strict_bodies.is_empty() => Some(dir.strict(&strict_bodies)),
+        _ => None,
+    };
+    Schemas {
+        path,
+        used,
+        dir,
+        strict,
+    }
 }
 
 /// What every route is compiled against.
@@ -227,13 +245,14 @@ fn build_route(
     let schemas = &context.schemas;
     let (compiled, body_media, files) = match source {
         Source::Files(files) => {
-            let compiled = compile_schemas(
-                errors.path(),
-                &schemas.path,
-                schemas.dir.as_ref(),
-                files,
-                prefix,
-            );
+            let dirs = SchemaDirs {
+                all: schemas.dir.as_ref(),
+                body: match raw.strict {
+                    true => schemas.strict.as_ref(),
+                    false => schemas.dir.as_ref(),
+                },
+            };
+            let compiled = compile_schemas(errors.path(), &schemas.path, dirs, files, prefix);
             let compiled = match compiled {
                 Ok(compiled) => Some(compiled),
                 Err(schema_errors) => {
@@ -371,11 +390,19 @@ fn forward_path(route: &RawRoute) -> Result<ForwardPath, String> {
     }
 }
 
+/// The schema directory a route's schemas compile against: its body's is the strict view
+/// for a strict route.
+#[derive(Clone, Copy)]
+struct SchemaDirs<'d> {
+    all: Option<&'d SchemaDir>,
+    body: Option<&'d SchemaDir>,
+}
+
 /// Compiles every schema a route names, reporting each failure at its key.
 fn compile_schemas(
     path: &Path,
     schema_path: &Path,
-    schema_dir: Option<&SchemaDir>,
+    dirs: SchemaDirs<'_>,
     raw: &RawSchemas,
     prefix: &str,
 ) -> Result<RouteSchemas, Vec<ConfigError>> {
@@ -383,7 +410,10 @@ fn compile_schemas(
     let mut load = |location: &str, file: &Option<Spanned<config::Text>>| {
         let file = file.as_ref()?;
         // Without a readable schema directory (already reported) nothing can compile.
-        let dir = schema_dir?;
+        let dir = match location {
+            "body" => dirs.body?,
+            _ => dirs.all?,
+        };
         match dir.compile(&schema_path.join(&*file.value)) {
             Ok(schema) => Some(schema),
             Err(error) => {

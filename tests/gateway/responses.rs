@@ -326,3 +326,70 @@ async fn chunked_answers_are_checked_as_they_stream_and_counted_unchecked_past_t
     // `secret` is writeOnly: its absence is no mismatch; `id`'s type is the only one.
     assert_eq!(counted(&samples, MISMATCHES, &[]), 1.0);
 }
+
+/// A component shared by a strict operation's request body and its documented response:
+/// strict mode closes the request's objects only, so an answer with a field the component
+/// does not declare is no mismatch (JSON Schema allows it), while the same field in the
+/// request is refused.
+#[tokio::test]
+async fn strict_requests_leave_the_documented_responses_open() {
+    let document = r##"
+openapi: 3.1.0
+info: { title: things, version: "1" }
+paths:
+  /thing:
+    post:
+      operationId: putThing
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: "#/components/schemas/Thing" }
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: { $ref: "#/components/schemas/Thing" }
+components:
+  schemas:
+    Thing:
+      type: object
+      properties:
+        id: { type: integer }
+        owner: { type: object, properties: { name: { type: string } } }
+"##;
+    // `id` is wrong, so the check is known to have run once its mismatch is counted;
+    // `extra` and `owner.since` are fields Thing does not declare.
+    let upstream = answering(
+        200,
+        br#"{"id":"x","extra":1,"owner":{"name":"a","since":2}}"#,
+    )
+    .await;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstreams:\n  things: {{ url: '{}' }}\nopenapi:\n{}",
+        upstream.url(),
+        entry("things", "    strict: true\n    responses: report\n")
+    )
+    .replace("things.yaml", "strict.yaml");
+    let (_dir, gw) = serve(&config, &[("strict.yaml", document)]);
+    let post = |body: &'static [u8]| {
+        send(
+            gw.addr,
+            request(
+                "POST",
+                "/things/thing",
+                &[("content-type", "application/json")],
+                body,
+            ),
+        )
+    };
+    let got = post(br#"{"id":1,"owner":{"name":"a","since":2}}"#).await;
+    assert_eq!(got.status, 422);
+    assert_eq!(got.json()["message"][0], "body.owner.since is not allowed");
+    let got = post(br#"{"id":1,"owner":{"name":"a"}}"#).await;
+    assert_eq!(got.status, 200, "{:?}", String::from_utf8_lossy(&got.body));
+    let route = ("route", "things.putThing");
+    wait_count(&gw, MISMATCHES, &[route, ("field", "body.id")], 1.0).await;
+    let samples = scrape(&gw).await;
+    assert_eq!(counted(&samples, MISMATCHES, &[route]), 1.0);
+}
