@@ -3,8 +3,8 @@
 //! are coerced by its own properties' types; only plans with one look at such keys. So does an
 //! object parameter in OpenAPI's default `form` style, whose properties are query keys of
 //! their own (`?status=open&limit=5`: the keys it declares, or with `additionalProperties`
-//! every key nothing else names), and one without explode (`filter=status,open,limit,5`, or a
-//! cookie `prefs=theme,dark`).
+//! every key nothing else names; for a cookie object, the cookies it declares), and one without
+//! explode (`filter=status,open,limit,5`, or a cookie `prefs=theme,dark`).
 //!
 //! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
 //! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
@@ -150,9 +150,10 @@ pub enum Decode {
     Delimited(char),
     /// An object as `name[key]=value` query pairs (OpenAPI `style: deepObject`).
     DeepObject,
-    /// An object whose properties are query keys of their own (OpenAPI `style: form`,
-    /// `explode: true`): `?status=open&limit=5`.
-    Exploded,
+    /// An object whose properties are query keys, or cookies, of their own (OpenAPI
+    /// `style: form`, `explode: true`): `?status=open&limit=5`, `Cookie: theme=dark; size=2`.
+    /// The location says which.
+    Exploded(Location),
     /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`):
     /// `filter=status,open,limit,5`, or a cookie `c=a,1,b,2`.
     Pairs,
@@ -220,15 +221,30 @@ impl Plan {
         }
     }
 
-    /// Assembles `name` from the query keys that are `nested`'s properties (and, when its
-    /// schema allows more than it declares or declares nothing, from every key nothing else
-    /// names). Fails when a key could belong to two parameters.
-    pub fn set_exploded(&mut self, name: &str, nested: Plan) -> Result<(), String> {
+    /// Assembles `name` from the query keys (or cookies) that are `nested`'s properties (and,
+    /// for a query, when its schema allows more than it declares or declares nothing, from
+    /// every key nothing else names). Fails when a key could belong to two parameters, and
+    /// for a cookie object that would take undeclared cookies (every cookie of the site).
+    pub fn set_exploded(
+        &mut self,
+        name: &str,
+        nested: Plan,
+        location: Location,
+    ) -> Result<(), String> {
         let rest = nested.others.is_some() || nested.properties.is_empty();
+        let (key_word, what) = match location {
+            Location::Cookie => ("cookie", "cookies"),
+            _ => ("query key", "query keys"),
+        };
+        if rest && location == Location::Cookie {
+            return Err(format!(
+                "object cookie parameter {name:?} (style form, explode: true) would take every cookie it does not declare (`additionalProperties`, or no `properties`), and browsers send many: declare its properties, and no others"
+            ));
+        }
         for key in nested.properties.keys() {
             if self.properties.contains_key(key) {
                 return Err(format!(
-                    "the query key {key:?} would be both parameter {key:?} and a property of object parameter {name:?} (style form, explode: true)"
+                    "the {key_word} {key:?} would be both parameter {key:?} and a property of object parameter {name:?} (style form, explode: true)"
                 ));
             }
             if let Some(other) = self
@@ -237,14 +253,14 @@ impl Plan {
                 .find(|e| e.plan.properties.contains_key(key))
             {
                 return Err(format!(
-                    "object parameters {:?} and {name:?} (style form, explode: true) both have a property {key:?}: a query key {key:?} cannot be assigned to one of them",
+                    "object parameters {:?} and {name:?} (style form, explode: true) both have a property {key:?}: a {key_word} {key:?} cannot be assigned to one of them",
                     other.name
                 ));
             }
         }
         if let Some(other) = self.exploded.iter().find(|e| e.rest).filter(|_| rest) {
             return Err(format!(
-                "object parameters {:?} and {name:?} (style form, explode: true) both take query keys they do not declare (`additionalProperties`, or no `properties`): such a key cannot be assigned to one of them",
+                "object parameters {:?} and {name:?} (style form, explode: true) both take {what} they do not declare (`additionalProperties`, or no `properties`): such a key cannot be assigned to one of them",
                 other.name
             ));
         }
@@ -256,12 +272,13 @@ impl Plan {
         Ok(())
     }
 
-    /// A violation found in an exploded object parameter named as its query key was sent:
-    /// `query.filter.limit` becomes `query.limit` (the client sent `?limit=`).
+    /// A violation found in an exploded object parameter named as its query key (or cookie)
+    /// was sent: `query.filter.limit` becomes `query.limit` (the client sent `?limit=`).
     pub fn unexplode(&self, violation: &mut Violation) {
-        if violation.location != Location::Query || self.exploded.is_empty() {
+        if self.exploded.is_empty() {
             return;
         }
+        let location = violation.location;
         for exploded in &self.exploded {
             let segment = super::message::escape_pointer_segment(&exploded.name);
             let head = format!("/{segment}");
@@ -272,14 +289,14 @@ impl Plan {
                 continue;
             }
             violation.pointer = rest.to_string();
-            let named = super::message::field(Location::Query, &head, None);
-            let label = super::message::field_label(Location::Query, &head, |_| true);
+            let named = super::message::field(location, &head, None);
+            let label = super::message::field_label(location, &head, |_| true);
             for (text, prefix) in [
                 (&mut violation.message, named),
                 (&mut violation.field, label),
             ] {
                 if let Some(tail) = text.strip_prefix(&prefix) {
-                    *text = format!("{}{tail}", Location::Query.as_str());
+                    *text = format!("{}{tail}", location.as_str());
                 }
             }
             return;
@@ -371,19 +388,31 @@ impl Plan {
                 object.insert(name, inner);
             }
         }
-        for (exploded, pairs) in self.exploded.iter().zip(exploded) {
+        self.insert_exploded(Location::Query, exploded, &mut value, &mut violations);
+        (value, violations)
+    }
+
+    /// Puts each exploded object parameter that has keys in `groups` (as `take_exploded`
+    /// returns them) into `value`.
+    fn insert_exploded(
+        &self,
+        location: Location,
+        groups: Vec<BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>>,
+        value: &mut Value,
+        violations: &mut Vec<Violation>,
+    ) {
+        for (exploded, pairs) in self.exploded.iter().zip(groups) {
             if pairs.is_empty() {
                 continue;
             }
             // Problems are named by the keys as sent (`query.limit`); keys it does not declare
             // are read by its `additionalProperties`.
-            let (inner, found) = exploded.plan.object_with(Location::Query, pairs, true);
+            let (inner, found) = exploded.plan.object_with(location, pairs, true);
             violations.extend(found);
-            if let Value::Object(object) = &mut value {
+            if let Value::Object(object) = value {
                 object.insert(exploded.name.clone(), inner);
             }
         }
-        (value, violations)
     }
 
     /// Takes the keys of exploded object parameters out of `grouped`: one group per
@@ -453,7 +482,13 @@ impl Plan {
                 }
             }
         }
-        self.object(Location::Cookie, grouped)
+        if self.exploded.is_empty() {
+            return self.object(Location::Cookie, grouped);
+        }
+        let exploded = self.take_exploded(&mut grouped);
+        let (mut value, mut violations) = self.object(Location::Cookie, grouped);
+        self.insert_exploded(Location::Cookie, exploded, &mut value, &mut violations);
+        (value, violations)
     }
 
     /// The (name, value) pairs of one `Cookie` line whose names the schema has, values
@@ -462,7 +497,12 @@ impl Plan {
         line.split(';').filter_map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = name.trim();
-            if !self.properties.contains_key(name) {
+            let exploded = || {
+                self.exploded
+                    .iter()
+                    .any(|e| e.plan.properties.contains_key(name))
+            };
+            if !self.properties.contains_key(name) && !exploded() {
                 return None;
             }
             let value = value.trim();
@@ -1086,9 +1126,9 @@ mod tests {
             "filter": filter, "flags": map, "page": {"type": "integer"},
         }}));
         let nested = Plan::build(&filter, "test:", &NoRefs);
-        assert!(plan.set_exploded("filter", nested).is_ok());
+        assert!(plan.set_exploded("filter", nested, Location::Query).is_ok());
         let nested = Plan::build(&map, "test:", &NoRefs);
-        assert!(plan.set_exploded("flags", nested).is_ok());
+        assert!(plan.set_exploded("flags", nested, Location::Query).is_ok());
         plan
     }
 
@@ -1133,11 +1173,31 @@ mod tests {
             "test:",
             &NoRefs,
         );
-        let refused = plan.set_exploded("other", other);
+        let refused = plan.set_exploded("other", other, Location::Query);
         assert!(refused.is_err_and(|e| e.contains("both have a property \"limit\"")));
         let free = Plan::build(&json!({"type": "object"}), "test:", &NoRefs);
-        let refused = plan.set_exploded("free", free);
+        let refused = plan.set_exploded("free", free, Location::Query);
         assert!(refused.is_err_and(|e| e.contains("do not declare")));
+    }
+
+    #[test]
+    fn exploded_object_cookies_are_the_cookies_they_declare() {
+        let view = json!({"type": "object", "properties": {"zoom": {"type": "integer"}}});
+        let mut plan = plan(json!({"properties": {"view": view, "session": {"type": "string"}}}));
+        let nested = Plan::build(&view, "test:", &NoRefs);
+        assert!(plan.set_exploded("view", nested, Location::Cookie).is_ok());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("_ga=1; zoom=2; session=s"),
+        );
+        let (value, found) = plan.cookies(&headers);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(value, json!({"view": {"zoom": 2}, "session": "s"}));
+        // One that would take every cookie of the site is refused.
+        let free = Plan::build(&json!({"type": "object"}), "test:", &NoRefs);
+        let refused = plan.set_exploded("any", free, Location::Cookie);
+        assert!(refused.is_err_and(|e| e.contains("every cookie")));
     }
 
     #[test]

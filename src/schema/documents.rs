@@ -169,9 +169,9 @@ impl DocumentSet {
                         plan.set_pairs(name, nested);
                     }
                 }
-                Decode::Exploded => {
+                Decode::Exploded(location) => {
                     if let Some(nested) = nested() {
-                        plan.set_exploded(name, nested)?;
+                        plan.set_exploded(name, nested, *location)?;
                     }
                 }
             }

@@ -975,7 +975,13 @@ impl Site<'_> {
         } else {
             let delimiter = match (location, style, explode) {
                 ("query", "form", true) if is_object => {
-                    wrapper.decodes.push((name.to_string(), Decode::Exploded));
+                    let exploded = Decode::Exploded(crate::schema::Location::Query);
+                    wrapper.decodes.push((name.to_string(), exploded));
+                    None
+                }
+                ("cookie", "form", true) if is_object => {
+                    let exploded = Decode::Exploded(crate::schema::Location::Cookie);
+                    wrapper.decodes.push((name.to_string(), exploded));
                     None
                 }
                 ("query" | "cookie", "form", false) if is_object => {
@@ -992,11 +998,6 @@ impl Site<'_> {
                     ))
                 }
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,
-                ("cookie", "form", true) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object cookie parameter with explode (its properties as cookies of their own) is not supported yet; use `explode: false` (`Cookie: {name}=a,1,b,2`), `content: application/json`, or separate cookies"
-                    ))
-                }
                 ("cookie", "form", true) => None,
                 ("cookie", "form", false) => Some(','),
                 ("query", "form", false) => Some(','),

@@ -483,7 +483,7 @@ fn unsupported_or_broken_documents_are_located_errors() {
         (
             one_op("      parameters:\n        - { name: s, in: cookie, schema: { type: object } }\n"),
             "object cookie",
-            vec!["#/paths/~1a/get/parameters/0", "object cookie parameter with explode", "explode: false"],
+            vec!["#/paths/~1a/get: cookies parameters", "object cookie parameter \"s\"", "every cookie it does not declare"],
         ),
         (
             one_op("      parameters:
@@ -1116,7 +1116,7 @@ components:
 
 /// Object query parameters in OpenAPI's default style (`form`, explode: their properties as
 /// query keys of their own) and without explode (`filter=status,open,limit,5`), and object
-/// cookies without explode (`Cookie: prefs=theme,dark,size,2`).
+/// cookies both ways (`Cookie: mode=light; zoom=3`, `Cookie: prefs=theme,dark,size,2`).
 #[tokio::test]
 async fn form_object_parameters_are_assembled_coerced_and_validated() {
     let upstream = Upstream::start(Answer::default()).await;
@@ -1146,6 +1146,9 @@ paths:
           in: cookie
           explode: false
           schema: { type: object, properties: { theme: { type: string }, size: { type: integer, minimum: 1 } } }
+        - name: view
+          in: cookie
+          schema: { type: object, properties: { mode: { type: string, enum: [dark, light] }, zoom: { type: integer, minimum: 1 } } }
       responses: { "200": { description: ok } }
   /search:
     get:
@@ -1167,7 +1170,7 @@ paths:
         ("/tickets?page=1", ""),
         (
             "/tickets?status=closed&range=from,1,to,9",
-            "prefs=theme,dark,size,2; _ga=1",
+            "prefs=theme,dark,size,2; _ga=1; mode=light; zoom=3",
         ),
         ("/search?q=x&a=1&b=2", ""),
     ];
@@ -1216,6 +1219,15 @@ paths:
             "/tickets",
             "prefs=size,0",
             &["cookie.prefs.size must be >= 1"],
+        ),
+        // An exploded object cookie: named by the cookies as sent.
+        (
+            "/tickets",
+            "mode=dim; zoom=0; _ga=1",
+            &[
+                "cookie.mode must be one of: \"dark\", \"light\"",
+                "cookie.zoom must be >= 1",
+            ],
         ),
         // An exploded map takes every key no other parameter names.
         (
