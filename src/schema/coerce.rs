@@ -4,7 +4,8 @@
 //! object parameter in OpenAPI's default `form` style, whose properties are query keys of
 //! their own (`?status=open&limit=5`: the keys it declares, or with `additionalProperties`
 //! every key nothing else names; for a cookie object, the cookies it declares), and one without
-//! explode (`filter=status,open,limit,5`, or a cookie `prefs=theme,dark`).
+//! explode (`filter=status,open,limit,5`, a cookie `prefs=theme,dark`, a header or path
+//! parameter in `simple` style, `size,10` or exploded `size=10`).
 //!
 //! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
 //! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
@@ -130,6 +131,9 @@ struct Property {
     /// For an object sent as `key,value` pairs in one value (OpenAPI's `form` without
     /// explode: `filter=status,open,limit,5`), the plan of the object's own properties.
     pairs: Option<Box<Plan>>,
+    /// With `pairs`: the pairs are written `key=value,key=value` (OpenAPI's `simple` with
+    /// explode) rather than `key,value,key,value`.
+    assigned: bool,
 }
 
 /// An object parameter whose properties arrive as query keys of their own (OpenAPI's `form`
@@ -154,9 +158,11 @@ pub enum Decode {
     /// `style: form`, `explode: true`): `?status=open&limit=5`, `Cookie: theme=dark; size=2`.
     /// The location says which.
     Exploded(Location),
-    /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`):
-    /// `filter=status,open,limit,5`, or a cookie `c=a,1,b,2`.
-    Pairs,
+    /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`,
+    /// and `simple`): `filter=status,open,limit,5`, a cookie `c=a,1,b,2`, a header
+    /// `X-Page: size,10,from,2`; `assigned`: `key=value` pairs (`simple` with explode,
+    /// `X-Page: size=10,from=2`).
+    Pairs { assigned: bool },
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
@@ -201,6 +207,7 @@ impl Plan {
                         delimiter: None,
                         deep: None,
                         pairs: None,
+                        assigned: false,
                     },
                 )
             })
@@ -213,11 +220,12 @@ impl Plan {
         }
     }
 
-    /// Reads `name`'s value from `key,value` pairs in one string, each value coerced by
-    /// `nested` (the plan of the object's own properties).
-    pub fn set_pairs(&mut self, name: &str, nested: Plan) {
+    /// Reads `name`'s value from `key,value` pairs in one string (`key=value` ones when
+    /// `assigned`), each value coerced by `nested` (the plan of the object's own properties).
+    pub fn set_pairs(&mut self, name: &str, nested: Plan, assigned: bool) {
         if let Some(property) = self.properties.get_mut(name) {
             property.pairs = Some(Box::new(nested));
+            property.assigned = assigned;
         }
     }
 
@@ -555,6 +563,14 @@ impl Plan {
                 continue;
             };
             let shape = Some(property.shape);
+            if let Some(nested) = property.pairs.as_deref() {
+                let all: Vec<Raw<'_>> = std::iter::once(first).chain(lines).collect();
+                let assigned = property.assigned;
+                let found = &mut violations;
+                let value = pairs_value(Location::Header, name, nested, assigned, &all, found);
+                object.insert(name.clone(), value);
+                continue;
+            }
             if let Some(delimiter) = property.delimiter {
                 let all: Vec<Raw<'_>> = split(std::iter::once(first).chain(lines), delimiter);
                 let value = property_value(Location::Header, name, shape, &all, &mut violations);
@@ -601,8 +617,10 @@ impl Plan {
                 Some(property) => Some(property.shape),
                 None => self.others.filter(|_| others),
             };
-            if let Some(nested) = property.and_then(|p| p.pairs.as_deref()) {
-                let value = pairs_value(location, &key, nested, &values, &mut violations);
+            if let Some((nested, assigned)) =
+                property.and_then(|p| Some((p.pairs.as_deref()?, p.assigned)))
+            {
+                let value = pairs_value(location, &key, nested, assigned, &values, &mut violations);
                 object.insert(key.into_owned(), value);
                 continue;
             }
@@ -619,13 +637,15 @@ impl Plan {
     }
 }
 
-/// The object for `key,value` pairs in one value (`status,open,limit,5`), each value coerced
-/// by `nested`; problems inside it are placed under `key` (`query.filter.limit`). An odd
-/// number of items is not such an object: it stays the string sent, for the schema to refuse.
+/// The object for `key,value` pairs in one value (`status,open,limit,5`; `key=value` ones,
+/// `status=open,limit=5`, when `assigned`), each value coerced by `nested`; problems inside it
+/// are placed under `key` (`query.filter.limit`). An odd number of items (an item without
+/// `=`) is not such an object: it stays the string sent, for the schema to refuse.
 fn pairs_value(
     location: Location,
     key: &str,
     nested: &Plan,
+    assigned: bool,
     values: &[Raw<'_>],
     violations: &mut Vec<Violation>,
 ) -> Value {
@@ -638,18 +658,37 @@ fn pairs_value(
     if first.opaque {
         return Value::String(first.text.to_string());
     }
-    let items: Vec<&str> = first.text.split(',').collect();
-    if first.text.is_empty() || items.len() % 2 != 0 {
-        return Value::String(first.text.to_string());
-    }
-    let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
-    for pair in items.chunks(2) {
-        if let [name, value] = pair {
-            grouped.entry(Cow::Borrowed(*name)).or_default().push(Raw {
-                text: Cow::Borrowed(*value),
-                opaque: false,
-            });
+    // JSON text, as every object-typed value may be sent (and as `schemagate openapi` writes
+    // such parameters back).
+    if first.text.starts_with('{') {
+        if let Ok(object @ Value::Object(_)) = json::parse_str(&first.text, VALUE_JSON_MAX_DEPTH) {
+            return object;
         }
+    }
+    let items: Vec<&str> = first.text.split(',').collect();
+    let pairs: Option<Vec<(&str, &str)>> = if first.text.is_empty() {
+        None
+    } else if assigned {
+        items.iter().map(|item| item.split_once('=')).collect()
+    } else if items.len() % 2 == 0 {
+        Some(
+            items
+                .chunks(2)
+                .filter_map(|p| Some((*p.first()?, *p.get(1)?)))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let Some(pairs) = pairs else {
+        return Value::String(first.text.to_string());
+    };
+    let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+    for (name, value) in pairs {
+        grouped.entry(Cow::Borrowed(name)).or_default().push(Raw {
+            text: Cow::Borrowed(value),
+            opaque: false,
+        });
     }
     let (value, found) = nested.object(location, grouped);
     violations.extend(found.into_iter().map(|v| nest(key, v)));
@@ -1201,10 +1240,40 @@ mod tests {
     }
 
     #[test]
+    fn simple_objects_are_pairs_in_headers_and_paths() {
+        let page = json!({"type": "object", "properties": {"size": {"type": "integer"}}});
+        let mut plan = plan(json!({"properties": {"X-Page": page.clone(), "who": page.clone()}}));
+        plan.set_pairs("X-Page", Plan::build(&page, "test:", &NoRefs), false);
+        plan.set_pairs("who", Plan::build(&page, "test:", &NoRefs), true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-page", http::HeaderValue::from_static("size,10,from,2"));
+        assert_eq!(
+            plan.headers(&headers).0,
+            json!({"X-Page": {"size": 10, "from": "2"}})
+        );
+        let pairs = [("who", "size=3,x=y")].into_iter();
+        let (value, found) = plan.params(Location::Path, pairs);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(value, json!({"who": {"size": 3, "x": "y"}}));
+        // An item without `=` is not an object.
+        let (value, _) = plan.params(Location::Path, [("who", "size=3,x")].into_iter());
+        assert_eq!(value, json!({"who": "size=3,x"}));
+        // JSON text is an object too.
+        headers.insert(
+            "x-page",
+            http::HeaderValue::from_static(r#"{"size":1,"a":[2,3]}"#),
+        );
+        assert_eq!(
+            plan.headers(&headers).0,
+            json!({"X-Page": {"size": 1, "a": [2, 3]}})
+        );
+    }
+
+    #[test]
     fn form_objects_without_explode_are_key_value_pairs() {
         let range = json!({"type": "object", "properties": {"from": {"type": "integer"}}});
         let mut plan = plan(json!({"properties": {"range": range}}));
-        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs));
+        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs), false);
         let (value, found) = plan.query(Some("range=from,1,to,x%2Cy"));
         assert!(found.is_empty(), "{found:?}");
         // The comma a value holds is a delimiter once decoded (as for arrays).

@@ -164,9 +164,9 @@ impl DocumentSet {
                         plan.set_deep(name, nested);
                     }
                 }
-                Decode::Pairs => {
+                Decode::Pairs { assigned } => {
                     if let Some(nested) = nested() {
-                        plan.set_pairs(name, nested);
+                        plan.set_pairs(name, nested, *assigned);
                     }
                 }
                 Decode::Exploded(location) => {

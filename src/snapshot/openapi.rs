@@ -985,7 +985,8 @@ impl Site<'_> {
                     None
                 }
                 ("query" | "cookie", "form", false) if is_object => {
-                    wrapper.decodes.push((name.to_string(), Decode::Pairs));
+                    let pairs = Decode::Pairs { assigned: false };
+                    wrapper.decodes.push((name.to_string(), pairs));
                     None
                 }
                 ("query", "deepObject", true) if is_object => {
@@ -1003,10 +1004,10 @@ impl Site<'_> {
                 ("query", "form", false) => Some(','),
                 ("query", "pipeDelimited", false) => Some('|'),
                 ("query", "spaceDelimited", false) => Some(' '),
-                ("path" | "header", "simple", _) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object parameter in style simple is not supported yet"
-                    ))
+                ("path" | "header", "simple", explode) if is_object => {
+                    let pairs = Decode::Pairs { assigned: explode };
+                    wrapper.decodes.push((name.to_string(), pairs));
+                    None
                 }
                 ("path" | "header", "simple", _) => Some(','),
                 (_, style, _) => {

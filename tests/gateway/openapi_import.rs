@@ -1150,6 +1150,19 @@ paths:
           in: cookie
           schema: { type: object, properties: { mode: { type: string, enum: [dark, light] }, zoom: { type: integer, minimum: 1 } } }
       responses: { "200": { description: ok } }
+  /users/{who}:
+    get:
+      operationId: getUser
+      parameters:
+        - name: who
+          in: path
+          required: true
+          explode: true
+          schema: { type: object, properties: { role: { type: string, enum: [admin, user] }, id: { type: integer } } }
+        - name: X-Page
+          in: header
+          schema: { type: object, properties: { size: { type: integer, maximum: 100 }, from: { type: integer } } }
+      responses: { "200": { description: ok } }
   /search:
     get:
       operationId: search
@@ -1173,6 +1186,7 @@ paths:
             "prefs=theme,dark,size,2; _ga=1; mode=light; zoom=3",
         ),
         ("/search?q=x&a=1&b=2", ""),
+        ("/users/role=admin,id=7", ""),
     ];
     assert_forwarded(gw.addr, &upstream, &forwarded).await;
     let cases: &[(&str, &str, &[&str])] = &[
@@ -1229,6 +1243,20 @@ paths:
                 "cookie.zoom must be >= 1",
             ],
         ),
+        // `simple` objects: a path with explode (`key=value`), a header without.
+        (
+            "/users/role=boss,id=x",
+            "",
+            &[
+                "path.who.role must be one of: \"admin\", \"user\"",
+                "path.who.id must be of type integer",
+            ],
+        ),
+        (
+            "/users/role,admin",
+            "",
+            &["path.who must be of type object"],
+        ),
         // An exploded map takes every key no other parameter names.
         (
             "/search?q=x&a=one",
@@ -1237,6 +1265,19 @@ paths:
         ),
     ];
     assert_rejected(gw.addr, cases).await;
+    // A header object without explode: `size,10,from,2`.
+    let page = |value: &'static str| {
+        send(
+            gw.addr,
+            request("GET", "/users/id=1", &[("x-page", value)], b""),
+        )
+    };
+    assert_eq!(page("size,10,from,2").await.status, 200);
+    let got = page("size,500,from,2").await;
+    assert_eq!(
+        got.json()["message"][0],
+        "header.X-Page.size must be <= 100"
+    );
 }
 
 /// A GET of `target`, with `cookie` as its `Cookie` header unless empty.
