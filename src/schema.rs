@@ -27,7 +27,7 @@ use std::sync::Arc;
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 use serde_json::Value;
 
-pub use coerce::Decode;
+pub use coerce::{Decode, PathStyle};
 pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;

@@ -134,6 +134,61 @@ struct Property {
     /// With `pairs`: the pairs are written `key=value,key=value` (OpenAPI's `simple` with
     /// explode) rather than `key,value,key,value`.
     assigned: bool,
+    /// With `pairs`: the character between items (`,`; `|` and ` ` for `pipeDelimited` and
+    /// `spaceDelimited`).
+    pair_delimiter: char,
+    /// A path parameter in OpenAPI's `label` or `matrix` style: its prefix is taken off, and
+    /// its list or object spelled as `simple`'s, before the value is read.
+    path_style: Option<PathStyle>,
+}
+
+/// OpenAPI's path styles besides `simple`, with their `explode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStyle {
+    /// `.5`, `.3,4,5` (`.3.4.5` exploded), `.role,admin` (`.role=admin.id=7` exploded).
+    Label { explode: bool },
+    /// `;id=5`, `;id=3,4,5` (`;id=3;id=4;id=5` exploded), `;who=role,admin`
+    /// (`;role=admin;id=7` exploded).
+    Matrix { explode: bool },
+}
+
+impl PathStyle {
+    /// The value of parameter `name` as `simple` spells it: `3,4,5` for a list,
+    /// `role,admin,id,7` (or, exploded, `role=admin,id=7`) for an object. A value without
+    /// the style's prefix is read as it is.
+    fn to_simple(self, name: &str, value: &str, list: bool, object: bool) -> String {
+        match self {
+            PathStyle::Label { explode } => {
+                let rest = value.strip_prefix('.').unwrap_or(value);
+                if explode && (list || object) {
+                    rest.replace('.', ",")
+                } else {
+                    rest.to_string()
+                }
+            }
+            PathStyle::Matrix { explode } if explode && object => value
+                .split(';')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
+            PathStyle::Matrix { explode } if explode && list => value
+                .split(';')
+                .filter(|part| !part.is_empty())
+                .map(|part| {
+                    part.strip_prefix(name)
+                        .and_then(|r| r.strip_prefix('='))
+                        .unwrap_or(part)
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            PathStyle::Matrix { .. } => value
+                .strip_prefix(';')
+                .and_then(|r| r.strip_prefix(name))
+                .map(|r| r.strip_prefix('=').unwrap_or(r))
+                .unwrap_or(value)
+                .to_string(),
+        }
+    }
 }
 
 /// An object parameter whose properties arrive as query keys of their own (OpenAPI's `form`
@@ -162,7 +217,9 @@ pub enum Decode {
     /// and `simple`): `filter=status,open,limit,5`, a cookie `c=a,1,b,2`, a header
     /// `X-Page: size,10,from,2`; `assigned`: `key=value` pairs (`simple` with explode,
     /// `X-Page: size=10,from=2`).
-    Pairs { assigned: bool },
+    Pairs { assigned: bool, delimiter: char },
+    /// A path parameter in `label` or `matrix` style (beside its list or pairs decoding).
+    Path(PathStyle),
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
@@ -208,6 +265,8 @@ impl Plan {
                         deep: None,
                         pairs: None,
                         assigned: false,
+                        pair_delimiter: ',',
+                        path_style: None,
                     },
                 )
             })
@@ -220,12 +279,20 @@ impl Plan {
         }
     }
 
+    /// Reads path parameter `name` in `style` (its prefix taken off before anything else).
+    pub fn set_path_style(&mut self, name: &str, style: PathStyle) {
+        if let Some(property) = self.properties.get_mut(name) {
+            property.path_style = Some(style);
+        }
+    }
+
     /// Reads `name`'s value from `key,value` pairs in one string (`key=value` ones when
     /// `assigned`), each value coerced by `nested` (the plan of the object's own properties).
-    pub fn set_pairs(&mut self, name: &str, nested: Plan, assigned: bool) {
+    pub fn set_pairs(&mut self, name: &str, nested: Plan, assigned: bool, delimiter: char) {
         if let Some(property) = self.properties.get_mut(name) {
             property.pairs = Some(Box::new(nested));
             property.assigned = assigned;
+            property.pair_delimiter = delimiter;
         }
     }
 
@@ -530,8 +597,16 @@ impl Plan {
     ) -> (Value, Vec<Violation>) {
         let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
         for (key, value) in pairs {
+            let property = self.properties.get(key);
+            let text = match property.and_then(|p| Some((p, p.path_style?))) {
+                Some((p, style)) => {
+                    let (list, object) = (p.delimiter.is_some(), p.pairs.is_some());
+                    Cow::Owned(style.to_simple(key, value, list, object))
+                }
+                None => Cow::Borrowed(value),
+            };
             grouped.entry(Cow::Borrowed(key)).or_default().push(Raw {
-                text: Cow::Borrowed(value),
+                text,
                 opaque: false,
             });
         }
@@ -565,9 +640,9 @@ impl Plan {
             let shape = Some(property.shape);
             if let Some(nested) = property.pairs.as_deref() {
                 let all: Vec<Raw<'_>> = std::iter::once(first).chain(lines).collect();
-                let assigned = property.assigned;
+                let spelling = (property.assigned, property.pair_delimiter);
                 let found = &mut violations;
-                let value = pairs_value(Location::Header, name, nested, assigned, &all, found);
+                let value = pairs_value(Location::Header, name, nested, spelling, &all, found);
                 object.insert(name.clone(), value);
                 continue;
             }
@@ -617,10 +692,10 @@ impl Plan {
                 Some(property) => Some(property.shape),
                 None => self.others.filter(|_| others),
             };
-            if let Some((nested, assigned)) =
-                property.and_then(|p| Some((p.pairs.as_deref()?, p.assigned)))
+            if let Some((nested, spelling)) =
+                property.and_then(|p| Some((p.pairs.as_deref()?, (p.assigned, p.pair_delimiter))))
             {
-                let value = pairs_value(location, &key, nested, assigned, &values, &mut violations);
+                let value = pairs_value(location, &key, nested, spelling, &values, &mut violations);
                 object.insert(key.into_owned(), value);
                 continue;
             }
@@ -645,7 +720,7 @@ fn pairs_value(
     location: Location,
     key: &str,
     nested: &Plan,
-    assigned: bool,
+    (assigned, delimiter): (bool, char),
     values: &[Raw<'_>],
     violations: &mut Vec<Violation>,
 ) -> Value {
@@ -665,7 +740,7 @@ fn pairs_value(
             return object;
         }
     }
-    let items: Vec<&str> = first.text.split(',').collect();
+    let items: Vec<&str> = first.text.split(delimiter).collect();
     let pairs: Option<Vec<(&str, &str)>> = if first.text.is_empty() {
         None
     } else if assigned {
@@ -1240,11 +1315,42 @@ mod tests {
     }
 
     #[test]
+    fn label_and_matrix_paths_are_read_as_simple_ones() {
+        let schema = json!({"properties": {
+            "id": {"type": "integer"},
+            "ids": {"type": "array", "items": {"type": "integer"}},
+            "who": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        }});
+        let who = json!({"type": "object", "properties": {"id": {"type": "integer"}}});
+        let read = |style: fn(bool) -> PathStyle, explode: bool, values: [&str; 3]| {
+            let mut plan = plan(schema.clone());
+            for name in ["id", "ids", "who"] {
+                plan.set_path_style(name, style(explode));
+            }
+            plan.set_delimiter("ids", ',');
+            plan.set_pairs("who", Plan::build(&who, "test:", &NoRefs), explode, ',');
+            let pairs = ["id", "ids", "who"].into_iter().zip(values);
+            let (value, found) = plan.params(Location::Path, pairs);
+            assert!(found.is_empty(), "{found:?}");
+            value
+        };
+        let label = |explode| PathStyle::Label { explode };
+        let matrix = |explode| PathStyle::Matrix { explode };
+        let want = json!({"id": 5, "ids": [3, 4], "who": {"id": 7, "r": "a"}});
+        assert_eq!(read(label, false, [".5", ".3,4", ".id,7,r,a"]), want);
+        assert_eq!(read(label, true, [".5", ".3.4", ".id=7.r=a"]), want);
+        let values = [";id=5", ";ids=3,4", ";who=id,7,r,a"];
+        assert_eq!(read(matrix, false, values), want);
+        let values = [";id=5", ";ids=3;ids=4", ";id=7;r=a"];
+        assert_eq!(read(matrix, true, values), want);
+    }
+
+    #[test]
     fn simple_objects_are_pairs_in_headers_and_paths() {
         let page = json!({"type": "object", "properties": {"size": {"type": "integer"}}});
         let mut plan = plan(json!({"properties": {"X-Page": page.clone(), "who": page.clone()}}));
-        plan.set_pairs("X-Page", Plan::build(&page, "test:", &NoRefs), false);
-        plan.set_pairs("who", Plan::build(&page, "test:", &NoRefs), true);
+        plan.set_pairs("X-Page", Plan::build(&page, "test:", &NoRefs), false, ',');
+        plan.set_pairs("who", Plan::build(&page, "test:", &NoRefs), true, ',');
         let mut headers = http::HeaderMap::new();
         headers.insert("x-page", http::HeaderValue::from_static("size,10,from,2"));
         assert_eq!(
@@ -1273,7 +1379,7 @@ mod tests {
     fn form_objects_without_explode_are_key_value_pairs() {
         let range = json!({"type": "object", "properties": {"from": {"type": "integer"}}});
         let mut plan = plan(json!({"properties": {"range": range}}));
-        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs), false);
+        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs), false, ',');
         let (value, found) = plan.query(Some("range=from,1,to,x%2Cy"));
         assert!(found.is_empty(), "{found:?}");
         // The comma a value holds is a delimiter once decoded (as for arrays).

@@ -164,9 +164,13 @@ impl DocumentSet {
                         plan.set_deep(name, nested);
                     }
                 }
-                Decode::Pairs { assigned } => {
+                Decode::Path(style) => plan.set_path_style(name, *style),
+                Decode::Pairs {
+                    assigned,
+                    delimiter,
+                } => {
                     if let Some(nested) = nested() {
-                        plan.set_pairs(name, nested, *assigned);
+                        plan.set_pairs(name, nested, *assigned, *delimiter);
                     }
                 }
                 Decode::Exploded(location) => {

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::errors::Errors;
 use super::*;
 use crate::config::{RawOpenApi, RawOperationKeys};
-use crate::schema::{Decode, DocumentSet};
+use crate::schema::{Decode, DocumentSet, PathStyle};
 
 /// The HTTP methods a path item may hold, in the order the specification lists them.
 const METHODS: [&str; 8] = [
@@ -985,7 +985,10 @@ impl Site<'_> {
                     None
                 }
                 ("query" | "cookie", "form", false) if is_object => {
-                    let pairs = Decode::Pairs { assigned: false };
+                    let pairs = Decode::Pairs {
+                        assigned: false,
+                        delimiter: ',',
+                    };
                     wrapper.decodes.push((name.to_string(), pairs));
                     None
                 }
@@ -1002,17 +1005,48 @@ impl Site<'_> {
                 ("cookie", "form", true) => None,
                 ("cookie", "form", false) => Some(','),
                 ("query", "form", false) => Some(','),
+                ("query", "pipeDelimited" | "spaceDelimited", false) if is_object => {
+                    let delimiter = if style == "pipeDelimited" { '|' } else { ' ' };
+                    let pairs = Decode::Pairs {
+                        assigned: false,
+                        delimiter,
+                    };
+                    wrapper.decodes.push((name.to_string(), pairs));
+                    None
+                }
                 ("query", "pipeDelimited", false) => Some('|'),
                 ("query", "spaceDelimited", false) => Some(' '),
                 ("path" | "header", "simple", explode) if is_object => {
-                    let pairs = Decode::Pairs { assigned: explode };
+                    let pairs = Decode::Pairs {
+                        assigned: explode,
+                        delimiter: ',',
+                    };
                     wrapper.decodes.push((name.to_string(), pairs));
                     None
                 }
                 ("path" | "header", "simple", _) => Some(','),
+                ("path", "label" | "matrix", explode) => {
+                    let style = match style {
+                        "label" => PathStyle::Label { explode },
+                        _ => PathStyle::Matrix { explode },
+                    };
+                    wrapper.decodes.push((name.to_string(), Decode::Path(style)));
+                    if is_object {
+                        // Exploded objects are `key=value` pairs once the style's own
+                        // separators are read.
+                        let pairs = Decode::Pairs {
+                        assigned: explode,
+                        delimiter: ',',
+                    };
+                        wrapper.decodes.push((name.to_string(), pairs));
+                        None
+                    } else {
+                        Some(',')
+                    }
+                }
                 (_, style, _) => {
                     return Err(format!(
-                        "#{at}/style: style {style:?} for a {location} parameter is not supported yet"
+                        "#{at}/style: style {style:?} is not defined for a {location} parameter (OpenAPI: path matrix, label, simple; query form, spaceDelimited, pipeDelimited, deepObject; header simple; cookie form)"
                     ))
                 }
             };

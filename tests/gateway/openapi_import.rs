@@ -510,6 +510,11 @@ fn unsupported_or_broken_documents_are_located_errors() {
             vec!["#/paths/~1a/get: query parameters", "\"limit\" would be both parameter"],
         ),
         (
+            one_op("      parameters:\n        - { name: f, in: query, style: matrix, schema: { type: string } }\n"),
+            "a style not defined for the location",
+            vec!["#/paths/~1a/get/parameters/0/style", "\"matrix\" is not defined for a query parameter"],
+        ),
+        (
             one_op("      parameters:\n        - { name: id, in: path, schema: { type: string } }\n"),
             "optional path parameter",
             vec!["#/paths/~1a/get/parameters/0/required"],
@@ -1138,6 +1143,11 @@ paths:
               limit: { type: integer, maximum: 50 }
               tags: { type: array, items: { type: string } }
         - { name: page, in: query, schema: { type: integer } }
+        - name: colour
+          in: query
+          style: pipeDelimited
+          explode: false
+          schema: { type: object, properties: { R: { type: integer }, G: { type: integer } } }
         - name: range
           in: query
           explode: false
@@ -1163,6 +1173,18 @@ paths:
           in: header
           schema: { type: object, properties: { size: { type: integer, maximum: 100 }, from: { type: integer } } }
       responses: { "200": { description: ok } }
+  /l/{ids}:
+    get:
+      operationId: labelled
+      parameters:
+        - { name: ids, in: path, required: true, style: label, explode: true, schema: { type: array, items: { type: integer, maximum: 9 } } }
+      responses: { "200": { description: ok } }
+  /m/{who}:
+    get:
+      operationId: matrixed
+      parameters:
+        - { name: who, in: path, required: true, style: matrix, explode: true, schema: { type: object, properties: { id: { type: integer } } } }
+      responses: { "200": { description: ok } }
   /search:
     get:
       operationId: search
@@ -1180,13 +1202,15 @@ paths:
     let gw = TestGateway::start(&config, &[("f.yaml", document)]).await;
     let forwarded = [
         ("/tickets?status=open&limit=5&tags=a&tags=b&page=2", ""),
-        ("/tickets?page=1", ""),
+        ("/tickets?page=1&colour=R|100|G|200", ""),
         (
             "/tickets?status=closed&range=from,1,to,9",
             "prefs=theme,dark,size,2; _ga=1; mode=light; zoom=3",
         ),
         ("/search?q=x&a=1&b=2", ""),
         ("/users/role=admin,id=7", ""),
+        ("/l/.3.4", ""),
+        ("/m/;id=7;x=1", ""),
     ];
     assert_forwarded(gw.addr, &upstream, &forwarded).await;
     let cases: &[(&str, &str, &[&str])] = &[
@@ -1257,6 +1281,14 @@ paths:
             "",
             &["path.who must be of type object"],
         ),
+        (
+            "/tickets?colour=R|x|G|1",
+            "",
+            &["query.colour.R must be of type integer"],
+        ),
+        // `label` and `matrix` paths.
+        ("/l/.3.40", "", &["path.ids[1] must be <= 9"]),
+        ("/m/;id=x", "", &["path.who.id must be of type integer"]),
         // An exploded map takes every key no other parameter names.
         (
             "/search?q=x&a=one",
