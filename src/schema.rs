@@ -31,7 +31,7 @@ use serde_json::Value;
 pub use tree::Instance;
 use tree::Node;
 
-pub use coerce::{Decode, Fields};
+pub use coerce::{Decode, Fields, PathStyle};
 pub use documents::DocumentSet;
 pub use json::{parse_body, parse_request_body, BodyError, Parsed, SERDE_JSON_MAX_DEPTH};
 pub use load::SchemaError;

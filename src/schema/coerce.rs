@@ -3,8 +3,9 @@
 //! are coerced by its own properties' types; only plans with one look at such keys. So does an
 //! object parameter in OpenAPI's default `form` style, whose properties are query keys of
 //! their own (`?status=open&limit=5`: the keys it declares, or with `additionalProperties`
-//! every key nothing else names), and one without explode (`filter=status,open,limit,5`, or a
-//! cookie `prefs=theme,dark`).
+//! every key nothing else names; for a cookie object, the cookies it declares), and one without
+//! explode (`filter=status,open,limit,5`, a cookie `prefs=theme,dark`, a header or path
+//! parameter in `simple` style, `size,10` or exploded `size=10`).
 //!
 //! At load, [`Plan::build`] reads which JSON types each top-level property of the schema allows.
 //! It follows `type` (a string or an array), `const` and `enum` values when there is no `type`,
@@ -149,6 +150,64 @@ struct Property {
     /// For an object sent as `key,value` pairs in one value (OpenAPI's `form` without
     /// explode: `filter=status,open,limit,5`), the plan of the object's own properties.
     pairs: Option<Box<Plan>>,
+    /// With `pairs`: the pairs are written `key=value,key=value` (OpenAPI's `simple` with
+    /// explode) rather than `key,value,key,value`.
+    assigned: bool,
+    /// With `pairs`: the character between items (`,`; `|` and ` ` for `pipeDelimited` and
+    /// `spaceDelimited`).
+    pair_delimiter: char,
+    /// A path parameter in OpenAPI's `label` or `matrix` style: its prefix is taken off, and
+    /// its list or object spelled as `simple`'s, before the value is read.
+    path_style: Option<PathStyle>,
+}
+
+/// OpenAPI's path styles besides `simple`, with their `explode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStyle {
+    /// `.5`, `.3,4,5` (`.3.4.5` exploded), `.role,admin` (`.role=admin.id=7` exploded).
+    Label { explode: bool },
+    /// `;id=5`, `;id=3,4,5` (`;id=3;id=4;id=5` exploded), `;who=role,admin`
+    /// (`;role=admin;id=7` exploded).
+    Matrix { explode: bool },
+}
+
+impl PathStyle {
+    /// The value of parameter `name` as `simple` spells it: `3,4,5` for a list,
+    /// `role,admin,id,7` (or, exploded, `role=admin,id=7`) for an object. A value without
+    /// the style's prefix is read as it is.
+    fn to_simple(self, name: &str, value: &str, list: bool, object: bool) -> String {
+        match self {
+            PathStyle::Label { explode } => {
+                let rest = value.strip_prefix('.').unwrap_or(value);
+                if explode && (list || object) {
+                    rest.replace('.', ",")
+                } else {
+                    rest.to_string()
+                }
+            }
+            PathStyle::Matrix { explode } if explode && object => value
+                .split(';')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
+            PathStyle::Matrix { explode } if explode && list => value
+                .split(';')
+                .filter(|part| !part.is_empty())
+                .map(|part| {
+                    part.strip_prefix(name)
+                        .and_then(|r| r.strip_prefix('='))
+                        .unwrap_or(part)
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            PathStyle::Matrix { .. } => value
+                .strip_prefix(';')
+                .and_then(|r| r.strip_prefix(name))
+                .map(|r| r.strip_prefix('=').unwrap_or(r))
+                .unwrap_or(value)
+                .to_string(),
+        }
+    }
 }
 
 /// An object parameter whose properties arrive as query keys of their own (OpenAPI's `form`
@@ -169,12 +228,17 @@ pub enum Decode {
     Delimited(char),
     /// An object as `name[key]=value` query pairs (OpenAPI `style: deepObject`).
     DeepObject,
-    /// An object whose properties are query keys of their own (OpenAPI `style: form`,
-    /// `explode: true`): `?status=open&limit=5`.
-    Exploded,
-    /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`):
-    /// `filter=status,open,limit,5`, or a cookie `c=a,1,b,2`.
-    Pairs,
+    /// An object whose properties are query keys, or cookies, of their own (OpenAPI
+    /// `style: form`, `explode: true`): `?status=open&limit=5`, `Cookie: theme=dark; size=2`.
+    /// The location says which.
+    Exploded(Location),
+    /// An object as `key,value` pairs in one value (OpenAPI `style: form`, `explode: false`,
+    /// and `simple`): `filter=status,open,limit,5`, a cookie `c=a,1,b,2`, a header
+    /// `X-Page: size,10,from,2`; `assigned`: `key=value` pairs (`simple` with explode,
+    /// `X-Page: size=10,from=2`).
+    Pairs { assigned: bool, delimiter: char },
+    /// A path parameter in `label` or `matrix` style (beside its list or pairs decoding).
+    Path(PathStyle),
 }
 
 /// The coercion plan of one schema: its top-level properties by name, in the schema's spelling.
@@ -219,6 +283,9 @@ impl Plan {
                         delimiter: None,
                         deep: None,
                         pairs: None,
+                        assigned: false,
+                        pair_delimiter: ',',
+                        path_style: None,
                     },
                 )
             })
@@ -231,23 +298,47 @@ impl Plan {
         }
     }
 
-    /// Reads `name`'s value from `key,value` pairs in one string, each value coerced by
-    /// `nested` (the plan of the object's own properties).
-    pub fn set_pairs(&mut self, name: &str, nested: Plan) {
+    /// Reads path parameter `name` in `style` (its prefix taken off before anything else).
+    pub fn set_path_style(&mut self, name: &str, style: PathStyle) {
         if let Some(property) = self.properties.get_mut(name) {
-            property.pairs = Some(Box::new(nested));
+            property.path_style = Some(style);
         }
     }
 
-    /// Assembles `name` from the query keys that are `nested`'s properties (and, when its
-    /// schema allows more than it declares or declares nothing, from every key nothing else
-    /// names). Fails when a key could belong to two parameters.
-    pub fn set_exploded(&mut self, name: &str, nested: Plan) -> Result<(), String> {
+    /// Reads `name`'s value from `key,value` pairs in one string (`key=value` ones when
+    /// `assigned`), each value coerced by `nested` (the plan of the object's own properties).
+    pub fn set_pairs(&mut self, name: &str, nested: Plan, assigned: bool, delimiter: char) {
+        if let Some(property) = self.properties.get_mut(name) {
+            property.pairs = Some(Box::new(nested));
+            property.assigned = assigned;
+            property.pair_delimiter = delimiter;
+        }
+    }
+
+    /// Assembles `name` from the query keys (or cookies) that are `nested`'s properties (and,
+    /// for a query, when its schema allows more than it declares or declares nothing, from
+    /// every key nothing else names). Fails when a key could belong to two parameters, and
+    /// for a cookie object that would take undeclared cookies (every cookie of the site).
+    pub fn set_exploded(
+        &mut self,
+        name: &str,
+        nested: Plan,
+        location: Location,
+    ) -> Result<(), String> {
         let rest = nested.others.is_some() || nested.properties.is_empty();
+        let (key_word, what) = match location {
+            Location::Cookie => ("cookie", "cookies"),
+            _ => ("query key", "query keys"),
+        };
+        if rest && location == Location::Cookie {
+            return Err(format!(
+                "object cookie parameter {name:?} (style form, explode: true) would take every cookie it does not declare (`additionalProperties`, or no `properties`), and browsers send many: declare its properties, and no others"
+            ));
+        }
         for key in nested.properties.keys() {
             if self.properties.contains_key(key) {
                 return Err(format!(
-                    "the query key {key:?} would be both parameter {key:?} and a property of object parameter {name:?} (style form, explode: true)"
+                    "the {key_word} {key:?} would be both parameter {key:?} and a property of object parameter {name:?} (style form, explode: true)"
                 ));
             }
             if let Some(other) = self
@@ -256,14 +347,14 @@ impl Plan {
                 .find(|e| e.plan.properties.contains_key(key))
             {
                 return Err(format!(
-                    "object parameters {:?} and {name:?} (style form, explode: true) both have a property {key:?}: a query key {key:?} cannot be assigned to one of them",
+                    "object parameters {:?} and {name:?} (style form, explode: true) both have a property {key:?}: a {key_word} {key:?} cannot be assigned to one of them",
                     other.name
                 ));
             }
         }
         if let Some(other) = self.exploded.iter().find(|e| e.rest).filter(|_| rest) {
             return Err(format!(
-                "object parameters {:?} and {name:?} (style form, explode: true) both take query keys they do not declare (`additionalProperties`, or no `properties`): such a key cannot be assigned to one of them",
+                "object parameters {:?} and {name:?} (style form, explode: true) both take {what} they do not declare (`additionalProperties`, or no `properties`): such a key cannot be assigned to one of them",
                 other.name
             ));
         }
@@ -275,12 +366,13 @@ impl Plan {
         Ok(())
     }
 
-    /// A violation found in an exploded object parameter named as its query key was sent:
-    /// `query.filter.limit` becomes `query.limit` (the client sent `?limit=`).
+    /// A violation found in an exploded object parameter named as its query key (or cookie)
+    /// was sent: `query.filter.limit` becomes `query.limit` (the client sent `?limit=`).
     pub fn unexplode(&self, violation: &mut Violation) {
-        if violation.location != Location::Query || self.exploded.is_empty() {
+        if self.exploded.is_empty() {
             return;
         }
+        let location = violation.location;
         for exploded in &self.exploded {
             let segment = super::message::escape_pointer_segment(&exploded.name);
             let head = format!("/{segment}");
@@ -291,14 +383,14 @@ impl Plan {
                 continue;
             }
             violation.pointer = rest.to_string();
-            let named = super::message::field(Location::Query, &head, None);
-            let label = super::message::field_label(Location::Query, &head, |_| true);
+            let named = super::message::field(location, &head, None);
+            let label = super::message::field_label(location, &head, |_| true);
             for (text, prefix) in [
                 (&mut violation.message, named),
                 (&mut violation.field, label),
             ] {
                 if let Some(tail) = text.strip_prefix(&prefix) {
-                    *text = format!("{}{tail}", Location::Query.as_str());
+                    *text = format!("{}{tail}", location.as_str());
                 }
             }
             return;
@@ -390,19 +482,31 @@ impl Plan {
                 object.insert(name, inner);
             }
         }
-        for (exploded, pairs) in self.exploded.iter().zip(exploded) {
+        self.insert_exploded(Location::Query, exploded, &mut value, &mut violations);
+        (value, violations)
+    }
+
+    /// Puts each exploded object parameter that has keys in `groups` (as `take_exploded`
+    /// returns them) into `value`.
+    fn insert_exploded(
+        &self,
+        location: Location,
+        groups: Vec<BTreeMap<Cow<'_, str>, Vec<Raw<'_>>>>,
+        value: &mut Value,
+        violations: &mut Vec<Violation>,
+    ) {
+        for (exploded, pairs) in self.exploded.iter().zip(groups) {
             if pairs.is_empty() {
                 continue;
             }
             // Problems are named by the keys as sent (`query.limit`); keys it does not declare
             // are read by its `additionalProperties`.
-            let (inner, found) = exploded.plan.object_with(Location::Query, pairs, true);
+            let (inner, found) = exploded.plan.object_with(location, pairs, true);
             violations.extend(found);
-            if let Value::Object(object) = &mut value {
+            if let Value::Object(object) = value {
                 object.insert(exploded.name.clone(), inner);
             }
         }
-        (value, violations)
     }
 
     /// Takes the keys of exploded object parameters out of `grouped`: one group per
@@ -472,7 +576,13 @@ impl Plan {
                 }
             }
         }
-        self.object(Location::Cookie, grouped)
+        if self.exploded.is_empty() {
+            return self.object(Location::Cookie, grouped);
+        }
+        let exploded = self.take_exploded(&mut grouped);
+        let (mut value, mut violations) = self.object(Location::Cookie, grouped);
+        self.insert_exploded(Location::Cookie, exploded, &mut value, &mut violations);
+        (value, violations)
     }
 
     /// The (name, value) pairs of one `Cookie` line whose names the schema has, values
@@ -481,7 +591,12 @@ impl Plan {
         line.split(';').filter_map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = name.trim();
-            if !self.properties.contains_key(name) {
+            let exploded = || {
+                self.exploded
+                    .iter()
+                    .any(|e| e.plan.properties.contains_key(name))
+            };
+            if !self.properties.contains_key(name) && !exploded() {
                 return None;
             }
             let value = value.trim();
@@ -501,8 +616,16 @@ impl Plan {
     ) -> (Value, Vec<Violation>) {
         let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
         for (key, value) in pairs {
+            let property = self.properties.get(key);
+            let text = match property.and_then(|p| Some((p, p.path_style?))) {
+                Some((p, style)) => {
+                    let (list, object) = (p.delimiter.is_some(), p.pairs.is_some());
+                    Cow::Owned(style.to_simple(key, value, list, object))
+                }
+                None => Cow::Borrowed(value),
+            };
             grouped.entry(Cow::Borrowed(key)).or_default().push(Raw {
-                text: Cow::Borrowed(value),
+                text,
                 opaque: false,
             });
         }
@@ -534,6 +657,14 @@ impl Plan {
                 continue;
             };
             let shape = Some(property.shape);
+            if let Some(nested) = property.pairs.as_deref() {
+                let all: Vec<Raw<'_>> = std::iter::once(first).chain(lines).collect();
+                let spelling = (property.assigned, property.pair_delimiter);
+                let found = &mut violations;
+                let value = pairs_value(Location::Header, name, nested, spelling, &all, found);
+                object.push((name.as_str(), FieldValue::Value(value)));
+                continue;
+            }
             if let Some(delimiter) = property.delimiter {
                 let all: Vec<Raw<'_>> = split(std::iter::once(first).chain(lines), delimiter);
                 let value = property_value(Location::Header, name, shape, &all, &mut violations);
@@ -599,8 +730,10 @@ impl Plan {
                 Some(property) => Some(property.shape),
                 None => self.others.filter(|_| others),
             };
-            if let Some(nested) = property.and_then(|p| p.pairs.as_deref()) {
-                let value = pairs_value(location, &key, nested, &values, &mut violations);
+            if let Some((nested, spelling)) =
+                property.and_then(|p| Some((p.pairs.as_deref()?, (p.assigned, p.pair_delimiter))))
+            {
+                let value = pairs_value(location, &key, nested, spelling, &values, &mut violations);
                 object.insert(key.into_owned(), value);
                 continue;
             }
@@ -617,13 +750,15 @@ impl Plan {
     }
 }
 
-/// The object for `key,value` pairs in one value (`status,open,limit,5`), each value coerced
-/// by `nested`; problems inside it are placed under `key` (`query.filter.limit`). An odd
-/// number of items is not such an object: it stays the string sent, for the schema to refuse.
+/// The object for `key,value` pairs in one value (`status,open,limit,5`; `key=value` ones,
+/// `status=open,limit=5`, when `assigned`), each value coerced by `nested`; problems inside it
+/// are placed under `key` (`query.filter.limit`). An odd number of items (an item without
+/// `=`) is not such an object: it stays the string sent, for the schema to refuse.
 fn pairs_value(
     location: Location,
     key: &str,
     nested: &Plan,
+    (assigned, delimiter): (bool, char),
     values: &[Raw<'_>],
     violations: &mut Vec<Violation>,
 ) -> Value {
@@ -636,18 +771,37 @@ fn pairs_value(
     if first.opaque {
         return Value::String(first.text.to_string());
     }
-    let items: Vec<&str> = first.text.split(',').collect();
-    if first.text.is_empty() || items.len() % 2 != 0 {
-        return Value::String(first.text.to_string());
-    }
-    let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
-    for pair in items.chunks(2) {
-        if let [name, value] = pair {
-            grouped.entry(Cow::Borrowed(*name)).or_default().push(Raw {
-                text: Cow::Borrowed(*value),
-                opaque: false,
-            });
+    // JSON text, as every object-typed value may be sent (and as `schemagate openapi` writes
+    // such parameters back).
+    if first.text.starts_with('{') {
+        if let Ok(object @ Value::Object(_)) = json::parse_str(&first.text, VALUE_JSON_MAX_DEPTH) {
+            return object;
         }
+    }
+    let items: Vec<&str> = first.text.split(delimiter).collect();
+    let pairs: Option<Vec<(&str, &str)>> = if first.text.is_empty() {
+        None
+    } else if assigned {
+        items.iter().map(|item| item.split_once('=')).collect()
+    } else if items.len() % 2 == 0 {
+        Some(
+            items
+                .chunks(2)
+                .filter_map(|p| Some((*p.first()?, *p.get(1)?)))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let Some(pairs) = pairs else {
+        return Value::String(first.text.to_string());
+    };
+    let mut grouped: BTreeMap<Cow<'_, str>, Vec<Raw<'_>>> = BTreeMap::new();
+    for (name, value) in pairs {
+        grouped.entry(Cow::Borrowed(name)).or_default().push(Raw {
+            text: Cow::Borrowed(value),
+            opaque: false,
+        });
     }
     let (value, found) = nested.object(location, grouped);
     violations.extend(found.into_iter().map(|v| nest(key, v)));
@@ -1124,9 +1278,9 @@ mod tests {
             "filter": filter, "flags": map, "page": {"type": "integer"},
         }}));
         let nested = Plan::build(&filter, "test:", &NoRefs);
-        assert!(plan.set_exploded("filter", nested).is_ok());
+        assert!(plan.set_exploded("filter", nested, Location::Query).is_ok());
         let nested = Plan::build(&map, "test:", &NoRefs);
-        assert!(plan.set_exploded("flags", nested).is_ok());
+        assert!(plan.set_exploded("flags", nested, Location::Query).is_ok());
         plan
     }
 
@@ -1171,18 +1325,99 @@ mod tests {
             "test:",
             &NoRefs,
         );
-        let refused = plan.set_exploded("other", other);
+        let refused = plan.set_exploded("other", other, Location::Query);
         assert!(refused.is_err_and(|e| e.contains("both have a property \"limit\"")));
         let free = Plan::build(&json!({"type": "object"}), "test:", &NoRefs);
-        let refused = plan.set_exploded("free", free);
+        let refused = plan.set_exploded("free", free, Location::Query);
         assert!(refused.is_err_and(|e| e.contains("do not declare")));
+    }
+
+    #[test]
+    fn exploded_object_cookies_are_the_cookies_they_declare() {
+        let view = json!({"type": "object", "properties": {"zoom": {"type": "integer"}}});
+        let mut plan = plan(json!({"properties": {"view": view, "session": {"type": "string"}}}));
+        let nested = Plan::build(&view, "test:", &NoRefs);
+        assert!(plan.set_exploded("view", nested, Location::Cookie).is_ok());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("_ga=1; zoom=2; session=s"),
+        );
+        let (value, found) = plan.cookies(&headers);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(value, json!({"view": {"zoom": 2}, "session": "s"}));
+        // One that would take every cookie of the site is refused.
+        let free = Plan::build(&json!({"type": "object"}), "test:", &NoRefs);
+        let refused = plan.set_exploded("any", free, Location::Cookie);
+        assert!(refused.is_err_and(|e| e.contains("every cookie")));
+    }
+
+    #[test]
+    fn label_and_matrix_paths_are_read_as_simple_ones() {
+        let schema = json!({"properties": {
+            "id": {"type": "integer"},
+            "ids": {"type": "array", "items": {"type": "integer"}},
+            "who": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        }});
+        let who = json!({"type": "object", "properties": {"id": {"type": "integer"}}});
+        let read = |style: fn(bool) -> PathStyle, explode: bool, values: [&str; 3]| {
+            let mut plan = plan(schema.clone());
+            for name in ["id", "ids", "who"] {
+                plan.set_path_style(name, style(explode));
+            }
+            plan.set_delimiter("ids", ',');
+            plan.set_pairs("who", Plan::build(&who, "test:", &NoRefs), explode, ',');
+            let pairs = ["id", "ids", "who"].into_iter().zip(values);
+            let (value, found) = plan.params(Location::Path, pairs);
+            assert!(found.is_empty(), "{found:?}");
+            value
+        };
+        let label = |explode| PathStyle::Label { explode };
+        let matrix = |explode| PathStyle::Matrix { explode };
+        let want = json!({"id": 5, "ids": [3, 4], "who": {"id": 7, "r": "a"}});
+        assert_eq!(read(label, false, [".5", ".3,4", ".id,7,r,a"]), want);
+        assert_eq!(read(label, true, [".5", ".3.4", ".id=7.r=a"]), want);
+        let values = [";id=5", ";ids=3,4", ";who=id,7,r,a"];
+        assert_eq!(read(matrix, false, values), want);
+        let values = [";id=5", ";ids=3;ids=4", ";id=7;r=a"];
+        assert_eq!(read(matrix, true, values), want);
+    }
+
+    #[test]
+    fn simple_objects_are_pairs_in_headers_and_paths() {
+        let page = json!({"type": "object", "properties": {"size": {"type": "integer"}}});
+        let mut plan = plan(json!({"properties": {"X-Page": page.clone(), "who": page.clone()}}));
+        plan.set_pairs("X-Page", Plan::build(&page, "test:", &NoRefs), false, ',');
+        plan.set_pairs("who", Plan::build(&page, "test:", &NoRefs), true, ',');
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-page", http::HeaderValue::from_static("size,10,from,2"));
+        assert_eq!(
+            plan.headers(&headers).0.to_value(),
+            json!({"X-Page": {"size": 10, "from": "2"}})
+        );
+        let pairs = [("who", "size=3,x=y")].into_iter();
+        let (value, found) = plan.params(Location::Path, pairs);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(value, json!({"who": {"size": 3, "x": "y"}}));
+        // An item without `=` is not an object.
+        let (value, _) = plan.params(Location::Path, [("who", "size=3,x")].into_iter());
+        assert_eq!(value, json!({"who": "size=3,x"}));
+        // JSON text is an object too.
+        headers.insert(
+            "x-page",
+            http::HeaderValue::from_static(r#"{"size":1,"a":[2,3]}"#),
+        );
+        assert_eq!(
+            plan.headers(&headers).0.to_value(),
+            json!({"X-Page": {"size": 1, "a": [2, 3]}})
+        );
     }
 
     #[test]
     fn form_objects_without_explode_are_key_value_pairs() {
         let range = json!({"type": "object", "properties": {"from": {"type": "integer"}}});
         let mut plan = plan(json!({"properties": {"range": range}}));
-        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs));
+        plan.set_pairs("range", Plan::build(&range, "test:", &NoRefs), false, ',');
         let (value, found) = plan.query(Some("range=from,1,to,x%2Cy"));
         assert!(found.is_empty(), "{found:?}");
         // The comma a value holds is a delimiter once decoded (as for arrays).

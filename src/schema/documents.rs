@@ -164,14 +164,18 @@ impl DocumentSet {
                         plan.set_deep(name, nested);
                     }
                 }
-                Decode::Pairs => {
+                Decode::Path(style) => plan.set_path_style(name, *style),
+                Decode::Pairs {
+                    assigned,
+                    delimiter,
+                } => {
                     if let Some(nested) = nested() {
-                        plan.set_pairs(name, nested);
+                        plan.set_pairs(name, nested, *assigned, *delimiter);
                     }
                 }
-                Decode::Exploded => {
+                Decode::Exploded(location) => {
                     if let Some(nested) = nested() {
-                        plan.set_exploded(name, nested)?;
+                        plan.set_exploded(name, nested, *location)?;
                     }
                 }
             }

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use super::errors::Errors;
 use super::*;
 use crate::config::{RawOpenApi, RawOperationKeys};
-use crate::schema::{Decode, DocumentSet};
+use crate::schema::{Decode, DocumentSet, PathStyle};
 
 /// The HTTP methods a path item may hold, in the order the specification lists them.
 const METHODS: [&str; 8] = [
@@ -975,11 +975,21 @@ impl Site<'_> {
         } else {
             let delimiter = match (location, style, explode) {
                 ("query", "form", true) if is_object => {
-                    wrapper.decodes.push((name.to_string(), Decode::Exploded));
+                    let exploded = Decode::Exploded(crate::schema::Location::Query);
+                    wrapper.decodes.push((name.to_string(), exploded));
+                    None
+                }
+                ("cookie", "form", true) if is_object => {
+                    let exploded = Decode::Exploded(crate::schema::Location::Cookie);
+                    wrapper.decodes.push((name.to_string(), exploded));
                     None
                 }
                 ("query" | "cookie", "form", false) if is_object => {
-                    wrapper.decodes.push((name.to_string(), Decode::Pairs));
+                    let pairs = Decode::Pairs {
+                        assigned: false,
+                        delimiter: ',',
+                    };
+                    wrapper.decodes.push((name.to_string(), pairs));
                     None
                 }
                 ("query", "deepObject", true) if is_object => {
@@ -992,25 +1002,51 @@ impl Site<'_> {
                     ))
                 }
                 ("query", "form" | "pipeDelimited" | "spaceDelimited", true) => None,
-                ("cookie", "form", true) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object cookie parameter with explode (its properties as cookies of their own) is not supported yet; use `explode: false` (`Cookie: {name}=a,1,b,2`), `content: application/json`, or separate cookies"
-                    ))
-                }
                 ("cookie", "form", true) => None,
                 ("cookie", "form", false) => Some(','),
                 ("query", "form", false) => Some(','),
+                ("query", "pipeDelimited" | "spaceDelimited", false) if is_object => {
+                    let delimiter = if style == "pipeDelimited" { '|' } else { ' ' };
+                    let pairs = Decode::Pairs {
+                        assigned: false,
+                        delimiter,
+                    };
+                    wrapper.decodes.push((name.to_string(), pairs));
+                    None
+                }
                 ("query", "pipeDelimited", false) => Some('|'),
                 ("query", "spaceDelimited", false) => Some(' '),
-                ("path" | "header", "simple", _) if is_object => {
-                    return Err(format!(
-                        "#{at}: an object parameter in style simple is not supported yet"
-                    ))
+                ("path" | "header", "simple", explode) if is_object => {
+                    let pairs = Decode::Pairs {
+                        assigned: explode,
+                        delimiter: ',',
+                    };
+                    wrapper.decodes.push((name.to_string(), pairs));
+                    None
                 }
                 ("path" | "header", "simple", _) => Some(','),
+                ("path", "label" | "matrix", explode) => {
+                    let style = match style {
+                        "label" => PathStyle::Label { explode },
+                        _ => PathStyle::Matrix { explode },
+                    };
+                    wrapper.decodes.push((name.to_string(), Decode::Path(style)));
+                    if is_object {
+                        // Exploded objects are `key=value` pairs once the style's own
+                        // separators are read.
+                        let pairs = Decode::Pairs {
+                        assigned: explode,
+                        delimiter: ',',
+                    };
+                        wrapper.decodes.push((name.to_string(), pairs));
+                        None
+                    } else {
+                        Some(',')
+                    }
+                }
                 (_, style, _) => {
                     return Err(format!(
-                        "#{at}/style: style {style:?} for a {location} parameter is not supported yet"
+                        "#{at}/style: style {style:?} is not defined for a {location} parameter (OpenAPI: path matrix, label, simple; query form, spaceDelimited, pipeDelimited, deepObject; header simple; cookie form)"
                     ))
                 }
             };

@@ -483,7 +483,7 @@ fn unsupported_or_broken_documents_are_located_errors() {
         (
             one_op("      parameters:\n        - { name: s, in: cookie, schema: { type: object } }\n"),
             "object cookie",
-            vec!["#/paths/~1a/get/parameters/0", "object cookie parameter with explode", "explode: false"],
+            vec!["#/paths/~1a/get: cookies parameters", "object cookie parameter \"s\"", "every cookie it does not declare"],
         ),
         (
             one_op("      parameters:
@@ -508,6 +508,11 @@ fn unsupported_or_broken_documents_are_located_errors() {
 "),
             "an exploded property that is also a parameter",
             vec!["#/paths/~1a/get: query parameters", "\"limit\" would be both parameter"],
+        ),
+        (
+            one_op("      parameters:\n        - { name: f, in: query, style: matrix, schema: { type: string } }\n"),
+            "a style not defined for the location",
+            vec!["#/paths/~1a/get/parameters/0/style", "\"matrix\" is not defined for a query parameter"],
         ),
         (
             one_op("      parameters:\n        - { name: id, in: path, schema: { type: string } }\n"),
@@ -1116,7 +1121,7 @@ components:
 
 /// Object query parameters in OpenAPI's default style (`form`, explode: their properties as
 /// query keys of their own) and without explode (`filter=status,open,limit,5`), and object
-/// cookies without explode (`Cookie: prefs=theme,dark,size,2`).
+/// cookies both ways (`Cookie: mode=light; zoom=3`, `Cookie: prefs=theme,dark,size,2`).
 #[tokio::test]
 async fn form_object_parameters_are_assembled_coerced_and_validated() {
     let upstream = Upstream::start(Answer::default()).await;
@@ -1138,6 +1143,11 @@ paths:
               limit: { type: integer, maximum: 50 }
               tags: { type: array, items: { type: string } }
         - { name: page, in: query, schema: { type: integer } }
+        - name: colour
+          in: query
+          style: pipeDelimited
+          explode: false
+          schema: { type: object, properties: { R: { type: integer }, G: { type: integer } } }
         - name: range
           in: query
           explode: false
@@ -1146,6 +1156,34 @@ paths:
           in: cookie
           explode: false
           schema: { type: object, properties: { theme: { type: string }, size: { type: integer, minimum: 1 } } }
+        - name: view
+          in: cookie
+          schema: { type: object, properties: { mode: { type: string, enum: [dark, light] }, zoom: { type: integer, minimum: 1 } } }
+      responses: { "200": { description: ok } }
+  /users/{who}:
+    get:
+      operationId: getUser
+      parameters:
+        - name: who
+          in: path
+          required: true
+          explode: true
+          schema: { type: object, properties: { role: { type: string, enum: [admin, user] }, id: { type: integer } } }
+        - name: X-Page
+          in: header
+          schema: { type: object, properties: { size: { type: integer, maximum: 100 }, from: { type: integer } } }
+      responses: { "200": { description: ok } }
+  /l/{ids}:
+    get:
+      operationId: labelled
+      parameters:
+        - { name: ids, in: path, required: true, style: label, explode: true, schema: { type: array, items: { type: integer, maximum: 9 } } }
+      responses: { "200": { description: ok } }
+  /m/{who}:
+    get:
+      operationId: matrixed
+      parameters:
+        - { name: who, in: path, required: true, style: matrix, explode: true, schema: { type: object, properties: { id: { type: integer } } } }
       responses: { "200": { description: ok } }
   /search:
     get:
@@ -1164,12 +1202,15 @@ paths:
     let gw = TestGateway::start(&config, &[("f.yaml", document)]).await;
     let forwarded = [
         ("/tickets?status=open&limit=5&tags=a&tags=b&page=2", ""),
-        ("/tickets?page=1", ""),
+        ("/tickets?page=1&colour=R|100|G|200", ""),
         (
             "/tickets?status=closed&range=from,1,to,9",
-            "prefs=theme,dark,size,2; _ga=1",
+            "prefs=theme,dark,size,2; _ga=1; mode=light; zoom=3",
         ),
         ("/search?q=x&a=1&b=2", ""),
+        ("/users/role=admin,id=7", ""),
+        ("/l/.3.4", ""),
+        ("/m/;id=7;x=1", ""),
     ];
     assert_forwarded(gw.addr, &upstream, &forwarded).await;
     let cases: &[(&str, &str, &[&str])] = &[
@@ -1217,6 +1258,37 @@ paths:
             "prefs=size,0",
             &["cookie.prefs.size must be >= 1"],
         ),
+        // An exploded object cookie: named by the cookies as sent.
+        (
+            "/tickets",
+            "mode=dim; zoom=0; _ga=1",
+            &[
+                "cookie.mode must be one of: \"dark\", \"light\"",
+                "cookie.zoom must be >= 1",
+            ],
+        ),
+        // `simple` objects: a path with explode (`key=value`), a header without.
+        (
+            "/users/role=boss,id=x",
+            "",
+            &[
+                "path.who.role must be one of: \"admin\", \"user\"",
+                "path.who.id must be of type integer",
+            ],
+        ),
+        (
+            "/users/role,admin",
+            "",
+            &["path.who must be of type object"],
+        ),
+        (
+            "/tickets?colour=R|x|G|1",
+            "",
+            &["query.colour.R must be of type integer"],
+        ),
+        // `label` and `matrix` paths.
+        ("/l/.3.40", "", &["path.ids[1] must be <= 9"]),
+        ("/m/;id=x", "", &["path.who.id must be of type integer"]),
         // An exploded map takes every key no other parameter names.
         (
             "/search?q=x&a=one",
@@ -1225,6 +1297,19 @@ paths:
         ),
     ];
     assert_rejected(gw.addr, cases).await;
+    // A header object without explode: `size,10,from,2`.
+    let page = |value: &'static str| {
+        send(
+            gw.addr,
+            request("GET", "/users/id=1", &[("x-page", value)], b""),
+        )
+    };
+    assert_eq!(page("size,10,from,2").await.status, 200);
+    let got = page("size,500,from,2").await;
+    assert_eq!(
+        got.json()["message"][0],
+        "header.X-Page.size must be <= 100"
+    );
 }
 
 /// A GET of `target`, with `cookie` as its `Cookie` header unless empty.
