@@ -184,25 +184,28 @@ fn validate(
     };
     match schemagate::proxy::dry_run(route, &snapshot.api_keys, &parts) {
         Ok(report) if report.is_empty() => {
-            println!("200 forwarded: the request is valid for {route_name}");
+            print_out(&format!(
+                "200 forwarded: the request is valid for {route_name}\n"
+            ));
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            println!("200 forwarded (report-only route), with:");
+            let mut text = String::from("200 forwarded (report-only route), with:\n");
             for problem in report.messages {
-                println!("  {problem}");
+                text.push_str(&format!("  {problem}\n"));
             }
+            print_out(&text);
             ExitCode::SUCCESS
         }
         Err(error) => {
             let status = error.status();
             let (body, _) = error.body(route.error_style);
-            println!(
-                "{} {}",
+            print_out(&format!(
+                "{} {}\n{}\n",
                 status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            );
-            println!("{}", String::from_utf8_lossy(&body));
+                status.canonical_reason().unwrap_or(""),
+                String::from_utf8_lossy(&body)
+            ));
             ExitCode::FAILURE
         }
     }
@@ -220,7 +223,7 @@ fn hash_key() -> ExitCode {
         eprintln!("error: no key on stdin (try: printf %s \"$KEY\" | schemagate hash-key)");
         return ExitCode::from(2);
     }
-    println!("{}", schemagate::auth::hash_key(key.as_bytes()));
+    print_out(&format!("{}\n", schemagate::auth::hash_key(key.as_bytes())));
     ExitCode::SUCCESS
 }
 
@@ -235,7 +238,7 @@ fn check(config: &std::path::Path) -> ExitCode {
                 eprintln!("{}: {} error(s)", config.display(), unreachable.len());
                 return ExitCode::FAILURE;
             }
-            print!("{}", snapshot.summary());
+            print_out(&snapshot.summary());
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -415,6 +418,14 @@ fn serve(config: &std::path::Path) -> ExitCode {
         }
     }
     code
+}
+
+/// A command's output on stdout. Unlike `print!`, a reader that went away (`schemagate check
+/// | head`) ends the output quietly instead of panicking.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Prints a line to stderr, with the diagnostics (stdout is the access log's). Unlike

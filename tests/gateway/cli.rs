@@ -21,6 +21,23 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
+/// `schemagate check | head`: a reader that goes away before the output is written ends the
+/// command quietly; it used to panic ("failed printing to stdout: Broken pipe").
+#[test]
+fn check_into_a_closed_pipe_does_not_panic() {
+    let mut child = command(&["check", "--config", SHIPPED])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the config is loaded and the summary written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
 #[test]
 fn check_prints_the_five_routes() {
     let out = command(&["check", "--config", SHIPPED]).output().unwrap();
