@@ -29,7 +29,7 @@ use crate::reload::{Loader, Reloader};
 use crate::snapshot::{ServerLimits, Snapshot};
 use crate::state::Shared;
 use crate::tls::ServerTls;
-use deadline::{Activity, HeadDeadline, InFlight, Tracked};
+use deadline::{Activity, HeadDeadline, InFlight, Stoppable, Tracked};
 
 mod deadline;
 mod h2;
@@ -235,9 +235,10 @@ impl Gateway {
         shutdown.await;
         sweeper.abort();
         jwks.abort();
+        // Set before the stop is sent: HTTP/1 connections read it when woken (`Stoppable`).
         self.shared
             .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(true, std::sync::atomic::Ordering::Release);
         let drain = self.shared.snapshot.load().drain_timeout;
         tracing::info!(drain_timeout = ?drain, "shutting down: no longer accepting, draining");
         let _ = stop_tx.send(true);
@@ -419,6 +420,7 @@ impl Connection {
                 drop(watcher);
                 ended
             } else {
+                let drain_flag = Arc::clone(&shared);
                 // Each request counts in flight until its response body is dropped, for the
                 // head deadline.
                 let service = service(shared, downstream, Arc::clone(&activity), |body, done| {
@@ -427,14 +429,23 @@ impl Connection {
                 // The head is due within header_read of now (after the TLS handshake or the
                 // HTTP/2 sniff), then of each response's end.
                 let connection = http1(&limits).serve_connection(io, service);
-                let serving = watcher.watch(connection);
-                match HeadDeadline::new(serving, activity, limits.header_read).await {
+                let mut stop = stop;
+                let stopped = async move {
+                    // A dropped sender (the server is gone) stops the connection too.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                let draining = move || drain_flag.draining.load(Ordering::Acquire);
+                let serving = Stoppable::new(connection, stopped, draining);
+                let ended = match HeadDeadline::new(serving, activity, limits.header_read).await {
                     Some(ended) => ended,
                     None => {
                         tracing::debug!(%peer, "no request head within the header-read timeout");
                         Ok(())
                     }
-                }
+                };
+                // Held until now, so that a graceful shutdown waits for this connection.
+                drop(watcher);
+                ended
             };
             if let Err(error) = ended {
                 tracing::debug!(%error, %peer, "connection ended with an error");

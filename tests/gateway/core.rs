@@ -288,6 +288,52 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     );
 }
 
+/// An idle keep-alive HTTP/1 connection is closed as soon as shutdown begins (it has no
+/// request in hand), so the drain ends at once instead of waiting out the drain timeout
+/// (5 s here) or the connection's head deadline.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start(Answer::default()).await;
+    let gw = TestGateway::start(&one_route(&upstream.url(), "GET", "/x", ""), &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // Idle now, kept alive. Let the server see it idle, then shut down.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let done = gw.shutdown();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was not closed on shutdown"
+    );
+    assert!(done.await.unwrap(), "drain completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "drain took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn mock_upstream_answers_from_config() {
     let yaml = r#"listeners:
