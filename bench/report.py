@@ -15,6 +15,9 @@ import statistics
 import sys
 
 NGINX = "nginx"
+# Table order; report.py prints the targets a run measured, in this order.
+TARGETS = ("upstream", "nginx", "schemagate", "hyper-floor", "relay-floor")
+PEERS = ("nginx-lua", "fastify", "express-openapi", "prism")
 
 
 def spread(values):
@@ -62,6 +65,38 @@ def fmt_spread(s, digits=0):
 
 def ratio(value, reference):
     return value / reference if reference else float("nan")
+
+
+def answers(meta, target):
+    """What a validating target answered in the preflight, e.g. `401 / 422`."""
+    a = meta.get("answers", {}).get(target)
+    if not a:
+        return "-"
+    return f"{a['no_bearer']} / {a['invalid']}"
+
+
+def print_peers(meta, valid):
+    """The issue's table: each validating proxy beside nginx, cheapest first."""
+    shown = [t for t in (NGINX, "schemagate") + PEERS if t in valid]
+    if not any(t in valid for t in PEERS):
+        return
+    shown.sort(key=lambda t: valid[t]["cpu_us_per_req"]["median"])
+    print()
+    print("Validating peers, scenario `valid`, one worker each (ratios against nginx in this run):")
+    print()
+    print(
+        "| proxy | what it checks | no bearer / invalid body | CPU µs/request "
+        "| × nginx | requests/s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for target in shown:
+        s = valid[target]
+        r = s.get("vs_nginx", {}).get("cpu_us_per_req", float("nan"))
+        print(
+            f"| {meta['labels'][target]} | {meta.get('checks', {}).get(target, '-')} "
+            f"| {answers(meta, target)} | {fmt_spread(s['cpu_us_per_req'], 1)} "
+            f"| {r:.2f} | {fmt_spread(s['rps'])} |"
+        )
 
 
 def main():
@@ -127,7 +162,7 @@ def main():
             "| ×nginx rps | ×nginx p50 | ×nginx p99 | ×nginx CPU |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for target in ("upstream", "nginx", "schemagate", "hyper-floor", "relay-floor"):
+        for target in TARGETS + PEERS:
             s = targets.get(target)
             if s is None:
                 continue
@@ -141,6 +176,7 @@ def main():
                 f"| {r.get('p99_us', float('nan')):.2f} "
                 f"| {r.get('cpu_us_per_req', float('nan')):.2f} |"
             )
+    print_peers(meta, results.get("valid", {}))
     if verdict:
         print()
         print(
