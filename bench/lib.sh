@@ -157,7 +157,9 @@ daemon off;
 master_process $master;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+# Enough for bench/idle_conns.py's 10 000 idle connections (each may hold an upstream one).
+worker_rlimit_nofile 30000;
+events { worker_connections 25000; }
 http {
   access_log off;
   client_body_temp_path $dir/tmp/body;

@@ -16,7 +16,7 @@ import sys
 
 NGINX = "nginx"
 # Table order; report.py prints the targets a run measured, in this order.
-TARGETS = ("upstream", "nginx", "schemagate", "hyper-floor", "relay-floor")
+TARGETS = ("upstream", "nginx", "schemagate", "schemagate-cores", "hyper-floor", "relay-floor")
 PEERS = ("nginx-lua", "fastify", "express-openapi", "prism")
 
 
@@ -141,7 +141,15 @@ def main():
             "rejection_cheaper": rejected < forward,
         }
 
-    document = {"meta": meta, "results": results, "rejection": verdict}
+    # Throughput with a worker per core against one worker (target: at least 1.7).
+    cores = results.get("cores", {})
+    scaling = None
+    if "schemagate" in cores and "schemagate-cores" in cores:
+        one = cores["schemagate"]["rps"]["median"]
+        every = cores["schemagate-cores"]["rps"]["median"]
+        scaling = {"one_worker_rps": one, "default_runtime_rps": every, "ratio": every / one}
+
+    document = {"meta": meta, "results": results, "rejection": verdict, "cores": scaling}
     with open(out_path, "w") as f:
         json.dump(document, f, indent=2)
 
@@ -186,21 +194,33 @@ def main():
             f"(×{verdict['rejected_over_forwarded']:.2f}): "
             + ("rejection is cheaper" if verdict["rejection_cheaper"] else "REJECTION COSTS MORE")
         )
+    if scaling:
+        print()
+        print(
+            f"Both cores (tokio's default runtime) against one worker: "
+            f"{scaling['default_runtime_rps']:,.0f} against {scaling['one_worker_rps']:,.0f} "
+            f"requests/s, ×{scaling['ratio']:.2f} (target ≥ 1.7)"
+        )
     rss = meta.get("rss", {})
     if rss:
         print()
         idle = next(iter(rss.values()))["idle"]["connections"]
-        print(f"| process | RSS after load | RSS holding {idle:,} idle keep-alive connections |")
-        print("|---|---|---|")
+        print(
+            f"| process | RSS after load | RSS holding {idle:,} idle keep-alive connections "
+            f"| per idle connection |"
+        )
+        print("|---|---|---|---|")
         for target in ("nginx", "schemagate"):
             r = rss.get(target)
             if not r:
                 continue
             held = r["idle"]
+            per = (held["rss_held_kib"] - held["rss_before_kib"]) / max(held["still_open"], 1)
             print(
                 f"| {meta['labels'][target]} | {r['after_load_kib'] / 1024:.1f} MiB "
                 f"| {held['rss_held_kib'] / 1024:.1f} MiB "
-                f"({held['still_open']} of {held['connections']} still open) |"
+                f"({held['still_open']:,} of {held['connections']:,} still open) "
+                f"| {per:.1f} KiB |"
             )
     print()
     print(f"JSON: {out_path}")

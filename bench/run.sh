@@ -27,13 +27,18 @@
 #   4. for each scenario, runs interleaved rounds (target order rotated each round): a
 #      warm-up, then wrk with fixed connections and duration, reading the proxy's utime +
 #      stime from /proc/PID/stat (nginx: master + worker) before and after;
-#   5. reads schemagate's and nginx's VmRSS after the load and while holding 1 000 idle
-#      keep-alive connections (bench/idle_conns.py);
+#   5. reads schemagate's and nginx's VmRSS after the load and while holding 10 000 idle
+#      keep-alive connections (bench/idle_conns.py), and from the difference the RSS each
+#      idle connection costs (target: at most 8 KiB);
 #   6. prints the table (medians, min-max spread, ratios to nginx) and writes
 #      target/bench/results.json (and a dated copy).
 #
 # Scenarios: `valid` sends only the valid request; `mixed` sends every second request with
-# an invalid body (422 from schemagate) to show that rejecting costs less than forwarding.
+# an invalid body (422 from schemagate) to show that rejecting costs less than forwarding;
+# `cores` sends the valid request to schemagate with one worker and to a second schemagate
+# on tokio's default runtime (no TOKIO_WORKER_THREADS: a worker per core) and reports the
+# throughput ratio (target: at least 1.7). wrk and the upstream run on the same two cores,
+# so the second worker shares its core with them.
 #
 # Settings (environment):
 #   BENCH_ROUNDS=3 BENCH_DURATION=10 BENCH_WARMUP=2 BENCH_CONNS=64 BENCH_WRK_THREADS=1
@@ -41,8 +46,9 @@
 #   BENCH_RUST_LOG=warn       schemagate's diagnostics filter
 #   BENCH_ACCESS_LOG=off      schemagate's `logging.access` (nginx runs with access_log off):
 #                             `off`, or an absolute file path to measure the access log
-#   BENCH_IDLE_CONNS=1000     idle keep-alive connections for the RSS figure
-#   BENCH_SCENARIOS="valid mixed"   BENCH_SKIP_BUILD=1 to use the existing release binary
+#   BENCH_IDLE_CONNS=10000    idle keep-alive connections for the RSS figure (the processes'
+#                             open-file limit must exceed it: see `ulimit -n`)
+#   BENCH_SCENARIOS="valid mixed cores"   BENCH_SKIP_BUILD=1 to use the existing release binary
 #   BENCH_PEERS="nginx-lua fastify express-openapi prism"   the peers measured ("" for none)
 #   BENCH_GATEWAY_BIN=path          another schemagate binary (implies nothing about building)
 #
@@ -61,8 +67,8 @@ CONNS=${BENCH_CONNS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 GW_THREADS=${BENCH_GATEWAY_THREADS:-1}
 GW_LOG=${BENCH_RUST_LOG:-warn}
-IDLE=${BENCH_IDLE_CONNS:-1000}
-SCENARIOS=${BENCH_SCENARIOS:-valid mixed}
+IDLE=${BENCH_IDLE_CONNS:-10000}
+SCENARIOS=${BENCH_SCENARIOS:-valid mixed cores}
 RUN_PEERS=${BENCH_PEERS-$PEERS}
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
@@ -81,7 +87,7 @@ RELAY_BIN=${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}
 
 # --- processes ---------------------------------------------------------------------------
 trap cleanup EXIT
-read -r P_UP P_NGX P_GW P_ADMIN P_FLOOR P_RELAY <<<"$(free_ports 6)"
+read -r P_UP P_NGX P_GW P_ADMIN P_FLOOR P_RELAY P_GW2 P_ADMIN2 <<<"$(free_ports 8)"
 # shellcheck disable=SC2086
 read -r -a P_PEERS <<<"$(free_ports $(wc -w <<<"$RUN_PEERS") 2>/dev/null || true)"
 UP_DIR=$OUT/nginx-upstream
@@ -102,9 +108,19 @@ BENCH_LISTEN=127.0.0.1:$P_GW BENCH_ADMIN=127.0.0.1:$P_ADMIN BENCH_UPSTREAM=http:
 GW_PID=$!
 STARTED+=("$GW_PID")
 wait_port "$P_GW"
+# The same gateway on tokio's default runtime, for the `cores` scenario.
+if [[ " $SCENARIOS " == *" cores "* ]]; then
+  env -u TOKIO_WORKER_THREADS BENCH_LISTEN=127.0.0.1:$P_GW2 BENCH_ADMIN=127.0.0.1:$P_ADMIN2 \
+    BENCH_UPSTREAM=http://127.0.0.1:$P_UP RUST_LOG=$GW_LOG BENCH_ACCESS_LOG=${BENCH_ACCESS_LOG:-off} \
+    "$GATEWAY_BIN" serve --config bench/gateway.yaml >"$OUT/schemagate-cores.log" 2>&1 &
+  GW2_PID=$!
+  STARTED+=("$GW2_PID")
+  wait_port "$P_GW2"
+fi
 declare -A PORT=([upstream]=$P_UP [nginx]=$P_NGX [schemagate]=$P_GW [hyper-floor]=$P_FLOOR
-  [relay-floor]=$P_RELAY)
-declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID)
+  [relay-floor]=$P_RELAY [schemagate-cores]=$P_GW2)
+declare -A PIDS=([upstream]="$(family "$UP_PID")" [nginx]="$(family "$NGX_PID")" [schemagate]=$GW_PID
+  [schemagate-cores]=${GW2_PID:-})
 declare -A BIN=([hyper-floor]=$FLOOR_BIN [relay-floor]=$RELAY_BIN)
 # The floors that were built (a BENCH_SKIP_BUILD run may have only some).
 FLOORS=""
@@ -188,6 +204,7 @@ for scenario in $SCENARIOS; do
     # shellcheck disable=SC2206
     valid) targets=(upstream nginx schemagate $FLOORS $RUN_PEERS) ;;
     mixed) targets=(nginx schemagate) ;;
+    cores) targets=(schemagate schemagate-cores) ;;
     *) log "unknown scenario $scenario"; exit 1 ;;
   esac
   for round in $(seq 1 "$ROUNDS"); do
@@ -234,6 +251,7 @@ cat >"$META" <<EOF
     "schemagate": "schemagate (auth + tenant + limit + validation)",
     "hyper-floor": "hyper-floor (hyper server + client, nothing else)",
     "relay-floor": "relay-floor (hand-written HTTP/1.1 relay, httparse)",
+    "schemagate-cores": "schemagate, tokio's default runtime (a worker per core)",
     "nginx-lua": "nginx + Lua + api7 jsonschema (the validator APISIX uses)",
     "fastify": "fastify + ajv + @fastify/reply-from",
     "express-openapi": "express + express-openapi-validator",
@@ -256,7 +274,8 @@ cat >"$META" <<EOF
   },
   "scenarios": {
     "valid": "every request valid (200 from the upstream)",
-    "mixed": "every second request has an invalid body (422 from schemagate; nginx forwards all)"
+    "mixed": "every second request has an invalid body (422 from schemagate; nginx forwards all)",
+    "cores": "every request valid; schemagate with one worker, then with a worker per core"
   },
   "rss": {
     "schemagate": {"after_load_kib": $GW_RSS_END, "idle": $GW_IDLE},
