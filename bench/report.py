@@ -161,6 +161,9 @@ def main():
         f"schemagate TOKIO_WORKER_THREADS={meta['gateway_threads']}, "
         f"RUST_LOG={meta['rust_log']}; nginx worker_processes 1"
     )
+    load = meta.get("load_average")
+    if load:
+        print(f"load average (1, 5, 15 min) at the start: {load['start']}, at the end: {load['end']}")
     for scenario, targets in results.items():
         print()
         print(f"Scenario `{scenario}`: {meta['scenarios'][scenario]}")

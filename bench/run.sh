@@ -170,6 +170,8 @@ done
 # --- load --------------------------------------------------------------------------------
 RAW=$OUT/raw.jsonl
 : >"$RAW"
+# The machine is shared: its load average before and after says how quiet the run was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 CLK_TCK=$(getconf CLK_TCK)
 
 measure() {
@@ -235,6 +237,7 @@ cat >"$META" <<EOF
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "commit": "$COMMIT",
   "cpus": $(nproc),
+  "load_average": {"start": "$LOAD_START", "end": "$(cut -d' ' -f1-3 /proc/loadavg)"},
   "rounds": $ROUNDS,
   "duration_s": $DURATION,
   "warmup_s": $WARMUP,
