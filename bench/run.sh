@@ -10,7 +10,7 @@
 #   express-openapi  express + express-openapi-validator, fed config/openapi/flextell.yaml
 #   prism            Stoplight Prism 5.14.2 in proxy mode with --errors, the same document
 #
-#   bench/run.sh            # ~4 minutes; results in target/bench/
+#   bench/run.sh            # ~9 minutes with the peers (3 rounds); results in target/bench/
 #
 # What it does (see docs/performance.md):
 #   1. installs nginx, wrk, python3 and curl from Debian's packages when missing, and what
