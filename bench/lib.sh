@@ -237,6 +237,12 @@ cpu_ticks() {
   echo "$total"
 }
 
+# "BUSY TOTAL": the whole machine's CPU time in clock ticks from /proc/stat's first line,
+# busy (user, nice, system, irq, softirq, steal) and in all (busy + idle + iowait).
+machine_ticks() {
+  awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
+}
+
 vm_rss_kib() {
   local total=0 pid
   for pid in "$@"; do

@@ -31,7 +31,7 @@ def spread(values):
 
 def summarise(runs):
     """Per-round figures, then median and spread per figure."""
-    per_round = {"rps": [], "p50_us": [], "p99_us": [], "cpu_us_per_req": []}
+    per_round = {"rps": [], "p50_us": [], "p99_us": [], "cpu_us_per_req": [], "machine_busy": []}
     non_2xx, requests, errors = 0, 0, 0
     for run in runs:
         wrk = run["wrk"]
@@ -41,6 +41,7 @@ def summarise(runs):
         per_round["p99_us"].append(wrk["p99_us"])
         cpu_s = run["cpu_ticks"] / run["clk_tck"]
         per_round["cpu_us_per_req"].append(cpu_s * 1e6 / max(wrk["requests"], 1))
+        per_round["machine_busy"].append(run.get("machine_busy", float("nan")))
         non_2xx += wrk["non_2xx"]
         requests += wrk["requests"]
         errors += (
@@ -147,7 +148,13 @@ def main():
     if "schemagate" in cores and "schemagate-cores" in cores:
         one = cores["schemagate"]["rps"]["median"]
         every = cores["schemagate-cores"]["rps"]["median"]
-        scaling = {"one_worker_rps": one, "default_runtime_rps": every, "ratio": every / one}
+        scaling = {
+            "one_worker_rps": one,
+            "default_runtime_rps": every,
+            "ratio": every / one,
+            "machine_busy_one_worker": cores["schemagate"]["machine_busy"]["median"],
+            "machine_busy_default_runtime": cores["schemagate-cores"]["machine_busy"]["median"],
+        }
 
     document = {"meta": meta, "results": results, "rejection": verdict, "cores": scaling}
     with open(out_path, "w") as f:
@@ -202,7 +209,9 @@ def main():
         print(
             f"Both cores (tokio's default runtime) against one worker: "
             f"{scaling['default_runtime_rps']:,.0f} against {scaling['one_worker_rps']:,.0f} "
-            f"requests/s, ×{scaling['ratio']:.2f} (target ≥ 1.7)"
+            f"requests/s, ×{scaling['ratio']:.2f} (target ≥ 1.7); both cores "
+            f"{scaling['machine_busy_default_runtime']:.0%} busy during the runs with a worker "
+            f"per core, {scaling['machine_busy_one_worker']:.0%} with one worker"
         )
     rss = meta.get("rss", {})
     if rss:

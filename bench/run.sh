@@ -175,7 +175,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 CLK_TCK=$(getconf CLK_TCK)
 
 measure() {
-  local scenario=$1 target=$2 round=$3 every=0 before after out result
+  local scenario=$1 target=$2 round=$3 every=0 before after out result m_before m_after
   [ "$scenario" = mixed ] && every=2
   local url="http://127.0.0.1:${PORT[$target]}"
   # shellcheck disable=SC2086
@@ -183,22 +183,28 @@ measure() {
     -s bench/wrk.lua "$url" >/dev/null
   # shellcheck disable=SC2086
   before=$(cpu_ticks ${PIDS[$target]})
+  m_before=$(machine_ticks)
   out=$(BENCH_INVALID_EVERY=$every wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" \
     -s bench/wrk.lua "$url")
   # shellcheck disable=SC2086
   after=$(cpu_ticks ${PIDS[$target]})
+  m_after=$(machine_ticks)
+  # The share of both cores busy during the run (wrk, upstream, proxy and anyone else).
+  local busy
+  busy=$(awk -v a="$m_before" -v b="$m_after" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    t = y[2] - x[2]; printf "%.3f", (t > 0 ? (y[1] - x[1]) / t : 0) }')
   result=$(sed -n 's/^BENCH_RESULT //p' <<<"$out")
   [ -n "$result" ] || { log "wrk printed no result:"; echo "$out" >&2; exit 1; }
-  printf '{"scenario":"%s","target":"%s","round":%d,"cpu_ticks":%d,"clk_tck":%d,"wrk":%s}\n' \
-    "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$result" >>"$RAW"
+  printf '{"scenario":"%s","target":"%s","round":%d,"cpu_ticks":%d,"clk_tck":%d,"machine_busy":%s,"wrk":%s}\n' \
+    "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$busy" "$result" >>"$RAW"
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); tck = int(sys.argv[3])
 rps = r["requests"] / (r["duration_us"] / 1e6)
 cpu = ticks / tck * 1e6 / max(r["requests"], 1)
-line = "[bench] {:7} round {} {:10} {:9.0f} req/s  p50 {:6d} us  p99 {:6d} us  non-2xx {:7d}  cpu {:6.1f} us/req"
-print(line.format(sys.argv[4], sys.argv[5], sys.argv[6], rps, r["p50_us"], r["p99_us"], r["non_2xx"], cpu), file=sys.stderr)' \
-    "$result" "$((after - before))" "$CLK_TCK" "$scenario" "$round" "$target"
+line = "[bench] {:7} round {} {:10} {:9.0f} req/s  p50 {:6d} us  p99 {:6d} us  non-2xx {:7d}  cpu {:6.1f} us/req  machine {:3.0f} % busy"
+print(line.format(sys.argv[4], sys.argv[5], sys.argv[6], rps, r["p50_us"], r["p99_us"], r["non_2xx"], cpu, float(sys.argv[7]) * 100), file=sys.stderr)' \
+    "$result" "$((after - before))" "$CLK_TCK" "$scenario" "$round" "$target" "$busy"
 }
 
 for scenario in $SCENARIOS; do
