@@ -60,7 +60,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 install_tools nginx:nginx valgrind:valgrind python3:python3 curl:curl pgrep:procps
-case " $TARGETS " in *" nginx-lua "*) install_peers ;; esac
+case " $TARGETS " in *" nginx-lua "*) install_peers nginx-lua ;; esac
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
   if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi

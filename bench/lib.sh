@@ -42,16 +42,21 @@ apt_install() {
 PEERS="nginx-lua fastify express-openapi prism"
 PEER_DIR=target/bench/peers
 
-# Installs what the peers need when missing: lua-nginx-module and lua-cjson (Debian), node
-# and npm (Debian's, when the machine has none), and the npm packages pinned by
-# bench/peers/package-lock.json, under target/bench/peers (`npm ci`, again only when the
-# lock file changed).
+# install_peers PEER...: installs what the named peers need when missing: nginx-lua,
+# lua-nginx-module and lua-cjson (Debian); the Node peers, node and npm (Debian's, when the
+# machine has none) and the npm packages pinned by bench/peers/package-lock.json, under
+# target/bench/peers (`npm ci`, again only when the lock file changed).
 install_peers() {
   local debs=() pkg
-  for pkg in libnginx-mod-http-lua lua-cjson; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
-  done
-  [ ${#debs[@]} -eq 0 ] || apt_install "${debs[@]}"
+  case " $* " in
+    *" nginx-lua "*)
+      for pkg in libnginx-mod-http-lua lua-cjson; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
+      done
+      [ ${#debs[@]} -eq 0 ] || apt_install "${debs[@]}"
+      ;;
+  esac
+  case " $* " in *" fastify "* | *" express-openapi "* | *" prism "*) ;; *) return 0 ;; esac
   install_tools node:nodejs npm:npm
   # fastify 5 and undici 7 (reply-from) need Node 20 or later; Debian 12 ships 18.
   local major

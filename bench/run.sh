@@ -75,7 +75,8 @@ mkdir -p "$OUT"
 
 # --- tools -------------------------------------------------------------------------------
 install_tools nginx:nginx wrk:wrk python3:python3 curl:curl pgrep:procps
-[ -z "$RUN_PEERS" ] || install_peers
+# shellcheck disable=SC2086
+[ -z "$RUN_PEERS" ] || install_peers $RUN_PEERS
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
