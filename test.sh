@@ -66,8 +66,12 @@ if [ ! -f target/npm/node_modules/@octokit/openapi/package.json ] \
 fi
 
 # The benchmark harness is not run in CI (it takes minutes and needs nginx and wrk); CI
-# only checks that its scripts parse.
+# only checks that its scripts parse (the Node peers' too, where node is installed).
 for script in bench/*.sh; do bash -n "$script"; done
+python3 -c 'import ast, glob, sys; [ast.parse(open(f).read(), f) for f in glob.glob("bench/*.py")]'
+if command -v node >/dev/null 2>&1; then
+  for script in bench/peers/node/*.js; do node --check "$script"; done
+fi
 
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check

@@ -16,6 +16,17 @@
 #     nothing else, on the gateway's runtime and allocator; what the HTTP library alone costs
 #   - relay-floor (examples/relay_floor.rs): a hand-written HTTP/1.1 relay on tokio (httparse
 #     for the heads, bytes copied across); the least a hand-written HTTP/1 path could cost
+#   - nginx-lua: the nginx + Lua validating peer (bench/peers/lua/peer.lua: bearer present,
+#     X-Tenant integer, api7's jsonschema on the body), one process, valid requests and
+#     invalid ones (422). LuaJIT compiles traces into memory it later patches, so this
+#     target runs with --smc-check=all-non-file (valgrind re-reads changed code; the count
+#     of guest instructions is unaffected)
+#
+# The Node peers of bench/run.sh (fastify, express-openapi, prism) are not run under
+# callgrind: V8 compiles in the background and tiers code up by counters and timers, so under
+# valgrind's 50-fold slowdown a dump counts the compiler at work on a schedule that the
+# native process never follows, not the steady state of a request; their CPU per request
+# comes from bench/run.sh only. Naming one in CALLGRIND_TARGETS prints this and goes on.
 #
 #   bench/callgrind.sh      # ~2 minutes after the build; results in target/bench/callgrind/
 #
@@ -30,7 +41,8 @@
 # which rebuilds every dependency) for inlined frames.
 #
 # Settings: CALLGRIND_REQUESTS=2000 CALLGRIND_WARMUP=300 CALLGRIND_REPEATS=3
-#           CALLGRIND_TARGETS="schemagate schemagate-access nginx upstream hyper-floor relay-floor"
+#           CALLGRIND_TARGETS="schemagate schemagate-access nginx upstream hyper-floor relay-floor
+#                              nginx-lua"
 #           BENCH_SKIP_BUILD=1
 #           BENCH_GATEWAY_BIN=path (another schemagate binary, e.g. a baseline build)
 set -euo pipefail
@@ -42,12 +54,13 @@ source bench/lib.sh
 N=${CALLGRIND_REQUESTS:-2000}
 WARM=${CALLGRIND_WARMUP:-300}
 REPEATS=${CALLGRIND_REPEATS:-3}
-TARGETS=${CALLGRIND_TARGETS:-schemagate schemagate-access nginx upstream hyper-floor relay-floor}
+TARGETS=${CALLGRIND_TARGETS:-schemagate schemagate-access nginx upstream hyper-floor relay-floor nginx-lua}
 OUT=$ROOT/target/bench/callgrind
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
 install_tools nginx:nginx valgrind:valgrind python3:python3 curl:curl pgrep:procps
+case " $TARGETS " in *" nginx-lua "*) install_peers nginx-lua ;; esac
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building schemagate --release"
   if [ "${CALLGRIND_FULL_DEBUG:-0}" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=true; fi
@@ -61,15 +74,15 @@ fi
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/schemagate}
 
 trap cleanup EXIT
-read -r P_UP P_UPCG P_NGX P_GW P_ADMIN P_FLOOR P_RELAY <<<"$(free_ports 7)"
+read -r P_UP P_UPCG P_NGX P_GW P_ADMIN P_FLOOR P_RELAY P_LUA <<<"$(free_ports 8)"
 nginx_conf upstream "$OUT/nginx-upstream" "$P_UP"
 start_nginx "$OUT/nginx-upstream"
 wait_port "$P_UP"
 
-# callgrind VG_ARGS... : the valgrind command line for one server, dumps under $OUT/NAME.
+# vg NAME [VALGRIND_ARGS...]: the valgrind command line for one server, dumps under $OUT/NAME.
 vg() {
   echo valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.out" --dump-instr=no \
-    --collect-jumps=no
+    --collect-jumps=no "${@:2}"
 }
 
 # count NAME PORT PID [--invalid]: runs the client, appends its JSON to $OUT/raw.jsonl.
@@ -145,6 +158,23 @@ for target in $TARGETS; do
       count upstream "$P_UPCG" "$LAST_PID"
       stop_pid "$LAST_PID"
       ;;
+    nginx-lua)
+      log "nginx + Lua peer under callgrind on $P_LUA"
+      # shellcheck disable=SC2046
+      NGINX_MASTER=off start_peer nginx-lua "$P_LUA" "$P_UP" "$OUT/nginx-lua" \
+        $(vg nginx_lua --smc-check=all-non-file)
+      wait_port "$P_LUA" 120
+      got="$(status_of "$P_LUA" "$BENCH_BODY_VALID") $(status_of "$P_LUA" "$BENCH_BODY_INVALID")"
+      [ "$got" = "200 422" ] || { log "nginx-lua: valid and invalid answered $got"; exit 1; }
+      DUMP=nginx_lua count nginx-lua "$P_LUA" "$LAST_PID"
+      DUMP=nginx_lua count nginx-lua-invalid "$P_LUA" "$LAST_PID" --invalid
+      stop_pid "$LAST_PID"
+      ;;
+    fastify | express-openapi | prism)
+      log "$target: not run under callgrind (a Node process: V8's background compiler and tiering"
+      log "  make a dump count compilation on valgrind's schedule, not a request's steady state;"
+      log "  bench/run.sh measures its CPU per request)"
+      ;;
     hyper-floor) floor hyper-floor "${BENCH_FLOOR_BIN:-$ROOT/target/release/examples/hyper_floor}" "$P_FLOOR" ;;
     relay-floor) floor relay-floor "${BENCH_RELAY_BIN:-$ROOT/target/release/examples/relay_floor}" "$P_RELAY" ;;
     *) log "unknown target $target"; exit 1 ;;
@@ -182,6 +212,8 @@ labels = {
     "schemagate-access": "schemagate, valid, access log on (to a file)",
     "hyper-floor": "hyper server + hyper client, nothing else (examples/hyper_floor.rs)",
     "relay-floor": "hand-written HTTP/1.1 relay, httparse + tokio (examples/relay_floor.rs)",
+    "nginx-lua": "nginx + Lua + api7 jsonschema, valid (forwarded)",
+    "nginx-lua-invalid": "nginx + Lua + api7 jsonschema, invalid (422)",
 }
 print()
 print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")
@@ -189,7 +221,7 @@ print()
 print("| process | instructions per request | repeats | × nginx proxy |")
 print("|---|---|---|---|")
 for name in ("upstream", "nginx", "schemagate", "schemagate-access", "schemagate-invalid",
-             "schemagate-plain", "hyper-floor", "relay-floor"):
+             "schemagate-plain", "hyper-floor", "relay-floor", "nginx-lua", "nginx-lua-invalid"):
     r = results.get(name)
     if not r:
         continue

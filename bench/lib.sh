@@ -24,12 +24,86 @@ install_tools() {
       || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return
-  log "installing ${missing[*]} (apt)"
+  apt_install "${missing[@]}"
+}
+
+# Installs Debian packages by name (apt-get update only when the first try fails).
+apt_install() {
+  log "installing $* (apt)"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
-    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+  $sudo apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "$@" >/dev/null; }
+}
+
+# --- the validating peers (bench/peers/) ------------------------------------------------
+# Names as bench/run.sh and report.py know them.
+PEERS="nginx-lua fastify express-openapi prism"
+PEER_DIR=target/bench/peers
+
+# install_peers PEER...: installs what the named peers need when missing: nginx-lua,
+# lua-nginx-module and lua-cjson (Debian); the Node peers, node and npm (Debian's, when the
+# machine has none) and the npm packages pinned by bench/peers/package-lock.json, under
+# target/bench/peers (`npm ci`, again only when the lock file changed).
+install_peers() {
+  local debs=() pkg
+  case " $* " in
+    *" nginx-lua "*)
+      for pkg in libnginx-mod-http-lua lua-cjson; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
+      done
+      [ ${#debs[@]} -eq 0 ] || apt_install "${debs[@]}"
+      ;;
+  esac
+  case " $* " in *" fastify "* | *" express-openapi "* | *" prism "*) ;; *) return 0 ;; esac
+  install_tools node:nodejs npm:npm
+  # fastify 5 and undici 7 (reply-from) need Node 20 or later; Debian 12 ships 18.
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || { log "the Node peers need Node >= 20 (found $(node -v))"; return 1; }
+  mkdir -p "$PEER_DIR"
+  if ! cmp -s bench/peers/package-lock.json "$PEER_DIR/package-lock.json" \
+    || [ ! -d "$PEER_DIR/node_modules" ]; then
+    log "installing the Node peers' packages (npm ci) under $PEER_DIR"
+    cp bench/peers/package.json bench/peers/package-lock.json "$PEER_DIR/"
+    npm ci --prefix "$PEER_DIR" --no-audit --no-fund --silent >&2
+  fi
+}
+
+# start_peer NAME PORT UPSTREAM_PORT DIR [WRAPPER...]: one validating peer on 127.0.0.1:PORT
+# in front of the upstream, one worker (nginx worker_processes 1; a Node process is one event
+# loop), its output under DIR; sets LAST_PID to the process (nginx: its master).
+start_peer() {
+  local name=$1 port=$2 up=$3 dir=$4 upstream
+  shift 4
+  upstream=http://127.0.0.1:$up
+  mkdir -p "$dir"
+  case $name in
+    nginx-lua)
+      nginx_conf lua "$dir" "$port" "$up" "${NGINX_MASTER:-on}"
+      start_nginx "$dir" "$@"
+      return
+      ;;
+    fastify)
+      NODE_PATH=$ROOT/$PEER_DIR/node_modules "$@" node bench/peers/node/fastify.js "$port" "$upstream" \
+        schemas/flextell/create_conversation.body.json >"$dir/stdout.log" 2>&1 &
+      ;;
+    express-openapi)
+      NODE_PATH=$ROOT/$PEER_DIR/node_modules "$@" node bench/peers/node/express_openapi.js "$port" \
+        "$upstream" config/openapi/flextell.yaml >"$dir/stdout.log" 2>&1 &
+      ;;
+    prism)
+      # Proxy mode with --errors: a request that breaks the document is answered by Prism,
+      # not forwarded. Logging at warn (the others log nothing per request), CORS off.
+      "$@" node "$PEER_DIR/node_modules/@stoplight/prism-cli/dist/index.js" proxy \
+        config/openapi/flextell.yaml "$upstream" --host 127.0.0.1 --port "$port" --errors \
+        --cors=false -v warn >"$dir/stdout.log" 2>&1 &
+      ;;
+    *) log "unknown peer $name"; return 1 ;;
+  esac
+  LAST_PID=$!
+  STARTED+=("$LAST_PID")
 }
 
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
@@ -66,20 +140,31 @@ wait_port() {
 }
 
 # nginx_conf KIND DIR PORT [UPSTREAM_PORT] [MASTER]: nginx.conf for the upstream (`return
-# 200` with a fixed JSON body) or the proxy (`proxy_pass` with an upstream keepalive pool).
-# Both: one worker, no access log, keep-alive connections never retired by count. MASTER
-# `off` runs one process only (for callgrind).
+# 200` with a fixed JSON body), the proxy (`proxy_pass` with an upstream keepalive pool) or
+# `lua`, the same proxy with bench/peers/lua/peer.lua checking each request first (the
+# nginx + Lua validating peer; install_lua_peer installs its modules). All: one worker, no
+# access log, keep-alive connections never retired by count. MASTER `off` runs one process
+# only (for callgrind).
 nginx_conf() {
   local kind=$1 dir=$2 port=$3 upstream_port=${4:-} master=${5:-on}
+  local access=""
   mkdir -p "$dir/tmp"
   {
+    if [ "$kind" = lua ]; then
+      # Debian's lua-nginx-module is a dynamic module; the prefix (-p) is not /etc/nginx.
+      echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
+      echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+      access='access_by_lua_block { require("peer").check() }'
+    fi
     cat <<EOF
 worker_processes 1;
 daemon off;
 master_process $master;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+# Enough for bench/idle_conns.py's 10 000 idle connections (each may hold an upstream one).
+worker_rlimit_nofile 30000;
+events { worker_connections 25000; }
 http {
   access_log off;
   client_body_temp_path $dir/tmp/body;
@@ -102,6 +187,12 @@ EOF
 }
 EOF
     else
+      if [ "$kind" = lua ]; then
+        cat <<EOF
+  lua_package_path "$ROOT/bench/peers/lua/?.lua;$ROOT/bench/peers/lua/vendor/?.lua;;";
+  init_by_lua_block { require("peer").init("$ROOT/schemas/flextell/create_conversation.body.json") }
+EOF
+      fi
       cat <<EOF
   upstream backend {
     server 127.0.0.1:$upstream_port;
@@ -112,6 +203,7 @@ EOF
   server {
     listen 127.0.0.1:$port;
     location / {
+      $access
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -150,6 +242,12 @@ cpu_ticks() {
   echo "$total"
 }
 
+# "BUSY TOTAL": the whole machine's CPU time in clock ticks from /proc/stat's first line,
+# busy (user, nice, system, irq, softirq, steal) and in all (busy + idle + iowait).
+machine_ticks() {
+  awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
+}
+
 vm_rss_kib() {
   local total=0 pid
   for pid in "$@"; do
@@ -158,10 +256,13 @@ vm_rss_kib() {
   echo "$total"
 }
 
-# HTTP status of one request to 127.0.0.1:PORT with BODY.
+# HTTP status of one request to 127.0.0.1:PORT with BODY; with a third argument `no-bearer`,
+# the request has no Authorization header.
 status_of() {
+  local auth=(-H "Authorization: Bearer $BENCH_TOKEN")
+  [ "${3:-}" != no-bearer ] || auth=()
   curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$1/v1/conversations" \
-    -H 'Content-Type: application/json' -H "Authorization: Bearer $BENCH_TOKEN" \
+    -H 'Content-Type: application/json' "${auth[@]}" \
     -H "X-Tenant: $BENCH_TENANT" --data-binary "$2"
 }
 

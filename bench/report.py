@@ -15,6 +15,9 @@ import statistics
 import sys
 
 NGINX = "nginx"
+# Table order; report.py prints the targets a run measured, in this order.
+TARGETS = ("upstream", "nginx", "schemagate", "schemagate-cores", "hyper-floor", "relay-floor")
+PEERS = ("nginx-lua", "fastify", "express-openapi", "prism")
 
 
 def spread(values):
@@ -28,7 +31,7 @@ def spread(values):
 
 def summarise(runs):
     """Per-round figures, then median and spread per figure."""
-    per_round = {"rps": [], "p50_us": [], "p99_us": [], "cpu_us_per_req": []}
+    per_round = {"rps": [], "p50_us": [], "p99_us": [], "cpu_us_per_req": [], "machine_busy": []}
     non_2xx, requests, errors = 0, 0, 0
     for run in runs:
         wrk = run["wrk"]
@@ -38,6 +41,7 @@ def summarise(runs):
         per_round["p99_us"].append(wrk["p99_us"])
         cpu_s = run["cpu_ticks"] / run["clk_tck"]
         per_round["cpu_us_per_req"].append(cpu_s * 1e6 / max(wrk["requests"], 1))
+        per_round["machine_busy"].append(run.get("machine_busy", float("nan")))
         non_2xx += wrk["non_2xx"]
         requests += wrk["requests"]
         errors += (
@@ -62,6 +66,38 @@ def fmt_spread(s, digits=0):
 
 def ratio(value, reference):
     return value / reference if reference else float("nan")
+
+
+def answers(meta, target):
+    """What a validating target answered in the preflight, e.g. `401 / 422`."""
+    a = meta.get("answers", {}).get(target)
+    if not a:
+        return "-"
+    return f"{a['no_bearer']} / {a['invalid']}"
+
+
+def print_peers(meta, valid):
+    """The issue's table: each validating proxy beside nginx, cheapest first."""
+    shown = [t for t in (NGINX, "schemagate") + PEERS if t in valid]
+    if not any(t in valid for t in PEERS):
+        return
+    shown.sort(key=lambda t: valid[t]["cpu_us_per_req"]["median"])
+    print()
+    print("Validating peers, scenario `valid`, one worker each (ratios against nginx in this run):")
+    print()
+    print(
+        "| proxy | what it checks | no bearer / invalid body | CPU µs/request "
+        "| × nginx | requests/s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for target in shown:
+        s = valid[target]
+        r = s.get("vs_nginx", {}).get("cpu_us_per_req", float("nan"))
+        print(
+            f"| {meta['labels'][target]} | {meta.get('checks', {}).get(target, '-')} "
+            f"| {answers(meta, target)} | {fmt_spread(s['cpu_us_per_req'], 1)} "
+            f"| {r:.2f} | {fmt_spread(s['rps'])} |"
+        )
 
 
 def main():
@@ -106,7 +142,21 @@ def main():
             "rejection_cheaper": rejected < forward,
         }
 
-    document = {"meta": meta, "results": results, "rejection": verdict}
+    # Throughput with a worker per core against one worker (target: at least 1.7).
+    cores = results.get("cores", {})
+    scaling = None
+    if "schemagate" in cores and "schemagate-cores" in cores:
+        one = cores["schemagate"]["rps"]["median"]
+        every = cores["schemagate-cores"]["rps"]["median"]
+        scaling = {
+            "one_worker_rps": one,
+            "default_runtime_rps": every,
+            "ratio": every / one,
+            "machine_busy_one_worker": cores["schemagate"]["machine_busy"]["median"],
+            "machine_busy_default_runtime": cores["schemagate-cores"]["machine_busy"]["median"],
+        }
+
+    document = {"meta": meta, "results": results, "rejection": verdict, "cores": scaling}
     with open(out_path, "w") as f:
         json.dump(document, f, indent=2)
 
@@ -118,6 +168,9 @@ def main():
         f"schemagate TOKIO_WORKER_THREADS={meta['gateway_threads']}, "
         f"RUST_LOG={meta['rust_log']}; nginx worker_processes 1"
     )
+    load = meta.get("load_average")
+    if load:
+        print(f"load average (1, 5, 15 min) at the start: {load['start']}, at the end: {load['end']}")
     for scenario, targets in results.items():
         print()
         print(f"Scenario `{scenario}`: {meta['scenarios'][scenario]}")
@@ -127,7 +180,7 @@ def main():
             "| ×nginx rps | ×nginx p50 | ×nginx p99 | ×nginx CPU |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        for target in ("upstream", "nginx", "schemagate", "hyper-floor", "relay-floor"):
+        for target in TARGETS + PEERS:
             s = targets.get(target)
             if s is None:
                 continue
@@ -141,6 +194,7 @@ def main():
                 f"| {r.get('p99_us', float('nan')):.2f} "
                 f"| {r.get('cpu_us_per_req', float('nan')):.2f} |"
             )
+    print_peers(meta, results.get("valid", {}))
     if verdict:
         print()
         print(
@@ -150,21 +204,35 @@ def main():
             f"(×{verdict['rejected_over_forwarded']:.2f}): "
             + ("rejection is cheaper" if verdict["rejection_cheaper"] else "REJECTION COSTS MORE")
         )
+    if scaling:
+        print()
+        print(
+            f"Both cores (tokio's default runtime) against one worker: "
+            f"{scaling['default_runtime_rps']:,.0f} against {scaling['one_worker_rps']:,.0f} "
+            f"requests/s, ×{scaling['ratio']:.2f} (target ≥ 1.7); both cores "
+            f"{scaling['machine_busy_default_runtime']:.0%} busy during the runs with a worker "
+            f"per core, {scaling['machine_busy_one_worker']:.0%} with one worker"
+        )
     rss = meta.get("rss", {})
     if rss:
         print()
         idle = next(iter(rss.values()))["idle"]["connections"]
-        print(f"| process | RSS after load | RSS holding {idle:,} idle keep-alive connections |")
-        print("|---|---|---|")
+        print(
+            f"| process | RSS after load | RSS holding {idle:,} idle keep-alive connections "
+            f"| per idle connection |"
+        )
+        print("|---|---|---|---|")
         for target in ("nginx", "schemagate"):
             r = rss.get(target)
             if not r:
                 continue
             held = r["idle"]
+            per = (held["rss_held_kib"] - held["rss_before_kib"]) / max(held["still_open"], 1)
             print(
                 f"| {meta['labels'][target]} | {r['after_load_kib'] / 1024:.1f} MiB "
                 f"| {held['rss_held_kib'] / 1024:.1f} MiB "
-                f"({held['still_open']} of {held['connections']} still open) |"
+                f"({held['still_open']:,} of {held['connections']:,} still open) "
+                f"| {per:.1f} KiB |"
             )
     print()
     print(f"JSON: {out_path}")
