@@ -17,7 +17,7 @@
 #   - relay-floor (examples/relay_floor.rs): a hand-written HTTP/1.1 relay on tokio (httparse
 #     for the heads, bytes copied across); the least a hand-written HTTP/1 path could cost
 #   - nginx-lua: the nginx + Lua validating peer (bench/peers/lua/peer.lua: bearer present,
-#     X-Tenant integer, api7's jsonschema on the body), one process, valid requests and
+#     X-Tenant integer, the body schema as a hand-written Lua check), one process, valid requests and
 #     invalid ones (422). LuaJIT compiles traces into memory it later patches, so this
 #     target runs with --smc-check=all-non-file (valgrind re-reads changed code; the count
 #     of guest instructions is unaffected)
@@ -212,8 +212,8 @@ labels = {
     "schemagate-access": "schemagate, valid, access log on (to a file)",
     "hyper-floor": "hyper server + hyper client, nothing else (examples/hyper_floor.rs)",
     "relay-floor": "hand-written HTTP/1.1 relay, httparse + tokio (examples/relay_floor.rs)",
-    "nginx-lua": "nginx + Lua + api7 jsonschema, valid (forwarded)",
-    "nginx-lua-invalid": "nginx + Lua + api7 jsonschema, invalid (422)",
+    "nginx-lua": "nginx + Lua (hand-written schema check), valid (forwarded)",
+    "nginx-lua-invalid": "nginx + Lua (hand-written schema check), invalid (422)",
 }
 print()
 print(f"callgrind, {n} requests per repeat on one keep-alive connection, median of {repeats}; commit {commit}")

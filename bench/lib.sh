@@ -189,7 +189,7 @@ EOF
     else
       if [ "$kind" = lua ]; then
         cat <<EOF
-  lua_package_path "$ROOT/bench/peers/lua/?.lua;$ROOT/bench/peers/lua/vendor/?.lua;;";
+  lua_package_path "$ROOT/bench/peers/lua/?.lua;;";
   init_by_lua_block { require("peer").init("$ROOT/schemas/flextell/create_conversation.body.json") }
 EOF
       fi

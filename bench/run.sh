@@ -5,7 +5,7 @@
 # else, what the HTTP library alone costs) and relay-floor (examples/relay_floor.rs: a
 # hand-written HTTP/1.1 relay on tokio and httparse, the least a hand-written path could cost),
 # and the validating peers a team would run instead (bench/peers/, one worker each):
-#   nginx-lua        nginx + lua-nginx-module + api7's jsonschema (the validator APISIX uses)
+#   nginx-lua        nginx + lua-nginx-module + the body schema as a hand-written Lua check
 #   fastify          fastify + ajv (strict body options) + @fastify/reply-from
 #   express-openapi  express + express-openapi-validator, fed config/openapi/flextell.yaml
 #   prism            Stoplight Prism 5.14.2 in proxy mode with --errors, the same document
@@ -262,7 +262,7 @@ cat >"$META" <<EOF
     "hyper-floor": "hyper-floor (hyper server + client, nothing else)",
     "relay-floor": "relay-floor (hand-written HTTP/1.1 relay, httparse)",
     "schemagate-cores": "schemagate, tokio's default runtime (a worker per core)",
-    "nginx-lua": "nginx + Lua + api7 jsonschema (the validator APISIX uses)",
+    "nginx-lua": "nginx + Lua (the body schema as a hand-written Lua check)",
     "fastify": "fastify + ajv + @fastify/reply-from",
     "express-openapi": "express + express-openapi-validator",
     "prism": "Stoplight Prism 5.14.2 proxy --errors"
@@ -279,7 +279,6 @@ cat >"$META" <<EOF
   "versions": {
     "node": "$(node -v 2>/dev/null || echo none)",
     "lua-nginx-module": "$(dpkg-query -W -f='${Version}' libnginx-mod-http-lua 2>/dev/null || echo none)",
-    "api7-jsonschema": "$(sed -n 's/^version: //p' bench/peers/lua/vendor/README.md 2>/dev/null)",
     "npm": $(python3 -c 'import json; print(json.dumps(json.load(open("bench/peers/package.json"))["dependencies"]))')
   },
   "scenarios": {
