@@ -218,6 +218,23 @@ impl SchemaDir {
             Some(doc) => doc.parsed.clone().map_err(&fail)?,
             None => Arc::new(load::read_json(&canonical).map_err(fail)?),
         };
+        // Strict mode closes objects with `unevaluatedProperties`, which drafts before
+        // 2019-09 ignore: such a file would be checked as if strict were off.
+        if self.closed.is_some() {
+            let dialect = root
+                .get("$schema")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if ["draft-03", "draft-04", "draft-06", "draft-07"]
+                .iter()
+                .any(|old| dialect.contains(old))
+            {
+                return Err(fail(format!(
+                    "strict: true needs JSON Schema 2019-09 or later (it closes objects with \
+                     unevaluatedProperties), and this file declares {dialect}"
+                )));
+            }
+        }
         let retriever = LocalRetriever(Arc::clone(scanned));
         let refs = |error: &ReferencingError| fail(self.reference_problem(&uri, &root, error));
         let registry = Registry::new()
@@ -485,7 +502,17 @@ impl CompiledSchema {
     ) -> usize {
         let start = out.len();
         let omitted = match &self.closed {
-            Some(closed) => self.collect_strict(closed, location, instance, out, cap),
+            Some(closed) => {
+                let omitted = self.collect_strict(closed, location, instance, out, cap, true);
+                // Every error left out as a declared field of a troubled object, each
+                // counting the others as the trouble (two closed schemas of one object):
+                // the body is invalid all the same, so they are named rather than none.
+                if out.len() == start && omitted == 0 {
+                    self.collect_strict(closed, location, instance, out, cap, false)
+                } else {
+                    omitted
+                }
+            }
             None => {
                 let mut omitted = 0;
                 for error in self.validator.iter_errors(Node::Value(instance)) {
@@ -507,7 +534,8 @@ impl CompiledSchema {
     /// [`CompiledSchema::collect_violations`] for a strict body: an unknown field is named
     /// once (a schema of its own may close the object too), and a field the object declares
     /// is not called unknown when the object has other errors (a failed `oneOf` branch
-    /// evaluates nothing: its fields are not unknown, the branch is wrong).
+    /// evaluates nothing: its fields are not unknown, the branch is wrong), unless
+    /// `spare_declared` is false.
     fn collect_strict(
         &self,
         closed: &strict::Closed,
@@ -515,6 +543,7 @@ impl CompiledSchema {
         instance: &Value,
         out: &mut Vec<Violation>,
         cap: usize,
+        spare_declared: bool,
     ) -> usize {
         use jsonschema::error::ValidationErrorKind as Kind;
         let errors: Vec<ValidationError<'_>> =
@@ -543,7 +572,7 @@ impl CompiledSchema {
             let at = error.instance_path().as_str();
             // Besides this error: others at `at`, or under it (`at/...` sorts between
             // `at/` and `at0`, `0` following `/`).
-            let troubled_here = declared.is_some() && {
+            let troubled_here = spare_declared && declared.is_some() && {
                 let here = within(at, &format!("{at}\0")).saturating_sub(1);
                 here + within(&format!("{at}/"), &format!("{at}0")) > 0
             };

@@ -7,7 +7,11 @@
 //! says `unevaluatedProperties: false`. JSON Schema 2020-12 then decides what is unknown,
 //! and it sees through `$ref`, `allOf`, `anyOf`, `oneOf` and `if`/`then`/`else` exactly as
 //! the specification says: a field of the `oneOf` branch that matched is known, one of a
-//! branch that did not is not. A walk of the value against the declared properties would have
+//! branch that did not is not. Objects are closed only where that can only make the schema
+//! stricter: not inside `oneOf`, `not`, `if` or `contains`, where a stricter subschema can
+//! make the whole looser (those objects keep the fields the branch allows; the object holding
+//! the `oneOf` is still closed). A schema file older than 2019-09 (`draft-07` and before) has
+//! no `unevaluatedProperties`: strict mode refuses it at load. A walk of the value against the declared properties would have
 //! to re-implement that (which branch matched) or take the union of all branches, which lets
 //! through fields of the wrong branch. The copy is made only when some route is strict, so
 //! other routes and `responses: report` compile against the documents as written and pay
@@ -115,18 +119,21 @@ pub(crate) fn close(docs: Docs<'_>, roots: &[(String, String)]) -> Closed {
                 (
                     "items"
                     | "additionalProperties"
-                    | "contains"
                     | "unevaluatedItems"
                     | "additionalItems"
                     | "unevaluatedProperties",
                     Value::Object(_),
                 ) => child(&[keyword], true),
-                ("allOf" | "anyOf" | "oneOf", Value::Array(list)) => {
+                // Only where a stricter subschema makes the whole schema stricter. Under
+                // `oneOf`, `not`, `if` and `contains` (with `maxContains`) it can make it
+                // looser: two `oneOf` branches that both matched (a failure) may leave one,
+                // a `not` or an `if` may stop matching. Objects there are left as written.
+                ("allOf" | "anyOf", Value::Array(list)) => {
                     for index in 0..list.len() {
                         child(&[keyword, &index.to_string()], false);
                     }
                 }
-                ("if" | "then" | "else" | "not", Value::Object(_)) => child(&[keyword], false),
+                ("then" | "else", Value::Object(_)) => child(&[keyword], false),
                 ("$ref", Value::String(reference)) => {
                     referenced = view.resolve(&uri, reference);
                 }
