@@ -431,7 +431,8 @@ impl Connection {
                 let connection = http1(&limits).serve_connection(io, service);
                 let mut stop = stop;
                 let stopped = async move {
-                    // A dropped sender (the server is gone) stops the connection too.
+                    // `run` sends the stop before it could drop the sender; a sender dropped
+                    // without it (the server's future dropped) is seen when draining is set.
                     let _ = stop.wait_for(|stop| *stop).await;
                 };
                 let draining = move || drain_flag.draining.load(Ordering::Acquire);
