@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use jsonschema::{PatternOptions, ReferencingError, Registry, ValidationError, Validator};
 
+use jsonschema::json::Node as _;
 use serde_json::Value;
 pub use tree::Instance;
 use tree::Node;
@@ -484,11 +485,23 @@ impl CompiledSchema {
         out: &mut Vec<Violation>,
         cap: usize,
     ) -> usize {
+        self.collect_node(location, Node::Value(instance), out, cap)
+    }
+
+    /// Validates `node` as it is (a parsed body in place, borrowed header fields, a `Value`)
+    /// and, only when it is invalid, words the errors from it as a `Value`.
+    fn collect_node(
+        &self,
+        location: Location,
+        node: Node<'_>,
+        out: &mut Vec<Violation>,
+        cap: usize,
+    ) -> usize {
         // The common case is a valid request; `is_valid` is much cheaper than collecting.
-        if self.validator.is_valid(Node::Value(instance)) {
+        if self.validator.is_valid(node) {
             return 0;
         }
-        self.word_errors(location, instance, out, cap)
+        self.word_errors(location, &node.to_value(), out, cap)
     }
 
     /// The errors of an instance known to be invalid, worded up to `cap`; returns how many
@@ -595,10 +608,7 @@ impl CompiledSchema {
         out: &mut Vec<Violation>,
         cap: usize,
     ) -> usize {
-        if self.validator.is_valid(body.node()) {
-            return 0;
-        }
-        self.word_errors(Location::Body, &body.to_value(), out, cap)
+        self.collect_node(Location::Body, body.node(), out, cap)
     }
 
     /// [`Self::collect_violations`] for coerced fields (headers): validated as they are, and
@@ -610,10 +620,7 @@ impl CompiledSchema {
         out: &mut Vec<Violation>,
         cap: usize,
     ) -> usize {
-        if self.validator.is_valid(Node::Fields(&fields.0)) {
-            return 0;
-        }
-        self.word_errors(location, &fields.to_value(), out, cap)
+        self.collect_node(location, Node::Fields(&fields.0), out, cap)
     }
 
     /// For a body with numbers that are not exactly the double they were read as
